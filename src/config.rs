@@ -1,0 +1,301 @@
+//! Configuration: one TOML file per board profile (`boards/*.toml`), overridden by command-line flags.
+//! Every value is checked at start, and every error names the field it is about.
+
+use crate::detect::BlazeFaceKind;
+use crate::privacy::PrivacyConfig;
+use crate::source::PixelFormat;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// The profile `mien run` uses when given no `--config` or `--board`: the bundled models on the bundled clip.
+pub const DEFAULT_PROFILE: &str = include_str!("../boards/default.toml");
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub board: BoardInfo,
+    pub camera: CameraConfig,
+    pub detect: DetectConfig,
+    pub privacy: PrivacyConfig,
+    pub expression: ExpressionConfig,
+    pub output: OutputConfig,
+    pub runtime: RuntimeConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BoardInfo {
+    pub name: String,
+    pub description: String,
+    /// Rust target triple the board's build uses.
+    pub target: String,
+}
+
+impl Default for BoardInfo {
+    fn default() -> Self {
+        BoardInfo { name: "default".into(), description: String::new(), target: String::new() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CameraConfig {
+    /// `/dev/videoN` or a directory of images to replay.
+    pub source: String,
+    pub width: u32,
+    pub height: u32,
+    pub format: PixelFormat,
+    pub fps: f32,
+    /// MMAP buffers to queue.
+    pub buffers: u32,
+    /// Longest wait for a frame before the camera is treated as lost.
+    pub timeout_ms: u32,
+    /// Replay rate for directories (0 = as fast as the pipeline goes).
+    pub replay_fps: f32,
+    /// Replay the directory again and again.
+    pub replay_loop: bool,
+}
+
+impl Default for CameraConfig {
+    fn default() -> Self {
+        CameraConfig {
+            source: "/dev/video0".into(),
+            width: 640,
+            height: 480,
+            format: PixelFormat::Yuyv,
+            fps: 15.0,
+            buffers: 4,
+            timeout_ms: 2000,
+            replay_fps: 0.0,
+            replay_loop: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectConfig {
+    pub kind: BlazeFaceKind,
+    pub model: String,
+    pub score_threshold: f32,
+    pub nms_iou: f32,
+    /// A detection slower than this is treated as failed: the frame is masked whole.
+    pub timeout_ms: u32,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            kind: BlazeFaceKind::FullRange,
+            model: "models/blazeface_full_range.onnx".into(),
+            score_threshold: 0.5,
+            nms_iou: 0.3,
+            timeout_ms: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExpressionKind {
+    Faceapi,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExpressionConfig {
+    pub enabled: bool,
+    pub kind: ExpressionKind,
+    pub model: String,
+    /// Faces whose crop is smaller than this (pixels) are blurred but not classified.
+    pub min_face: u32,
+}
+
+impl Default for ExpressionConfig {
+    fn default() -> Self {
+        ExpressionConfig {
+            enabled: true,
+            kind: ExpressionKind::Faceapi,
+            model: "models/faceapi_expression.onnx".into(),
+            min_face: 32,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Where labels go: `-` for stdout, or a file path (JSON lines, appended).
+    pub labels: String,
+    /// Directory for blurred frames (technicians' privacy check); empty = off.
+    pub save_blurred: String,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        OutputConfig { labels: "-".into(), save_blurred: String::new() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Stop after this many frames (0 = run until the source ends).
+    pub max_frames: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig { max_frames: 0 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config {origin}: {msg}")]
+    Parse { origin: String, msg: String },
+    #[error("config {origin}: {field}: {msg}")]
+    Invalid { origin: String, field: &'static str, msg: String },
+    #[error("config {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+}
+
+impl Config {
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let cfg: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { origin: origin.into(), msg: e.to_string() })?;
+        cfg.validate(origin)?;
+        Ok(cfg)
+    }
+
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// `boards/<name>.toml`, looked up in `./boards` and `/etc/mien/boards`.
+    pub fn board(name: &str) -> Result<Config, ConfigError> {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(ConfigError::Invalid {
+                origin: "--board".into(),
+                field: "board",
+                msg: format!("{name:?} is not a board name (letters, digits, - and _)"),
+            });
+        }
+        for dir in ["boards", "/etc/mien/boards"] {
+            let p = Path::new(dir).join(format!("{name}.toml"));
+            if p.exists() {
+                return Self::load(&p);
+            }
+        }
+        Err(ConfigError::Invalid {
+            origin: "--board".into(),
+            field: "board",
+            msg: format!("no profile {name}.toml in ./boards or /etc/mien/boards"),
+        })
+    }
+
+    pub fn embedded_default() -> Config {
+        Self::from_toml(DEFAULT_PROFILE, "boards/default.toml").expect("the bundled default profile is valid")
+    }
+
+    /// Check ranges; the first bad value is reported with its field name.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, msg: String| Err(ConfigError::Invalid { origin: origin.into(), field, msg });
+        let c = &self.camera;
+        if c.source.is_empty() {
+            return bad("camera.source", "must name /dev/videoN or a directory of images".into());
+        }
+        if !(16..=8192).contains(&c.width) {
+            return bad("camera.width", format!("{} is outside 16..=8192", c.width));
+        }
+        if !(16..=8192).contains(&c.height) {
+            return bad("camera.height", format!("{} is outside 16..=8192", c.height));
+        }
+        if !(c.fps >= 0.0 && c.fps <= 240.0) {
+            return bad("camera.fps", format!("{} is outside 0..=240", c.fps));
+        }
+        if !(2..=32).contains(&c.buffers) {
+            return bad("camera.buffers", format!("{} is outside 2..=32", c.buffers));
+        }
+        if !(50..=60_000).contains(&c.timeout_ms) {
+            return bad("camera.timeout_ms", format!("{} is outside 50..=60000", c.timeout_ms));
+        }
+        if !(c.replay_fps >= 0.0 && c.replay_fps <= 1000.0) {
+            return bad("camera.replay_fps", format!("{} is outside 0..=1000", c.replay_fps));
+        }
+        let d = &self.detect;
+        if d.model.is_empty() {
+            return bad("detect.model", "must name an ONNX file".into());
+        }
+        if !(d.score_threshold > 0.0 && d.score_threshold < 1.0) {
+            return bad("detect.score_threshold", format!("{} is outside (0, 1)", d.score_threshold));
+        }
+        if !(d.nms_iou > 0.0 && d.nms_iou < 1.0) {
+            return bad("detect.nms_iou", format!("{} is outside (0, 1)", d.nms_iou));
+        }
+        if !(1..=60_000).contains(&d.timeout_ms) {
+            return bad("detect.timeout_ms", format!("{} is outside 1..=60000", d.timeout_ms));
+        }
+        let p = &self.privacy;
+        if !(p.margin >= 0.0 && p.margin <= 2.0) {
+            return bad("privacy.margin", format!("{} is outside 0..=2", p.margin));
+        }
+        if !(2..=16).contains(&p.mosaic_cells) {
+            return bad(
+                "privacy.mosaic_cells",
+                format!("{} is outside 2..=16 (more cells would leave a face recognisable)", p.mosaic_cells),
+            );
+        }
+        if p.hold_frames > 300 {
+            return bad("privacy.hold_frames", format!("{} is over 300", p.hold_frames));
+        }
+        let e = &self.expression;
+        if e.enabled && e.model.is_empty() {
+            return bad("expression.model", "must name an ONNX file (or set expression.enabled = false)".into());
+        }
+        if !(8..=4096).contains(&e.min_face) {
+            return bad("expression.min_face", format!("{} is outside 8..=4096", e.min_face));
+        }
+        if self.output.labels.is_empty() {
+            return bad("output.labels", "must be - (stdout) or a file path".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::embedded_default();
+        assert_eq!(c.camera.source, "samples/clip");
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("[detect]\nscore_threshold = 1.5\n", "detect.score_threshold"),
+            ("[camera]\nwidth = 3\n", "camera.width"),
+            ("[privacy]\nmosaic_cells = 64\n", "privacy.mosaic_cells"),
+            ("[privacy]\nmode = \"pixelate\"\n", "mode"),
+            ("[camera]\nformat = \"NV12\"\n", "format"),
+            ("[detect]\nthreshold = 0.5\n", "threshold"),
+            ("[camera]\nfps = \"fast\"\n", "fps"),
+            ("[expression]\nmin_face = 2\n", "expression.min_face"),
+        ];
+        for (text, field) in cases {
+            let e = Config::from_toml(text, "test.toml").unwrap_err().to_string();
+            assert!(e.contains(field), "error for {text:?} does not name {field}: {e}");
+        }
+    }
+
+    #[test]
+    fn bad_board_names_are_refused() {
+        assert!(Config::board("../etc/passwd").unwrap_err().to_string().contains("board"));
+        assert!(Config::board("no-such-board").unwrap_err().to_string().contains("no-such-board"));
+    }
+}

@@ -1,0 +1,18 @@
+//! mien: camera firmware that blurs faces in place and sends only expression labels upstream.
+//!
+//! One module per pipeline stage, each behind a small trait:
+//! `source` (FrameSource) -> `detect` (FaceDetector) -> `privacy` (PrivacyGuard) -> `expression`
+//! (ExpressionClassifier) -> `uplink` (LabelSink); `pipeline` only wires them.
+
+pub mod config;
+pub mod detect;
+pub mod expression;
+pub mod frame;
+pub mod model;
+pub mod pipeline;
+pub mod pixels;
+pub mod privacy;
+pub mod save;
+pub mod source;
+pub mod track;
+pub mod uplink;

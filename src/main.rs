@@ -1,0 +1,162 @@
+//! `mien`: the command line over the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mien::config::Config;
+use mien::pipeline::{self, Pipeline, Stages};
+use mien::privacy::{BlurMode, PrivacyGuard};
+use mien::save::FrameSaver;
+use mien::source::{self, PixelFormat};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "mien", version, about = "Blur faces in place, send only expression labels")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the pipeline (the default; with no options: bundled models on the bundled sample clip).
+    Run(RunArgs),
+}
+
+#[derive(clap::Args, Default)]
+struct RunArgs {
+    /// TOML config file (a board profile).
+    #[arg(long, conflicts_with = "board")]
+    config: Option<PathBuf>,
+    /// Board profile name: boards/<NAME>.toml.
+    #[arg(long)]
+    board: Option<String>,
+    /// /dev/videoN or a directory of images (overrides camera.source).
+    #[arg(long)]
+    source: Option<String>,
+    /// Write blurred frames here as PNG (overrides output.save_blurred).
+    #[arg(long)]
+    save_blurred: Option<PathBuf>,
+    /// Where labels go: - for stdout or a file (overrides output.labels).
+    #[arg(long)]
+    labels: Option<String>,
+    /// Stop after N frames (overrides runtime.max_frames).
+    #[arg(long)]
+    max_frames: Option<u64>,
+    /// Replay rate for directories, frames per second (overrides camera.replay_fps).
+    #[arg(long)]
+    fps: Option<f32>,
+    /// Replay the directory in a loop.
+    #[arg(long)]
+    r#loop: bool,
+    #[arg(long)]
+    width: Option<u32>,
+    #[arg(long)]
+    height: Option<u32>,
+    /// YUYV, RGB3, GREY or MJPG.
+    #[arg(long)]
+    format: Option<PixelFormat>,
+    /// mosaic, gaussian or fill.
+    #[arg(long)]
+    privacy: Option<BlurMode>,
+    /// Face detector ONNX (overrides detect.model).
+    #[arg(long)]
+    detect_model: Option<String>,
+    /// Expression ONNX (overrides expression.model).
+    #[arg(long)]
+    expression_model: Option<String>,
+}
+
+fn load_config(a: &RunArgs) -> anyhow::Result<Config> {
+    let mut cfg = match (&a.config, &a.board) {
+        (Some(p), _) => Config::load(p)?,
+        (None, Some(b)) => Config::board(b)?,
+        (None, None) => Config::embedded_default(),
+    };
+    if let Some(s) = &a.source {
+        cfg.camera.source = s.clone();
+    }
+    if let Some(d) = &a.save_blurred {
+        cfg.output.save_blurred = d.display().to_string();
+    }
+    if let Some(l) = &a.labels {
+        cfg.output.labels = l.clone();
+    }
+    if let Some(n) = a.max_frames {
+        cfg.runtime.max_frames = n;
+    }
+    if let Some(f) = a.fps {
+        cfg.camera.replay_fps = f;
+    }
+    if a.r#loop {
+        cfg.camera.replay_loop = true;
+    }
+    if let Some(w) = a.width {
+        cfg.camera.width = w;
+    }
+    if let Some(h) = a.height {
+        cfg.camera.height = h;
+    }
+    if let Some(f) = a.format {
+        cfg.camera.format = f;
+    }
+    if let Some(m) = a.privacy {
+        cfg.privacy.mode = m;
+    }
+    if let Some(m) = &a.detect_model {
+        cfg.detect.model = m.clone();
+    }
+    if let Some(m) = &a.expression_model {
+        cfg.expression.model = m.clone();
+    }
+    cfg.validate("command line")?;
+    Ok(cfg)
+}
+
+fn run(a: RunArgs) -> anyhow::Result<()> {
+    let cfg = load_config(&a)?;
+    let source = source::open(&cfg.camera.source, &cfg.camera, cfg.camera.replay_fps, cfg.camera.replay_loop)?;
+    let saver = if cfg.output.save_blurred.is_empty() {
+        None
+    } else {
+        let dir = PathBuf::from(&cfg.output.save_blurred);
+        Some(FrameSaver::new(&dir).with_context(|| format!("output.save_blurred: {}", dir.display()))?)
+    };
+    let sink = mien::uplink::open_sink(&cfg.output.labels)
+        .with_context(|| format!("output.labels: cannot open {}", cfg.output.labels))?;
+    let stages = Stages {
+        source,
+        detector: pipeline::load_detector(&cfg),
+        privacy: PrivacyGuard::new(cfg.privacy.clone()),
+        classifier: pipeline::load_classifier(&cfg),
+        sink,
+        saver,
+    };
+    let mut p = Pipeline::new(stages, &cfg);
+    let t = std::time::Instant::now();
+    let s = p.run(cfg.runtime.max_frames)?;
+    let secs = t.elapsed().as_secs_f64();
+    log::info!(
+        "done: {} frames ({:.1} fps), {} faces, {} labels, {} masked whole, {} corrupt, {} while camera away",
+        s.frames,
+        s.frames as f64 / secs.max(1e-9),
+        s.faces,
+        s.labels,
+        s.masked_whole,
+        s.corrupt,
+        s.unavailable
+    );
+    Ok(())
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).target(env_logger::Target::Stderr).init();
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Some(Cmd::Run(a)) => run(a),
+        None => run(RunArgs::default()),
+    };
+    if let Err(e) = res {
+        eprintln!("mien: error: {e:#}");
+        std::process::exit(1);
+    }
+}

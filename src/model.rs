@@ -1,0 +1,102 @@
+//! Loading ONNX models into tract: checked against `SHA256SUMS`, optimized once, with fixed input shapes.
+
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tract_onnx::prelude::*;
+
+pub type Runnable = Arc<TypedRunnableModel>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("model {path}: cannot read: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("model {path}: no checksum: {sums} has no line for {name} (models must be listed in SHA256SUMS)")]
+    NotListed { path: PathBuf, sums: PathBuf, name: String },
+    #[error("model {path}: cannot read checksums {sums}: {source}")]
+    Sums { path: PathBuf, sums: PathBuf, source: std::io::Error },
+    #[error("model {path}: SHA-256 is {actual}, SHA256SUMS says {expected} (truncated or corrupt file?)")]
+    Mismatch { path: PathBuf, expected: String, actual: String },
+    #[error("model {path}: tract cannot load it: {msg}")]
+    Tract { path: PathBuf, msg: String },
+}
+
+/// A model file checked against the `SHA256SUMS` next to it.
+pub struct VerifiedModel {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub bytes: Vec<u8>,
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Read `path` and check its SHA-256 against `SHA256SUMS` in the same directory (`sha256sum` format).
+pub fn read_verified(path: &Path) -> Result<VerifiedModel, ModelError> {
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Read { path: path.into(), source })?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let sums = path.parent().unwrap_or(Path::new(".")).join("SHA256SUMS");
+    let text = std::fs::read_to_string(&sums)
+        .map_err(|source| ModelError::Sums { path: path.into(), sums: sums.clone(), source })?;
+    let expected = text
+        .lines()
+        .filter_map(|l| l.split_once(char::is_whitespace))
+        .find(|(_, f)| f.trim().trim_start_matches('*') == name)
+        .map(|(h, _)| h.to_ascii_lowercase())
+        .ok_or_else(|| ModelError::NotListed { path: path.into(), sums: sums.clone(), name: name.clone() })?;
+    let actual = sha256_hex(&bytes);
+    if actual != expected {
+        return Err(ModelError::Mismatch { path: path.into(), expected, actual });
+    }
+    Ok(VerifiedModel { path: path.into(), sha256: actual, bytes })
+}
+
+/// Load a verified ONNX model with one fixed f32 input shape, optimize it and make it runnable.
+pub fn load_f32(path: &Path, input_shape: &[usize]) -> Result<(Runnable, String), ModelError> {
+    let m = read_verified(path)?;
+    let tract_err = |e: TractError| ModelError::Tract { path: path.into(), msg: format!("{e:#}") };
+    let model = tract_onnx::onnx()
+        .model_for_read(&mut m.bytes.as_slice())
+        .map_err(tract_err)?
+        .with_input_fact(0, f32::fact(input_shape).into())
+        .map_err(tract_err)?
+        .into_optimized()
+        .map_err(tract_err)?
+        .into_runnable()
+        .map_err(tract_err)?;
+    Ok((model, m.sha256))
+}
+
+/// One output of a run as a flat f32 slice.
+pub fn output_f32(v: &TValue) -> TractResult<&[f32]> {
+    v.try_as_plain_ram()?.as_slice::<f32>()
+}
+
+/// Run a single-input model on `input` (laid out as `shape`).
+pub fn run_f32(model: &Runnable, shape: &[usize], input: &[f32]) -> TractResult<TVec<TValue>> {
+    let t = Tensor::from_shape(shape, input)?;
+    model.run(tvec!(t.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_mismatch_and_missing_line_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.onnx");
+        std::fs::write(&p, b"not really a model").unwrap();
+        std::fs::write(dir.path().join("SHA256SUMS"), format!("{}  other.onnx\n", "0".repeat(64))).unwrap();
+        let e = read_verified(&p).err().unwrap();
+        assert!(matches!(e, ModelError::NotListed { .. }), "{e}");
+        std::fs::write(dir.path().join("SHA256SUMS"), format!("{}  m.onnx\n", "0".repeat(64))).unwrap();
+        let e = read_verified(&p).err().unwrap();
+        assert!(e.to_string().contains("truncated or corrupt"), "{e}");
+        let good = sha256_hex(b"not really a model");
+        std::fs::write(dir.path().join("SHA256SUMS"), format!("{good} *m.onnx\n")).unwrap();
+        assert_eq!(read_verified(&p).unwrap().sha256, good);
+    }
+}

@@ -1,0 +1,252 @@
+//! The pipeline only wires the stages: source -> detect -> (crops) -> privacy -> expression -> uplink.
+//!
+//! Order matters for privacy: faces are blurred in the frame buffer right after detection; crops for the
+//! classifier are cut just before that and never leave process memory; savers and sinks come after.
+
+use crate::config::Config;
+use crate::detect::{BlazeFace, DetectError, Detections, FaceDetector, MAX_FACES};
+use crate::expression::{CropSet, ExpressionClassifier, FaceApiExpression};
+use crate::frame::Frame;
+use crate::privacy::{PrivacyGuard, PrivacyState};
+use crate::save::FrameSaver;
+use crate::source::{FrameSource, SourceError};
+use crate::track::Tracker;
+use crate::uplink::{LabelEvent, LabelSink};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Time spent in each stage for one frame.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StepTiming {
+    pub capture: Duration,
+    pub detect: Duration,
+    pub blur: Duration,
+    pub classify: Duration,
+    pub output: Duration,
+}
+
+/// What happened to one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    Processed { faces: usize, labels: usize, state: PrivacyState },
+    /// The frame was unusable and was dropped unseen.
+    Corrupt,
+    /// The camera is away; the source is reconnecting.
+    Unavailable,
+    End,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct RunStats {
+    pub frames: u64,
+    pub masked_whole: u64,
+    pub faces: u64,
+    pub labels: u64,
+    pub corrupt: u64,
+    pub unavailable: u64,
+    pub total: StepTiming,
+}
+
+pub struct Stages {
+    pub source: Box<dyn FrameSource>,
+    /// `Err` (with why) when no detector could be loaded: every frame is then masked whole.
+    pub detector: Result<Box<dyn FaceDetector>, String>,
+    pub privacy: PrivacyGuard,
+    pub classifier: Option<Box<dyn ExpressionClassifier>>,
+    pub sink: Box<dyn LabelSink>,
+    pub saver: Option<FrameSaver>,
+}
+
+pub struct Pipeline {
+    st: Stages,
+    frame: Frame,
+    dets: Detections,
+    crops: CropSet,
+    slots: Vec<Option<usize>>,
+    track_ids: Vec<u32>,
+    tracker: Tracker,
+    detect_timeout: Duration,
+    min_face: u32,
+    seq: u64,
+    pub stats: RunStats,
+}
+
+/// Load the detector the config names. A failure here is not fatal: privacy masks every frame instead.
+pub fn load_detector(cfg: &Config) -> Result<Box<dyn FaceDetector>, String> {
+    let d = &cfg.detect;
+    BlazeFace::load(Path::new(&d.model), d.kind, d.score_threshold, d.nms_iou)
+        .map(|b| Box::new(b) as Box<dyn FaceDetector>)
+        .map_err(|e| e.to_string())
+}
+
+/// Load the expression classifier; `None` (logged) when disabled or unloadable: blur still runs.
+pub fn load_classifier(cfg: &Config) -> Option<Box<dyn ExpressionClassifier>> {
+    if !cfg.expression.enabled {
+        return None;
+    }
+    match FaceApiExpression::load(Path::new(&cfg.expression.model)) {
+        Ok(c) => {
+            let missing: Vec<&str> = c.missing_classes().iter().map(|e| e.as_str()).collect();
+            if !missing.is_empty() {
+                log::info!("expression model cannot output: {}", missing.join(", "));
+            }
+            Some(Box::new(c))
+        }
+        Err(e) => {
+            log::error!("expression disabled: {e}");
+            None
+        }
+    }
+}
+
+impl Pipeline {
+    pub fn new(st: Stages, cfg: &Config) -> Self {
+        let (cw, ch) = st.classifier.as_ref().map(|c| c.input_size()).unwrap_or((1, 1));
+        match &st.detector {
+            Ok(d) => log::info!("detector: {}", d.describe()),
+            Err(e) => log::error!("PRIVACY FAULT: no face detector ({e}); every frame will be masked whole"),
+        }
+        if let Some(c) = &st.classifier {
+            log::info!("expression: {}", c.describe());
+        }
+        log::info!("source: {}", st.source.describe());
+        Pipeline {
+            frame: Frame::new(cfg.camera.width, cfg.camera.height),
+            dets: Detections::new(),
+            crops: CropSet::new(MAX_FACES, cw, ch),
+            slots: Vec::with_capacity(MAX_FACES),
+            track_ids: Vec::with_capacity(MAX_FACES),
+            tracker: Tracker::new(cfg.privacy.hold_frames.max(5)),
+            detect_timeout: Duration::from_millis(cfg.detect.timeout_ms as u64),
+            min_face: cfg.expression.min_face,
+            seq: 0,
+            stats: RunStats::default(),
+            st,
+        }
+    }
+
+    /// Process one frame end to end.
+    pub fn step(&mut self, timing: &mut StepTiming) -> anyhow::Result<StepOutcome> {
+        *timing = StepTiming::default();
+        let t = Instant::now();
+        let got = self.st.source.next_frame(&mut self.frame);
+        timing.capture = t.elapsed();
+        match got {
+            Ok(true) => {}
+            Ok(false) => return Ok(StepOutcome::End),
+            Err(SourceError::Corrupt(why)) => {
+                log::warn!("dropped a corrupt frame: {why}");
+                self.stats.corrupt += 1;
+                return Ok(StepOutcome::Corrupt);
+            }
+            Err(SourceError::Unavailable(_)) => {
+                self.stats.unavailable += 1;
+                return Ok(StepOutcome::Unavailable);
+            }
+            Err(SourceError::Fatal(why)) => anyhow::bail!("source: {why}"),
+        }
+        self.frame.seq = self.seq;
+        self.seq += 1;
+
+        // Detect. Failure, a blown time budget or a missing detector all become a DetectError.
+        let t = Instant::now();
+        self.dets.clear();
+        let det: Result<(), DetectError> = match self.st.detector.as_mut() {
+            Ok(d) => d.detect(&self.frame, &mut self.dets).and_then(|()| {
+                let took = t.elapsed();
+                if took > self.detect_timeout {
+                    Err(DetectError::Timeout {
+                        took_ms: took.as_millis() as u64,
+                        limit_ms: self.detect_timeout.as_millis() as u64,
+                    })
+                } else {
+                    Ok(())
+                }
+            }),
+            Err(why) => Err(DetectError::Inference(format!("no detector: {why}"))),
+        };
+        timing.detect = t.elapsed();
+        if let Err(e) = &det {
+            log::warn!("frame {}: {e}; masking the whole frame", self.frame.seq);
+            self.dets.clear();
+        }
+
+        // Crops for the classifier, cut before the blur; then blur in place.
+        let t = Instant::now();
+        self.slots.clear();
+        if let (Ok(()), Some(c)) = (&det, self.st.classifier.as_ref()) {
+            if let Err(e) = self.crops.extract(
+                &self.frame,
+                self.dets.iter().map(|d| &d.bbox),
+                |b| c.crop_box(b),
+                self.min_face,
+                &mut self.slots,
+            ) {
+                log::warn!("frame {}: face crops failed: {e}", self.frame.seq);
+                self.slots.clear();
+            }
+        }
+        self.tracker.update(self.dets.iter().map(|d| &d.bbox), &mut self.track_ids);
+        let protected = self.st.privacy.protect(&mut self.frame, det.as_ref().map(|()| &self.dets[..]));
+        let state = protected.state();
+        timing.blur = t.elapsed();
+
+        let t = Instant::now();
+        if let Some(saver) = &self.st.saver {
+            if let Err(e) = saver.save(&protected) {
+                log::warn!("cannot save blurred frame: {e}");
+            }
+        }
+        timing.output = t.elapsed();
+        let (seq, ts) = (self.frame.seq, self.frame.ts_ms);
+
+        // Classify the crops; only labels leave.
+        let t = Instant::now();
+        let mut labels = 0;
+        if let Some(c) = self.st.classifier.as_mut() {
+            for (face, slot) in self.slots.iter().enumerate() {
+                let Some(slot) = slot else { continue };
+                match c.classify(self.crops.get(*slot)) {
+                    Ok(e) => {
+                        let track = self.track_ids.get(face).copied().unwrap_or(u32::MAX);
+                        let ev = LabelEvent::new(ts, seq, face as u16, track, e.label, e.confidence);
+                        self.st.sink.send(&ev)?;
+                        labels += 1;
+                    }
+                    Err(e) => log::warn!("frame {seq} face {face}: {e}"),
+                }
+            }
+        }
+        self.crops.wipe();
+        timing.classify = t.elapsed();
+
+        self.stats.frames += 1;
+        self.stats.faces += self.dets.len() as u64;
+        self.stats.labels += labels as u64;
+        if state == PrivacyState::MaskedWhole {
+            self.stats.masked_whole += 1;
+        }
+        let tt = &mut self.stats.total;
+        tt.capture += timing.capture;
+        tt.detect += timing.detect;
+        tt.blur += timing.blur;
+        tt.classify += timing.classify;
+        tt.output += timing.output;
+        Ok(StepOutcome::Processed { faces: self.dets.len(), labels, state })
+    }
+
+    /// Run until the source ends or `max_frames` frames (0 = no limit) went through.
+    pub fn run(&mut self, max_frames: u64) -> anyhow::Result<RunStats> {
+        let mut timing = StepTiming::default();
+        loop {
+            if max_frames > 0 && self.stats.frames >= max_frames {
+                break;
+            }
+            if self.step(&mut timing)? == StepOutcome::End {
+                break;
+            }
+        }
+        self.st.sink.flush()?;
+        Ok(self.stats.clone())
+    }
+}

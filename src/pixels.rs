@@ -1,0 +1,247 @@
+//! Pixel kernels in one place: colour conversion, crop-and-resize, mosaic, blur, fill.
+//!
+//! The heavy lifting goes to SIMD crates that pick NEON / AVX2 / SSE at run time (yuvutils-rs for YUV,
+//! fast_image_resize for resampling, libblur for blur); the loops written here are the simple ones
+//! (mosaic averaging, fills, channel copies) and have unit tests.
+
+use crate::frame::{Frame, Rect};
+use fast_image_resize::{images::Image, images::ImageRef, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PixelError {
+    #[error("frame data is {got} bytes, {format} {width}x{height} needs {need}")]
+    Size { format: &'static str, width: u32, height: u32, got: usize, need: usize },
+    #[error("conversion failed: {0}")]
+    Convert(String),
+    #[error("resize failed: {0}")]
+    Resize(String),
+}
+
+fn check_len(format: &'static str, width: u32, height: u32, got: usize, need: usize) -> Result<(), PixelError> {
+    if got < need {
+        return Err(PixelError::Size { format, width, height, got, need });
+    }
+    Ok(())
+}
+
+/// YUYV 4:2:2 (BT.601 limited range, what UVC and vivid send) into the RGB frame.
+pub fn yuyv_to_rgb(src: &[u8], stride: usize, frame: &mut Frame) -> Result<(), PixelError> {
+    let (w, h) = (frame.width, frame.height);
+    check_len("YUYV", w, h, src.len(), stride * (h as usize - 1) + w as usize * 2)?;
+    let packed = yuvutils_rs::YuvPackedImage { yuy: src, yuy_stride: stride as u32, width: w, height: h };
+    let rgb_stride = frame.stride() as u32;
+    yuvutils_rs::yuyv422_to_rgb(
+        &packed,
+        &mut frame.data,
+        rgb_stride,
+        yuvutils_rs::YuvRange::Limited,
+        yuvutils_rs::YuvStandardMatrix::Bt601,
+    )
+    .map_err(|e| PixelError::Convert(format!("{e:?}")))
+}
+
+/// 8-bit grey into the RGB frame.
+pub fn grey_to_rgb(src: &[u8], stride: usize, frame: &mut Frame) -> Result<(), PixelError> {
+    let (w, h) = (frame.width as usize, frame.height as usize);
+    check_len("GREY", frame.width, frame.height, src.len(), stride * (h - 1) + w)?;
+    for (y, row) in frame.data.chunks_exact_mut(w * 3).enumerate() {
+        for (px, &g) in row.chunks_exact_mut(3).zip(&src[y * stride..y * stride + w]) {
+            px.copy_from_slice(&[g, g, g]);
+        }
+    }
+    Ok(())
+}
+
+/// Packed RGB24 (possibly with row padding) into the frame.
+pub fn rgb_to_rgb(src: &[u8], stride: usize, frame: &mut Frame) -> Result<(), PixelError> {
+    let (w, h) = (frame.width as usize, frame.height as usize);
+    check_len("RGB3", frame.width, frame.height, src.len(), stride * (h - 1) + w * 3)?;
+    for (y, row) in frame.data.chunks_exact_mut(w * 3).enumerate() {
+        row.copy_from_slice(&src[y * stride..y * stride + w * 3]);
+    }
+    Ok(())
+}
+
+/// Crop-and-resize with one reused resampler (bilinear: what the models were trained with).
+pub struct Scaler {
+    resizer: Resizer,
+}
+
+impl Default for Scaler {
+    fn default() -> Self {
+        Scaler { resizer: Resizer::new() }
+    }
+}
+
+impl Scaler {
+    /// Resize the `src_rect` part of `frame` into `dst` (RGB24, `dst_w` x `dst_h`).
+    pub fn crop_resize(
+        &mut self,
+        frame: &Frame,
+        src_rect: Rect,
+        dst: &mut [u8],
+        dst_w: u32,
+        dst_h: u32,
+    ) -> Result<(), PixelError> {
+        let err = |e: &dyn std::fmt::Display| PixelError::Resize(e.to_string());
+        let src = ImageRef::new(frame.width, frame.height, &frame.data, PixelType::U8x3).map_err(|e| err(&e))?;
+        let mut out = Image::from_slice_u8(dst_w, dst_h, dst, PixelType::U8x3).map_err(|e| err(&e))?;
+        let opts = ResizeOptions::new()
+            .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
+            .crop(src_rect.x0 as f64, src_rect.y0 as f64, src_rect.width() as f64, src_rect.height() as f64);
+        self.resizer.resize(&src, &mut out, &opts).map_err(|e| err(&e))
+    }
+}
+
+/// Replace each `cell` x `cell` block of `rect` with its mean colour. With cells a sixth to an eighth
+/// of a face wide this leaves nothing that identifies a person, and no deblurring can bring detail back:
+/// the information is averaged away, not filtered.
+pub fn mosaic(frame: &mut Frame, rect: Rect, cell: u32) {
+    let cell = cell.max(1);
+    let stride = frame.stride();
+    let mut by = rect.y0;
+    while by < rect.y1 {
+        let bh = cell.min(rect.y1 - by);
+        let mut bx = rect.x0;
+        while bx < rect.x1 {
+            let bw = cell.min(rect.x1 - bx);
+            let mut sum = [0u64; 3];
+            for y in by..by + bh {
+                let row = &frame.data[y as usize * stride + bx as usize * 3..][..bw as usize * 3];
+                for px in row.chunks_exact(3) {
+                    sum[0] += px[0] as u64;
+                    sum[1] += px[1] as u64;
+                    sum[2] += px[2] as u64;
+                }
+            }
+            let n = (bw * bh) as u64;
+            let mean = [(sum[0] / n) as u8, (sum[1] / n) as u8, (sum[2] / n) as u8];
+            for y in by..by + bh {
+                let row = &mut frame.data[y as usize * stride + bx as usize * 3..][..bw as usize * 3];
+                for px in row.chunks_exact_mut(3) {
+                    px.copy_from_slice(&mean);
+                }
+            }
+            bx += bw;
+        }
+        by += bh;
+    }
+}
+
+/// Stack blur (a fast gaussian approximation, libblur) of `rect`, in place, `passes` times.
+pub fn blur(frame: &mut Frame, rect: Rect, radius: u32, passes: u32) -> Result<(), PixelError> {
+    let stride = frame.stride();
+    let start = rect.y0 as usize * stride + rect.x0 as usize * 3;
+    let end = (rect.y1 as usize - 1) * stride + rect.x1 as usize * 3;
+    for _ in 0..passes.max(1) {
+        let mut img = libblur::BlurImageMut {
+            data: libblur::BufferStore::Borrowed(&mut frame.data[start..end]),
+            width: rect.width(),
+            height: rect.height(),
+            stride: stride as u32,
+            channels: libblur::FastBlurChannels::Channels3,
+        };
+        libblur::stack_blur(&mut img, libblur::AnisotropicRadius::new(radius.max(1)), libblur::ThreadingPolicy::Single)
+            .map_err(|e| PixelError::Convert(format!("blur: {e:?}")))?;
+    }
+    Ok(())
+}
+
+/// Paint `rect` with one colour.
+pub fn fill(frame: &mut Frame, rect: Rect, rgb: [u8; 3]) {
+    let stride = frame.stride();
+    for y in rect.y0..rect.y1 {
+        let row = &mut frame.data[y as usize * stride + rect.x0 as usize * 3..][..rect.width() as usize * 3];
+        for px in row.chunks_exact_mut(3) {
+            px.copy_from_slice(&rgb);
+        }
+    }
+}
+
+/// Mean absolute difference between horizontally and vertically adjacent pixels inside `rect`,
+/// ignoring pairs that straddle a `cell` boundary when `cell` > 0: a measure of the fine detail left.
+pub fn detail(frame: &Frame, rect: Rect) -> f64 {
+    let stride = frame.stride();
+    let (mut sum, mut n) = (0u64, 0u64);
+    for y in rect.y0..rect.y1.saturating_sub(1) {
+        for x in rect.x0..rect.x1.saturating_sub(1) {
+            let i = y as usize * stride + x as usize * 3;
+            for c in 0..3 {
+                let p = frame.data[i + c] as i32;
+                sum += (p - frame.data[i + 3 + c] as i32).unsigned_abs() as u64;
+                sum += (p - frame.data[i + stride + c] as i32).unsigned_abs() as u64;
+                n += 2;
+            }
+        }
+    }
+    if n == 0 {
+        0.0
+    } else {
+        sum as f64 / n as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn noisy(w: u32, h: u32) -> Frame {
+        let mut f = Frame::new(w, h);
+        let mut s = 12345u32;
+        for v in f.data.iter_mut() {
+            s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+            *v = (s >> 24) as u8;
+        }
+        f
+    }
+
+    #[test]
+    fn mosaic_makes_cells_uniform_and_leaves_the_rest() {
+        let mut f = noisy(64, 48);
+        let before = f.clone();
+        let r = Rect { x0: 8, y0: 8, x1: 40, y1: 40 };
+        mosaic(&mut f, r, 8);
+        for y in 8..40usize {
+            for x in 8..40usize {
+                let (cx, cy) = (8 + (x - 8) / 8 * 8, 8 + (y - 8) / 8 * 8);
+                let i = (y * 64 + x) * 3;
+                let j = (cy * 64 + cx) * 3;
+                assert_eq!(f.data[i..i + 3], f.data[j..j + 3]);
+            }
+        }
+        // outside the rect nothing changed
+        assert_eq!(f.data[..8 * 64 * 3], before.data[..8 * 64 * 3]);
+        assert!(detail(&f, Rect { x0: 8, y0: 8, x1: 16, y1: 16 }) == 0.0);
+    }
+
+    #[test]
+    fn blur_removes_detail_only_inside_rect() {
+        let mut f = noisy(64, 48);
+        let before = f.clone();
+        let r = Rect { x0: 10, y0: 10, x1: 50, y1: 40 };
+        let d0 = detail(&f, r);
+        blur(&mut f, r, 8, 2).unwrap();
+        assert!(detail(&f, r) < d0 / 4.0, "{} vs {}", detail(&f, r), d0);
+        assert_eq!(f.data[..10 * 64 * 3], before.data[..10 * 64 * 3]);
+        let last_row = 47 * 64 * 3;
+        assert_eq!(f.data[last_row..], before.data[last_row..]);
+    }
+
+    #[test]
+    fn yuyv_grey_and_rgb_conversions() {
+        // YUYV: Y=235 U=V=128 is white in limited range; Y=16 is black.
+        let mut f = Frame::new(4, 2);
+        let src = [235, 128, 235, 128, 16, 128, 16, 128, 235, 128, 235, 128, 16, 128, 16, 128];
+        yuyv_to_rgb(&src, 8, &mut f).unwrap();
+        assert!(f.data[0] > 250 && f.data[1] > 250 && f.data[2] > 250, "{:?}", &f.data[..3]);
+        assert!(f.data[9] < 5, "{:?}", &f.data[6..12]);
+        assert!(yuyv_to_rgb(&src[..10], 8, &mut f).is_err());
+        let grey = [1u8, 2, 3, 4, 0xff, 5, 6, 7, 8, 0xff];
+        grey_to_rgb(&grey, 5, &mut f).unwrap();
+        assert_eq!(&f.data[..6], &[1, 1, 1, 2, 2, 2]);
+        assert_eq!(&f.data[12..15], &[5, 5, 5]);
+        let rgb: Vec<u8> = (0..24).collect();
+        rgb_to_rgb(&rgb, 12, &mut f).unwrap();
+        assert_eq!(f.data, rgb);
+    }
+}

@@ -1,0 +1,89 @@
+//! Frame sources: a V4L2 camera or a replayed directory of images, behind one trait.
+
+pub mod replay;
+pub mod v4l2;
+
+use crate::frame::Frame;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The device or directory cannot be used at all (missing, busy, no usable format): give up.
+    #[error("{0}")]
+    Fatal(String),
+    /// The camera went away or failed; the source reconnects on a later call.
+    #[error("camera unavailable: {0}")]
+    Unavailable(String),
+    /// One frame was unusable (truncated buffer, undecodable image); the next one may be fine.
+    #[error("corrupt frame: {0}")]
+    Corrupt(String),
+}
+
+pub trait FrameSource: Send {
+    /// Fill `frame` with the next frame. `Ok(false)` means the source has ended (replay only).
+    fn next_frame(&mut self, frame: &mut Frame) -> Result<bool, SourceError>;
+    fn describe(&self) -> String;
+}
+
+/// Pixel formats mien negotiates, in order of preference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum PixelFormat {
+    #[serde(rename = "YUYV")]
+    Yuyv,
+    #[serde(rename = "RGB3")]
+    Rgb24,
+    #[serde(rename = "GREY")]
+    Grey,
+    #[serde(rename = "MJPG")]
+    Mjpeg,
+}
+
+impl PixelFormat {
+    pub const ALL: [PixelFormat; 4] = [PixelFormat::Yuyv, PixelFormat::Rgb24, PixelFormat::Grey, PixelFormat::Mjpeg];
+
+    pub fn fourcc(self) -> [u8; 4] {
+        match self {
+            PixelFormat::Yuyv => *b"YUYV",
+            PixelFormat::Rgb24 => *b"RGB3",
+            PixelFormat::Grey => *b"GREY",
+            PixelFormat::Mjpeg => *b"MJPG",
+        }
+    }
+
+    pub fn from_fourcc(f: &[u8; 4]) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| &p.fourcc() == f)
+    }
+}
+
+impl std::str::FromStr for PixelFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let b = s.as_bytes();
+        if b.len() == 4 {
+            if let Some(p) = Self::from_fourcc(&[b[0], b[1], b[2], b[3]]) {
+                return Ok(p);
+            }
+        }
+        Err(format!("unknown pixel format {s:?} (YUYV, RGB3, GREY or MJPG)"))
+    }
+}
+
+/// Open `--source`: a path under /dev is a V4L2 device, a directory is replayed.
+pub fn open(
+    spec: &str,
+    cam: &crate::config::CameraConfig,
+    replay_fps: f32,
+    replay_loop: bool,
+) -> Result<Box<dyn FrameSource>, SourceError> {
+    let p = std::path::Path::new(spec);
+    if spec.starts_with("/dev/") {
+        Ok(Box::new(v4l2::V4l2Source::open(spec, cam)?))
+    } else if p.is_dir() {
+        Ok(Box::new(replay::ReplaySource::open(p, replay_fps, replay_loop)?))
+    } else if p.exists() {
+        Err(SourceError::Fatal(format!(
+            "source {spec}: not a directory of images nor a /dev/video device"
+        )))
+    } else {
+        Err(SourceError::Fatal(format!("source {spec}: no such device or directory")))
+    }
+}

@@ -1,0 +1,189 @@
+//! V4L2 capture through the `v4l` crate: format negotiation, MMAP streaming with several buffers, poll with a
+//! timeout before each dequeue (the crate opens devices non-blocking), and reconnection with backoff when the
+//! camera disappears.
+
+use super::{FrameSource, PixelFormat, SourceError};
+use crate::config::CameraConfig;
+use crate::frame::{now_ms, Frame};
+use crate::pixels;
+use std::time::{Duration, Instant};
+use v4l::buffer::Type;
+use v4l::io::traits::CaptureStream;
+use v4l::prelude::*;
+use v4l::video::Capture;
+use v4l::FourCC;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+const V4L2_BUF_FLAG_ERROR: u32 = 0x40;
+
+struct Open {
+    // Field order matters: the stream (mmaped buffers, STREAMOFF on drop) goes before the device.
+    stream: MmapStream<'static>,
+    _dev: Device,
+    format: PixelFormat,
+    width: u32,
+    height: u32,
+    stride: usize,
+}
+
+pub struct V4l2Source {
+    path: String,
+    cam: CameraConfig,
+    open: Option<Open>,
+    backoff: Duration,
+    next_try: Instant,
+    reconnects: u64,
+}
+
+fn describe_io(path: &str, e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => format!("{path}: no such device (is the camera connected and its driver loaded?)"),
+        Some(libc::EBUSY) => format!("{path}: device busy (another program is using the camera)"),
+        Some(libc::EACCES) | Some(libc::EPERM) => format!("{path}: permission denied (is the user in group video?)"),
+        Some(libc::ENODEV) => format!("{path}: device gone (unplugged?)"),
+        _ => format!("{path}: {e}"),
+    }
+}
+
+impl V4l2Source {
+    /// Open the device now; a missing or busy device is a fatal, clearly worded error.
+    pub fn open(path: &str, cam: &CameraConfig) -> Result<Self, SourceError> {
+        let open = Self::try_open(path, cam).map_err(SourceError::Fatal)?;
+        log::info!(
+            "camera {path}: {}x{} {} stride {}, {} buffers",
+            open.width,
+            open.height,
+            String::from_utf8_lossy(&open.format.fourcc()),
+            open.stride,
+            cam.buffers
+        );
+        Ok(V4l2Source {
+            path: path.into(),
+            cam: cam.clone(),
+            open: Some(open),
+            backoff: BACKOFF_MIN,
+            next_try: Instant::now(),
+            reconnects: 0,
+        })
+    }
+
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects
+    }
+
+    fn try_open(path: &str, cam: &CameraConfig) -> Result<Open, String> {
+        let dev = Device::with_path(path).map_err(|e| describe_io(path, &e))?;
+        let caps = dev.query_caps().map_err(|e| describe_io(path, &e))?;
+        if !caps.capabilities.contains(v4l::capability::Flags::VIDEO_CAPTURE) {
+            return Err(format!("{path}: {} ({}) is not a single-planar video capture device", caps.card, caps.driver));
+        }
+        let offered: Vec<PixelFormat> = dev
+            .enum_formats()
+            .map_err(|e| describe_io(path, &e))?
+            .iter()
+            .filter_map(|d| PixelFormat::from_fourcc(&d.fourcc.repr))
+            .collect();
+        let want = if offered.contains(&cam.format) {
+            cam.format
+        } else {
+            *PixelFormat::ALL.iter().find(|p| offered.contains(p)).ok_or_else(|| {
+                format!("{path}: offers none of the formats mien reads (YUYV, RGB3, GREY, MJPG)")
+            })?
+        };
+        if want != cam.format {
+            log::warn!("{path}: camera.format {:?} not offered, using {:?}", cam.format, want);
+        }
+        let mut fmt = dev.format().map_err(|e| describe_io(path, &e))?;
+        fmt.width = cam.width;
+        fmt.height = cam.height;
+        fmt.fourcc = FourCC::new(&want.fourcc());
+        // The driver keeps the old bytesperline/sizeimage unless they are zeroed.
+        fmt.stride = 0;
+        fmt.size = 0;
+        let fmt = dev.set_format(&fmt).map_err(|e| format!("{path}: cannot set format: {e}"))?;
+        let format = PixelFormat::from_fourcc(&fmt.fourcc.repr)
+            .ok_or_else(|| format!("{path}: driver chose format {} that mien cannot read", fmt.fourcc))?;
+        if (fmt.width, fmt.height) != (cam.width, cam.height) {
+            log::warn!("{path}: asked {}x{}, driver gave {}x{}", cam.width, cam.height, fmt.width, fmt.height);
+        }
+        if cam.fps > 0.0 {
+            let params = v4l::video::capture::Parameters::with_fps(cam.fps.round() as u32);
+            if let Err(e) = dev.set_params(&params) {
+                log::warn!("{path}: cannot set {} fps: {e}", cam.fps);
+            }
+        }
+        let mut stream = MmapStream::with_buffers(&dev, Type::VideoCapture, cam.buffers)
+            .map_err(|e| describe_io(path, &e))?;
+        stream.set_timeout(Duration::from_millis(cam.timeout_ms as u64));
+        Ok(Open { stream, _dev: dev, format, width: fmt.width, height: fmt.height, stride: fmt.stride as usize })
+    }
+
+    fn lose(&mut self, why: String) -> SourceError {
+        // Dropping the stream may fail with ENODEV on an unplugged camera; the v4l crate ignores that case.
+        self.open = None;
+        self.next_try = Instant::now() + self.backoff;
+        log::warn!("camera {}: {why}; reconnecting in {:?}", self.path, self.backoff);
+        SourceError::Unavailable(why)
+    }
+}
+
+impl FrameSource for V4l2Source {
+    fn next_frame(&mut self, frame: &mut Frame) -> Result<bool, SourceError> {
+        if self.open.is_none() {
+            let now = Instant::now();
+            if self.next_try > now {
+                std::thread::sleep(self.next_try - now);
+            }
+            match Self::try_open(&self.path, &self.cam) {
+                Ok(o) => {
+                    self.reconnects += 1;
+                    self.backoff = BACKOFF_MIN;
+                    log::info!("camera {}: reconnected ({}x{})", self.path, o.width, o.height);
+                    self.open = Some(o);
+                }
+                Err(e) => {
+                    self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                    return Err(self.lose(e));
+                }
+            }
+        }
+        let o = self.open.as_mut().expect("opened above");
+        let (fmt, w, h, stride) = (o.format, o.width, o.height, o.stride);
+        let (buf, meta) = match o.stream.next() {
+            Ok(x) => x,
+            Err(e) => {
+                let why = describe_io(&self.path, &e);
+                return Err(self.lose(why));
+            }
+        };
+        let used = (meta.bytesused as usize).min(buf.len());
+        let data = &buf[..used];
+        if meta.flags.bits() & V4L2_BUF_FLAG_ERROR != 0 {
+            return Err(SourceError::Corrupt(format!("frame seq {}: driver flagged the buffer as bad", meta.sequence)));
+        }
+        frame.ensure_size(w, h);
+        let res = match fmt {
+            PixelFormat::Yuyv => pixels::yuyv_to_rgb(data, stride.max(w as usize * 2), frame),
+            PixelFormat::Grey => pixels::grey_to_rgb(data, stride.max(w as usize), frame),
+            PixelFormat::Rgb24 => pixels::rgb_to_rgb(data, stride.max(w as usize * 3), frame),
+            PixelFormat::Mjpeg => decode_jpeg(data, frame),
+        };
+        res.map_err(|e| SourceError::Corrupt(format!("frame seq {}: {e}", meta.sequence)))?;
+        frame.ts_ms = now_ms();
+        Ok(true)
+    }
+
+    fn describe(&self) -> String {
+        format!("v4l2 {} ({}x{} {:?})", self.path, self.cam.width, self.cam.height, self.cam.format)
+    }
+}
+
+fn decode_jpeg(data: &[u8], frame: &mut Frame) -> Result<(), pixels::PixelError> {
+    let img = image::load_from_memory_with_format(data, image::ImageFormat::Jpeg)
+        .map_err(|e| pixels::PixelError::Convert(format!("MJPEG: {e}")))?
+        .into_rgb8();
+    frame.ensure_size(img.width(), img.height());
+    frame.data.copy_from_slice(img.as_raw());
+    Ok(())
+}
