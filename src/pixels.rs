@@ -62,6 +62,20 @@ pub fn rgb_to_rgb(src: &[u8], stride: usize, frame: &mut Frame) -> Result<(), Pi
     Ok(())
 }
 
+/// A JPEG must end with its EOI marker (FF D9); camera drivers may pad MJPEG buffers with zeros after it.
+/// Decoders fill a truncated JPEG with grey and carry on, so the check is done here: a cut-off frame is
+/// refused rather than passed on half-empty.
+pub fn check_jpeg_complete(data: &[u8]) -> Result<(), PixelError> {
+    let end = data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    if data.len() < 4 || data[..2] != [0xff, 0xd8] {
+        return Err(PixelError::Convert("not a JPEG (no SOI marker)".into()));
+    }
+    if end < 2 || data[end - 2..end] != [0xff, 0xd9] {
+        return Err(PixelError::Convert(format!("truncated JPEG ({} bytes, no EOI marker)", data.len())));
+    }
+    Ok(())
+}
+
 /// Crop-and-resize with one reused resampler (bilinear: what the models were trained with).
 pub struct Scaler {
     resizer: Resizer,
@@ -225,6 +239,15 @@ mod tests {
         assert_eq!(f.data[..10 * 64 * 3], before.data[..10 * 64 * 3]);
         let last_row = 47 * 64 * 3;
         assert_eq!(f.data[last_row..], before.data[last_row..]);
+    }
+
+    #[test]
+    fn truncated_jpeg_is_refused() {
+        assert!(check_jpeg_complete(&[0xff, 0xd8, 1, 2, 3, 0xff, 0xd9]).is_ok());
+        assert!(check_jpeg_complete(&[0xff, 0xd8, 1, 2, 3, 0xff, 0xd9, 0, 0, 0]).is_ok());
+        let e = check_jpeg_complete(&[0xff, 0xd8, 1, 2, 3, 4]).unwrap_err();
+        assert!(e.to_string().contains("truncated JPEG"), "{e}");
+        assert!(check_jpeg_complete(b"GIF89a..").is_err());
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub struct PrivacyConfig {
 
 impl Default for PrivacyConfig {
     fn default() -> Self {
-        PrivacyConfig { mode: BlurMode::Mosaic, margin: 0.25, mosaic_cells: 6, hold_frames: 5, fill_rgb: [96, 96, 96] }
+        PrivacyConfig { mode: BlurMode::Mosaic, margin: 0.4, mosaic_cells: 4, hold_frames: 5, fill_rgb: [96, 96, 96] }
     }
 }
 

@@ -3,6 +3,7 @@
 
 use super::{FrameSource, SourceError};
 use crate::frame::{now_ms, Frame};
+use crate::pixels;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -68,7 +69,13 @@ impl FrameSource for ReplaySource {
         self.last = Some(Instant::now());
         let path = &self.files[self.next];
         self.next += 1;
-        let img = image::open(path).map_err(|e| SourceError::Corrupt(format!("{}: {e}", path.display())))?;
+        let corrupt = |e: &dyn std::fmt::Display| SourceError::Corrupt(format!("{}: {e}", path.display()));
+        let bytes = std::fs::read(path).map_err(|e| corrupt(&e))?;
+        let format = image::guess_format(&bytes).map_err(|e| corrupt(&e))?;
+        if format == image::ImageFormat::Jpeg {
+            pixels::check_jpeg_complete(&bytes).map_err(|e| corrupt(&e))?;
+        }
+        let img = image::load_from_memory_with_format(&bytes, format).map_err(|e| corrupt(&e))?;
         let rgb = img.into_rgb8();
         frame.ensure_size(rgb.width(), rgb.height());
         frame.data.copy_from_slice(rgb.as_raw());

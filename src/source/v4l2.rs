@@ -180,6 +180,7 @@ impl FrameSource for V4l2Source {
 }
 
 fn decode_jpeg(data: &[u8], frame: &mut Frame) -> Result<(), pixels::PixelError> {
+    pixels::check_jpeg_complete(data)?;
     let img = image::load_from_memory_with_format(data, image::ImageFormat::Jpeg)
         .map_err(|e| pixels::PixelError::Convert(format!("MJPEG: {e}")))?
         .into_rgb8();

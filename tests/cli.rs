@@ -1,0 +1,46 @@
+//! The command line: labels-only output from the default run, and clear errors for bad input.
+
+mod common;
+use common::*;
+
+#[test]
+fn default_run_prints_only_label_lines_with_the_schema_fields() {
+    let out = run_ok(&["run", "--max-frames", "24"]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let mut n = 0;
+    for line in stdout.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        keys.sort();
+        let mut want = mien::uplink::LABEL_FIELDS.to_vec();
+        want.sort();
+        assert_eq!(keys, want, "unexpected fields in {line}");
+        let label: mien::expression::Emotion = v["label"].as_str().unwrap().parse().unwrap();
+        let c = v["confidence"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&c), "{label:?} {c}");
+        n += 1;
+    }
+    assert!(n >= 20, "only {n} labels from the sample clip");
+    // The astronaut (frames 0-7) smiles broadly: any working expression model says happiness.
+    let first: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(first["label"], "happiness");
+}
+
+#[test]
+fn bad_config_values_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bad.toml");
+    std::fs::write(&p, "[detect]\nscore_threshold = 2.0\n").unwrap();
+    let out = mien().args(["run", "--config", p.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("detect.score_threshold") && err.contains("bad.toml"), "{err}");
+
+    let out = mien().args(["run", "--source", "/nonexistent/dir"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/dir"));
+
+    let out = mien().args(["run", "--source", "/dev/video97"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/dev/video97: no such device"));
+}

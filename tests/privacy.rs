@@ -1,0 +1,115 @@
+//! Privacy, end to end on the real binary: faces in the bundled clip are blurred (checked by an independent
+//! detector and by the detail left), and every way detection can fail masks whole frames.
+
+mod common;
+use common::*;
+use mien::pixels::detail;
+
+/// Run mien on `source` with extra args; returns (saved frames dir, labels file, stderr).
+fn run_saving(source: &str, extra: &[&str]) -> (tempfile::TempDir, Vec<std::path::PathBuf>, Vec<serde_json::Value>, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let saved = tmp.path().join("blurred");
+    let labels = tmp.path().join("labels.jsonl");
+    let mut args = vec!["run", "--source", source, "--save-blurred", saved.to_str().unwrap(), "--labels", labels.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = run_ok(&args);
+    let frames = images(&saved);
+    let l = label_lines(&labels);
+    (tmp, frames, l, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn bundled_clip_faces_are_blurred_and_an_independent_detector_finds_none() {
+    let (_tmp, saved, labels, _) = run_saving("samples/clip", &[]);
+    let originals = images(&repo("samples/clip"));
+    assert_eq!(saved.len(), originals.len(), "one saved frame per input frame");
+    let cf = CenterFace::load(640, 480);
+    let (mut ref_faces, mut blurred_ok) = (0, 0);
+    for (orig, blur) in originals.iter().zip(&saved) {
+        let (o, b) = (load_frame(orig), load_frame(blur));
+        let faces = cf.detect(&o, 0.5);
+        for (bbox, _) in &faces {
+            ref_faces += 1;
+            let r = bbox.to_rect(640, 480).unwrap();
+            let (d0, d1) = (detail(&o, r), detail(&b, r));
+            // A mosaic keeps only cell edges: the detail left is a small fraction of the face's.
+            assert!(d1 < 0.35 * d0, "{}: face {bbox:?} keeps detail {d1:.2} of {d0:.2}", blur.display());
+            blurred_ok += 1;
+        }
+        let left = cf.detect(&b, 0.5);
+        assert!(left.is_empty(), "{}: reference detector still finds {left:?}", blur.display());
+    }
+    // The clip has 20 frames with faces, 4 of them with two: the reference must see nearly all 24.
+    assert!(ref_faces >= 22, "reference detector found only {ref_faces} faces in the originals");
+    assert_eq!(blurred_ok, ref_faces, "blur recall must be 100% on the sample clip");
+    assert!(labels.len() >= 20, "only {} labels", labels.len());
+}
+
+fn assert_all_masked(saved: &[std::path::PathBuf]) {
+    assert!(!saved.is_empty());
+    for p in saved {
+        let f = load_frame(p);
+        assert!(f.data.chunks_exact(3).all(|px| px == [96, 96, 96]), "{} is not masked whole", p.display());
+    }
+}
+
+#[test]
+fn missing_detector_model_masks_every_frame() {
+    let (_t, saved, labels, err) = run_saving("samples/clip", &["--detect-model", "/nonexistent/detector.onnx"]);
+    assert_eq!(saved.len(), 24);
+    assert_all_masked(&saved);
+    assert!(labels.is_empty(), "no face may be classified without a detector");
+    assert!(err.contains("PRIVACY FAULT") && err.contains("/nonexistent/detector.onnx"), "{err}");
+}
+
+#[test]
+fn corrupt_or_truncated_detector_model_masks_every_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read(repo("models/blazeface_full_range.onnx")).unwrap();
+    // 1. truncated file, SHA256SUMS from the repository: refused by the checksum
+    let m1 = dir.path().join("blazeface_full_range.onnx");
+    std::fs::write(&m1, &good[..good.len() / 2]).unwrap();
+    std::fs::copy(repo("models/SHA256SUMS"), dir.path().join("SHA256SUMS")).unwrap();
+    let (_t, saved, labels, err) = run_saving("samples/clip", &["--detect-model", m1.to_str().unwrap(), "--max-frames", "6"]);
+    assert_all_masked(&saved);
+    assert!(labels.is_empty());
+    assert!(err.contains("truncated or corrupt"), "{err}");
+    // 2. garbage whose checksum was listed anyway: refused by the ONNX parser
+    let dir2 = tempfile::tempdir().unwrap();
+    let m2 = dir2.path().join("det.onnx");
+    let junk: Vec<u8> = good[..4096].iter().map(|b| b ^ 0x5a).collect();
+    std::fs::write(&m2, &junk).unwrap();
+    std::fs::write(dir2.path().join("SHA256SUMS"), format!("{}  det.onnx\n", mien::model::sha256_hex(&junk))).unwrap();
+    let (_t, saved, labels, err) = run_saving("samples/clip", &["--detect-model", m2.to_str().unwrap(), "--max-frames", "6"]);
+    assert_all_masked(&saved);
+    assert!(labels.is_empty());
+    assert!(err.contains("tract cannot load"), "{err}");
+}
+
+#[test]
+fn detector_over_its_time_budget_masks_the_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("slow.toml");
+    let text = mien::config::DEFAULT_PROFILE.replace("timeout_ms = 500", "timeout_ms = 1");
+    assert_ne!(text, mien::config::DEFAULT_PROFILE);
+    std::fs::write(&cfg, text).unwrap();
+    let (_t, saved, labels, err) = run_saving("samples/clip", &["--config", cfg.to_str().unwrap(), "--max-frames", "4"]);
+    assert_eq!(saved.len(), 4);
+    assert_all_masked(&saved);
+    assert!(labels.is_empty());
+    assert!(err.contains("over its 1 ms budget"), "{err}");
+}
+
+#[test]
+fn corrupt_frame_is_dropped_with_a_message_and_the_rest_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = images(&repo("samples/clip"));
+    std::fs::copy(&clip[0], dir.path().join("a.jpg")).unwrap();
+    let bytes = std::fs::read(&clip[1]).unwrap();
+    std::fs::write(dir.path().join("b.jpg"), &bytes[..bytes.len() / 3]).unwrap();
+    std::fs::copy(&clip[2], dir.path().join("c.jpg")).unwrap();
+    let (_t, saved, labels, err) = run_saving(dir.path().to_str().unwrap(), &[]);
+    assert_eq!(saved.len(), 2, "the corrupt frame must not be passed on");
+    assert!(err.contains("corrupt frame") && err.contains("b.jpg"), "{err}");
+    assert_eq!(labels.len(), 2);
+}
