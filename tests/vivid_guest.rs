@@ -1,0 +1,142 @@
+//! Real V4L2: the `mien` binary captures from the kernel's `vivid` driver in a qemu guest (Debian's kernel,
+//! TCG), fed known face frames through vivid's output->capture loopback. Its labels must equal those of a
+//! replay run on the same frames, and its saved frames must be blurred where the faces are.
+//!
+//! Needs qemu-system-x86 and the guest kit (tests/guest/build.sh downloads Debian's kernel .debs):
+//! `.ci/run` installs both and runs this test with `--include-ignored`.
+
+mod common;
+use common::*;
+use mien::pixels::detail;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Frames of the sample clip fed through the loopback: one face, a relit face, two small faces.
+const CASES: [(usize, &str, &str); 4] = [(0, "RGB3", "rgb"), (9, "RGB3", "rgb"), (14, "RGB3", "rgb"), (0, "YUYV", "yuyv")];
+/// The first captured frames may predate the loopback picture; compare from this frame on.
+const SKIP: u64 = 2;
+
+fn rgb_to_yuyv(rgb: &[u8]) -> Vec<u8> {
+    // BT.601 limited range, the inverse of what mien's YUYV path decodes.
+    let mut out = Vec::with_capacity(rgb.len() / 3 * 2);
+    for px in rgb.chunks_exact(6) {
+        let yuv = |r: f32, g: f32, b: f32| {
+            (16.0 + 0.257 * r + 0.504 * g + 0.098 * b, 128.0 - 0.148 * r - 0.291 * g + 0.439 * b, 128.0 + 0.439 * r - 0.368 * g - 0.071 * b)
+        };
+        let (y0, u0, v0) = yuv(px[0] as f32, px[1] as f32, px[2] as f32);
+        let (y1, u1, v1) = yuv(px[3] as f32, px[4] as f32, px[5] as f32);
+        let c = |v: f32| v.round().clamp(0.0, 255.0) as u8;
+        out.extend_from_slice(&[c(y0), c((u0 + u1) / 2.0), c(y1), c((v0 + v1) / 2.0)]);
+    }
+    out
+}
+
+/// Shared libraries of a dynamically linked host binary, as run.sh `-x` arguments.
+fn lib_args(bin: &Path) -> Vec<String> {
+    let out = Command::new("ldd").arg(bin).output().expect("ldd");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut args = Vec::new();
+    for line in text.lines() {
+        let path = line.split("=>").nth(1).unwrap_or(line).split_whitespace().next().unwrap_or("");
+        if path.starts_with('/') {
+            args.push(format!("{path}:{path}"));
+        }
+    }
+    args
+}
+
+#[test]
+#[ignore = "boots a qemu guest (about a minute under TCG); .ci/run runs it"]
+fn vivid_loopback_capture_matches_replay_and_is_blurred() {
+    let mien_bin = PathBuf::from(env!("CARGO_BIN_EXE_mien"));
+    let vfeed = mien_bin.parent().unwrap().join("examples/vfeed");
+    assert!(vfeed.exists(), "{} missing (cargo test builds examples)", vfeed.display());
+    let st = Command::new(repo("tests/guest/build.sh")).status().expect("tests/guest/build.sh");
+    assert!(st.success(), "guest build failed");
+
+    // The share: models, a guest config with TCG-sized time budgets, raw frames, the case list, the script.
+    let share = tempfile::Builder::new().prefix("mien-guest-").tempdir_in(repo("target")).unwrap();
+    let s = share.path();
+    std::fs::create_dir_all(s.join("models")).unwrap();
+    for f in ["blazeface_full_range.onnx", "faceapi_expression.onnx", "SHA256SUMS"] {
+        std::fs::copy(repo(&format!("models/{f}")), s.join("models").join(f)).unwrap();
+    }
+    // Under TCG a detection takes ~100x longer than on the board: widen the budgets, keep everything else.
+    let cfg = mien::config::DEFAULT_PROFILE
+        .replace("timeout_ms = 500", "timeout_ms = 60000")
+        .replace("timeout_ms = 2000", "timeout_ms = 20000");
+    std::fs::write(s.join("guest.toml"), cfg).unwrap();
+    let clip = images(&repo("samples/clip"));
+    let mut cases = String::new();
+    for (n, fmt, ext) in CASES {
+        let f = load_frame(&clip[n]);
+        let raw = if ext == "rgb" { f.data.clone() } else { rgb_to_yuyv(&f.data) };
+        std::fs::write(s.join(format!("frame_{n}.{ext}")), raw).unwrap();
+        cases.push_str(&format!("{n} {fmt} {ext}\n"));
+    }
+    std::fs::write(s.join("cases"), cases).unwrap();
+    std::fs::copy(repo("tests/guest/vivid-loop.sh"), s.join("test.sh")).unwrap();
+
+    let mut cmd = Command::new(repo("tests/guest/run.sh"));
+    cmd.args(["-t", "600", "-x", &format!("{}:/bin/mien", mien_bin.display()), "-x", &format!("{}:/bin/vfeed", vfeed.display())]);
+    for a in lib_args(&mien_bin) {
+        cmd.args(["-x", &a]);
+    }
+    let st = cmd.arg(s).status().expect("tests/guest/run.sh");
+    let console = std::fs::read_to_string(s.join("console.log")).unwrap_or_default();
+    let logs: String = ["mien-0-RGB3.log", "mien-0-YUYV.log", "missing.log"]
+        .iter()
+        .map(|f| format!("--- {f}\n{}\n", std::fs::read_to_string(s.join("out").join(f)).unwrap_or_default()))
+        .collect();
+    assert!(st.success(), "guest test failed ({st}):\n{console}\n{logs}");
+    let missing = std::fs::read_to_string(s.join("out/missing.log")).unwrap();
+    assert!(missing.contains("/dev/video9: no such device"), "{missing}");
+
+    let cf = CenterFace::load(640, 480);
+    let mut rgb_labels = std::collections::HashMap::new();
+    for (n, fmt, _) in CASES {
+        let guest_labels = label_lines(&s.join(format!("out/{n}-{fmt}.jsonl")));
+        let saved = images(&s.join(format!("out/{n}-{fmt}")));
+        assert_eq!(saved.len(), 5, "case {n} {fmt}: saved frames");
+        // Replay of the same frame, on the host.
+        let rdir = tempfile::tempdir().unwrap();
+        let orig = load_frame(&clip[n]);
+        let replay_src = rdir.path().join("src");
+        std::fs::create_dir(&replay_src).unwrap();
+        image::save_buffer(replay_src.join("f.png"), &orig.data, 640, 480, image::ExtendedColorType::Rgb8).unwrap();
+        let rl = rdir.path().join("labels.jsonl");
+        run_ok(&["run", "--source", replay_src.to_str().unwrap(), "--labels", rl.to_str().unwrap()]);
+        let replay: Vec<(String, f64)> =
+            label_lines(&rl).iter().map(|v| (v["label"].as_str().unwrap().to_string(), v["confidence"].as_f64().unwrap())).collect();
+        assert!(!replay.is_empty(), "case {n}: replay found no face");
+        for frame in SKIP..5 {
+            let got: Vec<(String, f64)> = guest_labels
+                .iter()
+                .filter(|v| v["frame"].as_u64() == Some(frame))
+                .map(|v| (v["label"].as_str().unwrap().to_string(), v["confidence"].as_f64().unwrap()))
+                .collect();
+            assert_eq!(got.len(), replay.len(), "case {n} {fmt} frame {frame}: {got:?} vs replay {replay:?}");
+            for ((gl, gc), (rl, rc)) in got.iter().zip(&replay) {
+                assert_eq!(gl, rl, "case {n} {fmt} frame {frame}: label differs from replay");
+                // RGB3 is bit-exact through the loopback; YUYV goes through 4:2:2 and back.
+                let tol = if fmt == "RGB3" { 0.01 } else { 0.15 };
+                assert!((gc - rc).abs() <= tol, "case {n} {fmt} frame {frame}: confidence {gc} vs replay {rc}");
+            }
+            if fmt == "RGB3" {
+                rgb_labels.insert(n, got);
+            }
+        }
+        // Saved frames are blurred where the faces are, and the reference detector finds none.
+        let faces = cf.detect(&orig, 0.5);
+        assert!(!faces.is_empty());
+        for p in &saved[SKIP as usize..] {
+            let b = load_frame(p);
+            for (bbox, _) in &faces {
+                let r = bbox.to_rect(640, 480).unwrap();
+                assert!(detail(&b, r) < 0.35 * detail(&orig, r), "{}: face {bbox:?} not blurred", p.display());
+            }
+            assert!(cf.detect(&b, 0.5).is_empty(), "{}: a face is still detectable", p.display());
+        }
+    }
+    assert!(rgb_labels.contains_key(&14));
+}
