@@ -19,6 +19,7 @@ pub struct Config {
     pub privacy: PrivacyConfig,
     pub expression: ExpressionConfig,
     pub output: OutputConfig,
+    pub uplink: crate::uplink::mqtt::MqttConfig,
     pub runtime: RuntimeConfig,
 }
 
@@ -258,8 +259,15 @@ impl Config {
         if !(8..=4096).contains(&e.min_face) {
             return bad("expression.min_face", format!("{} is outside 8..=4096", e.min_face));
         }
-        if self.output.labels.is_empty() {
-            return bad("output.labels", "must be - (stdout) or a file path".into());
+        if self.output.labels.is_empty() && !self.uplink.enabled {
+            return bad("output.labels", "must be - (stdout) or a file path when uplink.enabled is false".into());
+        }
+        if self.uplink.enabled {
+            self.uplink.validate().map_err(|e| ConfigError::Invalid {
+                origin: origin.into(),
+                field: "uplink",
+                msg: e.to_string(),
+            })?;
         }
         Ok(())
     }
@@ -286,6 +294,9 @@ mod tests {
             ("[detect]\nthreshold = 0.5\n", "threshold"),
             ("[camera]\nfps = \"fast\"\n", "fps"),
             ("[expression]\nmin_face = 2\n", "expression.min_face"),
+            ("[uplink]\nenabled = true\nsite = \"a/b\"\n", "uplink.site"),
+            ("[uplink]\nenabled = true\nclient_cert = \"c.pem\"\n", "uplink.client_key"),
+            ("[uplink]\nfsync = \"sometimes\"\n", "fsync"),
         ];
         for (text, field) in cases {
             let e = Config::from_toml(text, "test.toml").unwrap_err().to_string();

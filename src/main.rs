@@ -121,8 +121,25 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         let dir = PathBuf::from(&cfg.output.save_blurred);
         Some(FrameSaver::new(&dir).with_context(|| format!("output.save_blurred: {}", dir.display()))?)
     };
-    let sink = mien::uplink::open_sink(&cfg.output.labels)
-        .with_context(|| format!("output.labels: cannot open {}", cfg.output.labels))?;
+    let mut sinks: Vec<Box<dyn mien::uplink::LabelSink>> = Vec::new();
+    if cfg.uplink.enabled {
+        let models = [("detect", &cfg.detect.model), ("expression", &cfg.expression.model)]
+            .iter()
+            .map(|(k, p)| {
+                let h = std::fs::read(p).map(|b| mien::model::sha256_hex(&b)).unwrap_or_else(|_| "missing".into());
+                (k.to_string(), h)
+            })
+            .collect();
+        sinks.push(Box::new(mien::uplink::mqtt::MqttSink::start(&cfg.uplink, models)?));
+    }
+    if !cfg.output.labels.is_empty() {
+        sinks.push(
+            mien::uplink::open_sink(&cfg.output.labels)
+                .with_context(|| format!("output.labels: cannot open {}", cfg.output.labels))?,
+        );
+    }
+    let sink: Box<dyn mien::uplink::LabelSink> =
+        if sinks.len() == 1 { sinks.pop().expect("one sink") } else { Box::new(mien::uplink::TeeSink(sinks)) };
     let stages = Stages {
         source,
         detector: pipeline::load_detector(&cfg),

@@ -218,6 +218,7 @@ impl Pipeline {
             }
         }
         self.crops.wipe();
+        self.st.sink.frame_done();
         timing.classify = t.elapsed();
 
         self.stats.frames += 1;

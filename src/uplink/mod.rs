@@ -1,6 +1,9 @@
 //! Uplink: the only data that leaves the device. `LabelEvent` can only be built from a label and numbers,
 //! so there is no way to put pixels, crops or embeddings into anything a sink sends.
 
+pub mod mqtt;
+pub mod spool;
+
 use crate::expression::Emotion;
 use serde::Serialize;
 use std::io::Write;
@@ -57,7 +60,24 @@ pub enum SinkError {
 
 pub trait LabelSink: Send {
     fn send(&mut self, ev: &LabelEvent) -> Result<(), SinkError>;
+    /// Called once per processed frame (for rates in status messages).
+    fn frame_done(&mut self) {}
     fn flush(&mut self) -> Result<(), SinkError>;
+}
+
+/// Several sinks at once (e.g. MQTT and a local JSON-lines file).
+pub struct TeeSink(pub Vec<Box<dyn LabelSink>>);
+
+impl LabelSink for TeeSink {
+    fn send(&mut self, ev: &LabelEvent) -> Result<(), SinkError> {
+        self.0.iter_mut().try_for_each(|s| s.send(ev))
+    }
+    fn frame_done(&mut self) {
+        self.0.iter_mut().for_each(|s| s.frame_done())
+    }
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.0.iter_mut().try_for_each(|s| s.flush())
+    }
 }
 
 /// JSON lines, one label per line, to stdout or a file.
