@@ -9,7 +9,7 @@ have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok ins
 # tests: qemu + cpio/kmod/xz for the vivid guest, python3-venv for the model scripts, curl for npm tarballs,
 #        mosquitto (the tests start their own broker on a loopback port; the packaged service is not used)
 for p in build-essential pkg-config libclang-dev python3 python3-venv curl ca-certificates \
-         qemu-system-x86 cpio kmod xz-utils binutils mosquitto; do
+         qemu-system-x86 cpio kmod xz-utils binutils mosquitto openssl; do
     have "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

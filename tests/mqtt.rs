@@ -26,7 +26,9 @@ impl Broker {
     }
     fn start_with(dir: &Path, port: u16, body: &str) -> Broker {
         let conf = dir.join("mosquitto.conf");
-        std::fs::write(&conf, format!("listener {port} 127.0.0.1\n{body}")).unwrap();
+        // Run as root, mosquitto would switch to user `mosquitto`, who cannot read the test's private dir.
+        let user = if unsafe { libc::geteuid() } == 0 { "user root\n" } else { "" };
+        std::fs::write(&conf, format!("{user}listener {port} 127.0.0.1\n{body}")).unwrap();
         let mut b = Broker { child: Self::spawn(&conf), port, conf };
         b.wait_up();
         b
@@ -107,9 +109,19 @@ fn sorted(f: &[&str]) -> Vec<String> {
     k
 }
 
+#[derive(Default)]
+struct Collected {
+    /// label seq -> times received
+    seen: BTreeMap<u64, usize>,
+    order: Vec<u64>,
+    status: Vec<serde_json::Value>,
+    aggregates: Vec<serde_json::Value>,
+}
+
 /// Collect messages until `n` distinct label seqs arrived or `timeout`; checks every message's fields.
-fn collect(rx: &mpsc::Receiver<(String, serde_json::Value)>, n: usize, timeout: Duration) -> (BTreeMap<u64, usize>, Vec<u64>, Vec<serde_json::Value>) {
-    let (mut seen, mut order, mut status) = (BTreeMap::new(), Vec::new(), Vec::new());
+fn collect(rx: &mpsc::Receiver<(String, serde_json::Value)>, n: usize, timeout: Duration) -> Collected {
+    let mut c = Collected::default();
+    let (seen, order, status) = (&mut c.seen, &mut c.order, &mut c.status);
     let t = Instant::now();
     while seen.len() < n && t.elapsed() < timeout {
         let Ok((topic, v)) = rx.recv_timeout(Duration::from_millis(200)) else { continue };
@@ -121,11 +133,14 @@ fn collect(rx: &mpsc::Receiver<(String, serde_json::Value)>, n: usize, timeout: 
         } else if topic.ends_with("/status") {
             assert_eq!(keys(&v), sorted(&mien::uplink::mqtt::STATUS_FIELDS), "status fields: {v}");
             status.push(v);
+        } else if topic.ends_with("/aggregate") {
+            assert_eq!(keys(&v), sorted(&mien::uplink::mqtt::AGGREGATE_FIELDS), "aggregate fields: {v}");
+            c.aggregates.push(v);
         } else {
             panic!("unexpected topic {topic}");
         }
     }
-    (seen, order, status)
+    c
 }
 
 fn profile(dir: &Path, port: u16, extra: &str) -> PathBuf {
@@ -154,7 +169,7 @@ fn labels_arrive_once_in_order_with_only_schema_fields() {
     run_ok(&["run", "--config", cfg.to_str().unwrap(), "--labels", labels.to_str().unwrap()]);
     let local = label_lines(&labels);
     assert!(local.len() >= 20);
-    let (seen, order, status) = collect(&rx, local.len(), Duration::from_secs(20));
+    let Collected { seen, order, status, .. } = collect(&rx, local.len(), Duration::from_secs(20));
     assert_eq!(seen.len(), local.len(), "every label arrives");
     assert!(seen.values().all(|&c| c == 1), "no duplicates without an outage: {seen:?}");
     assert_eq!(order, (1..=local.len() as u64).collect::<Vec<_>>(), "in order");
@@ -186,7 +201,7 @@ fn broker_outage_loses_no_label() {
     assert!(st.success(), "{err}");
     assert!(err.contains("unreachable"), "the outage must be logged:\n{err}");
     let n = label_lines(&labels).len();
-    let (seen, _, _) = collect(&rx, n, Duration::from_secs(30));
+    let Collected { seen, .. } = collect(&rx, n, Duration::from_secs(30));
     let missing: Vec<u64> = (1..=n as u64).filter(|s| !seen.contains_key(s)).collect();
     assert!(missing.is_empty(), "lost {} of {n} labels: {missing:?}\n{err}", missing.len());
     let dups: usize = seen.values().map(|c| c - 1).sum();
@@ -306,7 +321,141 @@ fn sigkill_while_spooling_loses_nothing_with_fsync_always() {
     let n = spooled.pending_len();
     drop(spooled);
     run_ok(&["run", "--config", cfg.to_str().unwrap(), "--labels", "-", "--max-frames", "1"]);
-    let (seen, _, _) = collect(&rx, n, Duration::from_secs(30));
+    let Collected { seen, .. } = collect(&rx, n, Duration::from_secs(30));
     let missing: Vec<u64> = (1..=n as u64).filter(|s| !seen.contains_key(s)).collect();
     assert!(missing.is_empty(), "lost {missing:?} of {n}");
+}
+
+/// A throwaway PKI made with the openssl CLI: a CA, a server certificate for 127.0.0.1 and a client one.
+fn make_pki(dir: &Path) {
+    let sh = |script: &str| {
+        let out = Command::new("sh").arg("-ec").arg(script).current_dir(dir).output().unwrap();
+        assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    sh(&format!(
+        "openssl req -x509 {ec} -keyout ca.key -out ca.pem -days 2 -subj /CN=mien-test-ca \
+           -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+         openssl req -x509 {ec} -keyout other-ca.key -out other-ca.pem -days 2 -subj /CN=someone-else \
+           -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+         for who in server client; do
+           openssl req {ec} -keyout $who.key -out $who.csr -subj /CN=$who
+         done
+         printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\nextendedKeyUsage=serverAuth\\nbasicConstraints=CA:FALSE\\n' > server.ext
+         printf 'extendedKeyUsage=clientAuth\\nbasicConstraints=CA:FALSE\\n' > client.ext
+         for who in server client; do
+           openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $who.pem -days 2 -extfile $who.ext
+         done"
+    ));
+}
+
+#[test]
+fn tls_with_client_certificate_delivers_and_a_wrong_ca_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_pki(d);
+    let port = free_port();
+    let plain_port = free_port();
+    // TLS listener requiring a client certificate, plus a plain loopback listener for the test's subscriber.
+    let _b = Broker::start_with(
+        d,
+        port,
+        &format!(
+            "allow_anonymous true\ncafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\nrequire_certificate true\nlistener {plain_port} 127.0.0.1\n",
+            d.display()
+        ),
+    );
+    let rx = subscribe(plain_port, "mien/site/cam1/expression");
+    let cfg = profile(d, port, "");
+    let base = std::fs::read_to_string(&cfg).unwrap();
+    let tls = |ca: &str| {
+        base.replace("tls = false", "tls = true")
+            .replace("/etc/mien/ca.pem", &format!("{}/{ca}", d.display()))
+            .replace("client_cert = \"\"", &format!("client_cert = \"{}/client.pem\"", d.display()))
+            .replace("client_key = \"\"", &format!("client_key = \"{}/client.key\"", d.display()))
+    };
+    std::fs::write(&cfg, tls("ca.pem")).unwrap();
+    let labels = d.join("labels.jsonl");
+    let out = run_ok(&["run", "--config", cfg.to_str().unwrap(), "--labels", labels.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("(TLS)"), "{err}");
+    let n = label_lines(&labels).len();
+    let Collected { seen, .. } = collect(&rx, n, Duration::from_secs(20));
+    assert_eq!(seen.len(), n, "all labels over TLS\n{err}");
+
+    // A CA that did not sign the broker's certificate: the handshake fails, mien says so and keeps going.
+    let cfg2 = d.join("wrong-ca.toml");
+    std::fs::write(&cfg2, tls("other-ca.pem").replace(&format!("{}/spool", d.display()), &format!("{}/spool2", d.display())).replace("drain_s = 20", "drain_s = 1")).unwrap();
+    let out = run_ok(&["run", "--config", cfg2.to_str().unwrap(), "--labels", "-"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unreachable") && (err.contains("UnknownIssuer") || err.to_lowercase().contains("certificate")), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).lines().count() >= 20);
+}
+
+#[test]
+fn per_track_aggregates_count_the_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _b = Broker::start(dir.path(), port);
+    let rx = subscribe(port, "mien/site/cam1/#");
+    let cfg = profile(dir.path(), port, "");
+    std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace("aggregate_s = 0", "aggregate_s = 1")).unwrap();
+    let labels = dir.path().join("labels.jsonl");
+    // 40 frames at 10 fps: about four one-second windows.
+    run_ok(&["run", "--config", cfg.to_str().unwrap(), "--labels", labels.to_str().unwrap(), "--fps", "10", "--loop", "--max-frames", "40"]);
+    let local = label_lines(&labels);
+    let c = collect(&rx, local.len(), Duration::from_secs(20));
+    assert_eq!(c.seen.len(), local.len());
+    // give the last aggregate a moment (it is published after the labels it counts)
+    let t = Instant::now();
+    let mut aggs = c.aggregates;
+    while t.elapsed() < Duration::from_secs(2) {
+        if let Ok((topic, v)) = rx.recv_timeout(Duration::from_millis(100)) {
+            if topic.ends_with("/aggregate") {
+                aggs.push(v);
+            }
+        }
+    }
+    assert!(aggs.len() >= 2, "{aggs:?}");
+    let mut counted = 0u64;
+    for a in &aggs {
+        for t in a["tracks"].as_array().unwrap() {
+            for (label, n) in t["counts"].as_object().unwrap() {
+                label.parse::<mien::expression::Emotion>().unwrap();
+                counted += n.as_u64().unwrap();
+            }
+        }
+    }
+    // Every aggregated label is a real one; the labels of the last, unfinished window are not aggregated yet.
+    assert!(counted <= local.len() as u64 && counted >= local.len() as u64 / 2, "{counted} of {}", local.len());
+}
+
+#[test]
+fn full_spool_drops_oldest_and_status_reports_the_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = profile(dir.path(), port, "");
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg).unwrap().replace("spool_max_bytes = 16777216", "spool_max_bytes = 4096").replace("drain_s = 20", "drain_s = 1"),
+    )
+    .unwrap();
+    // Broker away: 100 labels (~13 KB) into a 4 KiB spool.
+    let out = run_ok(&["run", "--config", cfg.to_str().unwrap(), "--labels", "-", "--loop", "--max-frames", "100"]);
+    let total = String::from_utf8_lossy(&out.stdout).lines().count() as u64;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("spool full"));
+    // Broker back: one more run delivers what is left and reports the drops.
+    let _b = Broker::start(dir.path(), port);
+    let rx = subscribe(port, "mien/site/cam1/#");
+    let cfg2 = dir.path().join("drain.toml");
+    std::fs::write(&cfg2, std::fs::read_to_string(&cfg).unwrap().replace("drain_s = 1", "drain_s = 20")).unwrap();
+    run_ok(&["run", "--config", cfg2.to_str().unwrap(), "--labels", "-", "--max-frames", "1"]);
+    let c = collect(&rx, usize::MAX, Duration::from_secs(5));
+    let delivered: Vec<u64> = c.seen.keys().copied().filter(|&s| s <= total).collect();
+    let dropped = total - delivered.len() as u64;
+    assert!(dropped > 0 && !delivered.is_empty());
+    assert_eq!(*delivered.last().unwrap(), total, "the newest labels are the ones kept");
+    assert!(delivered.windows(2).all(|w| w[1] == w[0] + 1), "the oldest were dropped, not random ones: {delivered:?}");
+    let last_status = c.status.last().expect("a status message");
+    assert_eq!(last_status["dropped"].as_u64(), Some(dropped), "{last_status}");
 }

@@ -10,9 +10,10 @@
 
 use super::spool::{Fsync, Spool, SpoolConfig};
 use super::{LabelEvent, LabelSink, SinkError};
+use crate::expression::Emotion;
 use rumqttc::{Client, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS, TlsConfiguration, Transport};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,8 @@ use std::time::{Duration, Instant};
 pub const STATUS_VERSION: u32 = 1;
 /// Fields of a label message on MQTT: the label fields plus the spool sequence number.
 pub const MQTT_LABEL_FIELDS: [&str; 8] = ["v", "seq", "ts_ms", "frame", "face", "track", "label", "confidence"];
+/// Fields of an aggregate message (`mien/<site>/<device>/aggregate`).
+pub const AGGREGATE_FIELDS: [&str; 5] = ["v", "seq", "from_ms", "to_ms", "tracks"];
 /// Fields of the status message.
 pub const STATUS_FIELDS: [&str; 10] =
     ["v", "state", "device", "firmware", "models", "fps", "uptime_s", "pending", "dropped", "sent"];
@@ -46,6 +49,8 @@ pub struct MqttConfig {
     pub client_key: String,
     pub keep_alive_s: u32,
     pub status_interval_s: u32,
+    /// Also publish, every this many seconds, the count of each label per track (0 = off).
+    pub aggregate_s: u32,
     pub spool_dir: String,
     pub spool_max_bytes: u64,
     pub fsync: Fsync,
@@ -70,6 +75,7 @@ impl Default for MqttConfig {
             client_key: String::new(),
             keep_alive_s: 15,
             status_interval_s: 30,
+            aggregate_s: 0,
             spool_dir: "/var/lib/mien/spool".into(),
             spool_max_bytes: 16 << 20,
             fsync: Fsync::Interval,
@@ -201,6 +207,61 @@ struct LabelMessage<'a> {
 }
 
 #[derive(Serialize)]
+struct TrackCounts {
+    track: u32,
+    counts: BTreeMap<&'static str, u32>,
+}
+
+#[derive(Serialize)]
+struct AggregateMessage {
+    v: u32,
+    seq: u64,
+    from_ms: u64,
+    to_ms: u64,
+    tracks: Vec<TrackCounts>,
+}
+
+/// Label counts per track over one aggregation window; built from `LabelEvent`s only.
+struct Aggregator {
+    every: Duration,
+    started: Instant,
+    from_ms: u64,
+    counts: BTreeMap<u32, [u32; 8]>,
+}
+
+impl Aggregator {
+    fn add(&mut self, ev: &LabelEvent) {
+        if self.counts.is_empty() {
+            self.from_ms = ev.ts_ms();
+        }
+        self.counts.entry(ev.track()).or_insert([0; 8])[ev.label().index()] += 1;
+    }
+
+    /// The window's message if it is over (and anything was counted); starts the next window.
+    fn take_due(&mut self, seq: u64) -> Option<AggregateMessage> {
+        if self.started.elapsed() < self.every {
+            return None;
+        }
+        self.started = Instant::now();
+        if self.counts.is_empty() {
+            return None;
+        }
+        let tracks = std::mem::take(&mut self.counts)
+            .into_iter()
+            .map(|(track, c)| TrackCounts {
+                track,
+                counts: Emotion::ALL.iter().filter(|e| c[e.index()] > 0).map(|e| (e.as_str(), c[e.index()])).collect(),
+            })
+            .collect();
+        Some(AggregateMessage { v: 1, seq, from_ms: self.from_ms, to_ms: crate::frame::now_ms(), tracks })
+    }
+}
+
+/// Spool records start with their kind, which picks the topic; the byte itself is never published.
+const KIND_LABEL: u8 = b'L';
+const KIND_AGGREGATE: u8 = b'A';
+
+#[derive(Serialize)]
 struct StatusMessage<'a> {
     v: u32,
     state: &'a str,
@@ -228,6 +289,7 @@ pub struct MqttSink {
     thread: Option<std::thread::JoinHandle<()>>,
     drain: Duration,
     buf: Vec<u8>,
+    aggregate: Option<Aggregator>,
 }
 
 /// Counters a test or the status line can read.
@@ -280,6 +342,7 @@ impl MqttSink {
             shared: shared.clone(),
             opts,
             labels_topic: cfg.topic("expression"),
+            aggregate_topic: cfg.topic("aggregate"),
             status_topic: cfg.topic("status"),
             status_every: Duration::from_secs(cfg.status_interval_s.max(1) as u64),
             device,
@@ -290,7 +353,19 @@ impl MqttSink {
         };
         let thread = std::thread::Builder::new().name("mien-uplink".into()).spawn(move || net.run())?;
         log::info!("uplink: MQTT to {}:{} ({}), topic {}", cfg.host, cfg.port, if cfg.tls { "TLS" } else { "plain TCP" }, cfg.topic("expression"));
-        Ok(MqttSink { shared, thread: Some(thread), drain: Duration::from_secs(cfg.drain_s as u64), buf: Vec::with_capacity(256) })
+        let aggregate = (cfg.aggregate_s > 0).then(|| Aggregator {
+            every: Duration::from_secs(cfg.aggregate_s as u64),
+            started: Instant::now(),
+            from_ms: 0,
+            counts: BTreeMap::new(),
+        });
+        Ok(MqttSink {
+            shared,
+            thread: Some(thread),
+            drain: Duration::from_secs(cfg.drain_s as u64),
+            buf: Vec::with_capacity(256),
+            aggregate,
+        })
     }
 
     pub fn counters(&self) -> UplinkCounters {
@@ -308,13 +383,29 @@ impl LabelSink for MqttSink {
     fn send(&mut self, ev: &LabelEvent) -> Result<(), SinkError> {
         let mut spool = self.shared.spool.lock().unwrap_or_else(|p| p.into_inner());
         self.buf.clear();
+        self.buf.push(KIND_LABEL);
         serde_json::to_writer(&mut self.buf, &LabelMessage { seq: spool.next_seq(), event: ev }).map_err(std::io::Error::other)?;
         spool.append(&self.buf)?;
+        if let Some(a) = self.aggregate.as_mut() {
+            a.add(ev);
+        }
         Ok(())
     }
 
     fn frame_done(&mut self) {
         self.shared.frames.fetch_add(1, Ordering::Relaxed);
+        if let Some(a) = self.aggregate.as_mut() {
+            let mut spool = self.shared.spool.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(msg) = a.take_due(spool.next_seq()) {
+                self.buf.clear();
+                self.buf.push(KIND_AGGREGATE);
+                if serde_json::to_writer(&mut self.buf, &msg).is_ok() {
+                    if let Err(e) = spool.append(&self.buf) {
+                        log::error!("uplink: cannot spool an aggregate: {e}");
+                    }
+                }
+            }
+        }
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {
@@ -342,6 +433,7 @@ struct NetThread {
     shared: Arc<Shared>,
     opts: MqttOptions,
     labels_topic: String,
+    aggregate_topic: String,
     status_topic: String,
     status_every: Duration,
     device: String,
@@ -461,8 +553,21 @@ impl NetThread {
                     .map(|r| (r.seq, r.payload.clone()))
                     .collect();
                 drop(spool);
-                for (seq, payload) in next {
-                    if client.try_publish(&self.labels_topic, QoS::AtLeastOnce, false, payload).is_err() {
+                for (seq, mut payload) in next {
+                    let topic = match payload.first() {
+                        Some(&KIND_AGGREGATE) => &self.aggregate_topic,
+                        Some(&KIND_LABEL) => &self.labels_topic,
+                        _ => {
+                            // Not written by this version: skip it (acked as if sent) rather than publish junk.
+                            log::error!("uplink: spool record {seq} has an unknown kind; dropped");
+                            order.push_back(None);
+                            sent_upto = seq;
+                            acked.insert(seq);
+                            continue;
+                        }
+                    };
+                    payload.remove(0);
+                    if client.try_publish(topic, QoS::AtLeastOnce, false, payload).is_err() {
                         break;
                     }
                     order.push_back(Some(seq));
