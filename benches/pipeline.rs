@@ -50,17 +50,6 @@ impl LabelSink for CountSink {
     }
 }
 
-fn rgb_to_yuyv(rgb: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(rgb.len() / 3 * 2);
-    for px in rgb.chunks_exact(6) {
-        let y = |r: u8, g: u8, b: u8| (16.0 + 0.257 * r as f32 + 0.504 * g as f32 + 0.098 * b as f32) as u8;
-        let (r, g, b) = ((px[0] as f32 + px[3] as f32) / 2.0, (px[1] as f32 + px[4] as f32) / 2.0, (px[2] as f32 + px[5] as f32) / 2.0);
-        let u = (128.0 - 0.148 * r - 0.291 * g + 0.439 * b).clamp(0.0, 255.0) as u8;
-        let v = (128.0 + 0.439 * r - 0.368 * g - 0.071 * b).clamp(0.0, 255.0) as u8;
-        out.extend_from_slice(&[y(px[0], px[1], px[2]), u, y(px[3], px[4], px[5]), v]);
-    }
-    out
-}
 
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -131,7 +120,7 @@ fn main() {
     for p in dir {
         let img = image::open(&p).unwrap().into_rgb8();
         assert_eq!((img.width(), img.height()), (640, 480));
-        frames.push(rgb_to_yuyv(img.as_raw()));
+        frames.push(mien::pixels::rgb_to_yuyv(img.as_raw()));
     }
     let cfg = Config::embedded_default();
     let mut main = measure("default: BlazeFace full range + face-api expression", &cfg, &frames, rounds);

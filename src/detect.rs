@@ -3,7 +3,7 @@
 //! Each detector owns its model's pre-processing and decoding (anchors, NMS), as Frigate's detector plugins do;
 //! the pipeline only sees `Detection`s.
 
-use crate::frame::{BBox, Frame, Rect};
+use crate::frame::{BBox, Frame};
 use crate::model::{self, ModelError, Runnable};
 use crate::pixels::Scaler;
 use std::path::Path;
@@ -231,11 +231,6 @@ impl FaceDetector for BlazeFace {
     fn describe(&self) -> String {
         format!("BlazeFace {:?} {} sha256:{}", self.kind, self.name, &self.sha256[..12])
     }
-}
-
-/// Clip a detection to the frame; `None` if it lies outside.
-pub fn clip(d: &Detection, frame: &Frame) -> Option<Rect> {
-    d.bbox.to_rect(frame.width, frame.height)
 }
 
 #[cfg(test)]

@@ -40,6 +40,26 @@ pub fn yuyv_to_rgb(src: &[u8], stride: usize, frame: &mut Frame) -> Result<(), P
     .map_err(|e| PixelError::Convert(format!("{e:?}")))
 }
 
+/// Packed RGB24 into YUYV 4:2:2 (BT.601 limited range): the inverse of `yuyv_to_rgb`, for feeding test
+/// cameras (vivid's output) and benchmarks with what a UVC camera would send.
+pub fn rgb_to_yuyv(rgb: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rgb.len() / 3 * 2);
+    let yuv = |r: f32, g: f32, b: f32| {
+        (
+            16.0 + 0.257 * r + 0.504 * g + 0.098 * b,
+            128.0 - 0.148 * r - 0.291 * g + 0.439 * b,
+            128.0 + 0.439 * r - 0.368 * g - 0.071 * b,
+        )
+    };
+    let c = |v: f32| v.round().clamp(0.0, 255.0) as u8;
+    for px in rgb.chunks_exact(6) {
+        let (y0, u0, v0) = yuv(px[0] as f32, px[1] as f32, px[2] as f32);
+        let (y1, u1, v1) = yuv(px[3] as f32, px[4] as f32, px[5] as f32);
+        out.extend_from_slice(&[c(y0), c((u0 + u1) / 2.0), c(y1), c((v0 + v1) / 2.0)]);
+    }
+    out
+}
+
 /// 8-bit grey into the RGB frame.
 pub fn grey_to_rgb(src: &[u8], stride: usize, frame: &mut Frame) -> Result<(), PixelError> {
     let (w, h) = (frame.width as usize, frame.height as usize);
@@ -239,6 +259,27 @@ mod tests {
         assert_eq!(f.data[..10 * 64 * 3], before.data[..10 * 64 * 3]);
         let last_row = 47 * 64 * 3;
         assert_eq!(f.data[last_row..], before.data[last_row..]);
+    }
+
+    #[test]
+    fn rgb_to_yuyv_round_trips_within_rounding() {
+        let mut src = Frame::new(8, 2);
+        for (i, v) in src.data.iter_mut().enumerate() {
+            *v = (i * 37 % 200 + 30) as u8;
+        }
+        // 4:2:2 shares chroma between pixel pairs: make each pair the same colour so only rounding remains.
+        for px in 0..8 {
+            let (a, b) = (px * 6, px * 6 + 3);
+            let (first, rest) = src.data.split_at_mut(b);
+            rest[..3].copy_from_slice(&first[a..a + 3]);
+        }
+        let yuyv = rgb_to_yuyv(&src.data);
+        assert_eq!(yuyv.len(), 8 * 2 * 2);
+        let mut back = Frame::new(8, 2);
+        yuyv_to_rgb(&yuyv, 16, &mut back).unwrap();
+        for (a, b) in src.data.iter().zip(&back.data) {
+            assert!((*a as i32 - *b as i32).abs() <= 3, "{a} vs {b}");
+        }
     }
 
     #[test]

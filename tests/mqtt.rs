@@ -61,6 +61,17 @@ impl Drop for Broker {
     }
 }
 
+/// Open a spool directory the way a restarted mien would (checks and recovers it).
+fn open_spool(dir: &Path) -> (mien::uplink::spool::Spool, mien::uplink::spool::Recovery) {
+    mien::uplink::spool::Spool::open(mien::uplink::spool::SpoolConfig {
+        dir: dir.into(),
+        max_bytes: 1 << 24,
+        fsync: mien::uplink::spool::Fsync::Always,
+        fsync_interval: Duration::ZERO,
+    })
+    .unwrap()
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -225,13 +236,7 @@ fn unreachable_broker_spools_and_the_pipeline_keeps_blurring() {
     let n = String::from_utf8_lossy(&out.stdout).lines().count();
     assert!(n >= 20);
     // Everything is waiting in the spool for the next run.
-    let (spool, rec) = mien::uplink::spool::Spool::open(mien::uplink::spool::SpoolConfig {
-        dir: dir.path().join("spool"),
-        max_bytes: 1 << 24,
-        fsync: mien::uplink::spool::Fsync::Always,
-        fsync_interval: Duration::ZERO,
-    })
-    .unwrap();
+    let (spool, rec) = open_spool(&dir.path().join("spool"));
     assert_eq!(rec.pending as usize, n);
     assert_eq!(spool.pending().next().unwrap().seq, 1);
 }
@@ -296,13 +301,7 @@ fn sigkill_while_spooling_loses_nothing_with_fsync_always() {
         std::thread::sleep(Duration::from_millis(*ms));
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
         let _ = child.wait();
-        let (s, rec) = mien::uplink::spool::Spool::open(mien::uplink::spool::SpoolConfig {
-            dir: dir.path().join("spool"),
-            max_bytes: 1 << 24,
-            fsync: mien::uplink::spool::Fsync::Always,
-            fsync_interval: Duration::ZERO,
-        })
-        .unwrap();
+        let (s, rec) = open_spool(&dir.path().join("spool"));
         let seqs: Vec<u64> = s.pending().map(|r| r.seq).collect();
         assert!(!seqs.is_empty(), "kill {i}: nothing spooled");
         assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "kill {i}: a gap in the spool");
@@ -311,13 +310,7 @@ fn sigkill_while_spooling_loses_nothing_with_fsync_always() {
     // The broker comes up: everything spooled across the kills is delivered.
     let _b = Broker::start(dir.path(), port);
     let rx = subscribe(port, "mien/site/cam1/expression");
-    let (spooled, _) = mien::uplink::spool::Spool::open(mien::uplink::spool::SpoolConfig {
-        dir: dir.path().join("spool"),
-        max_bytes: 1 << 24,
-        fsync: mien::uplink::spool::Fsync::Always,
-        fsync_interval: Duration::ZERO,
-    })
-    .unwrap();
+    let (spooled, _) = open_spool(&dir.path().join("spool"));
     let n = spooled.pending_len();
     drop(spooled);
     run_ok(&["run", "--config", cfg.to_str().unwrap(), "--labels", "-", "--max-frames", "1"]);

@@ -16,21 +16,6 @@ const CASES: [(usize, &str, &str); 4] = [(0, "RGB3", "rgb"), (9, "RGB3", "rgb"),
 /// The first captured frames may predate the loopback picture; compare from this frame on.
 const SKIP: u64 = 2;
 
-fn rgb_to_yuyv(rgb: &[u8]) -> Vec<u8> {
-    // BT.601 limited range, the inverse of what mien's YUYV path decodes.
-    let mut out = Vec::with_capacity(rgb.len() / 3 * 2);
-    for px in rgb.chunks_exact(6) {
-        let yuv = |r: f32, g: f32, b: f32| {
-            (16.0 + 0.257 * r + 0.504 * g + 0.098 * b, 128.0 - 0.148 * r - 0.291 * g + 0.439 * b, 128.0 + 0.439 * r - 0.368 * g - 0.071 * b)
-        };
-        let (y0, u0, v0) = yuv(px[0] as f32, px[1] as f32, px[2] as f32);
-        let (y1, u1, v1) = yuv(px[3] as f32, px[4] as f32, px[5] as f32);
-        let c = |v: f32| v.round().clamp(0.0, 255.0) as u8;
-        out.extend_from_slice(&[c(y0), c((u0 + u1) / 2.0), c(y1), c((v0 + v1) / 2.0)]);
-    }
-    out
-}
-
 /// Shared libraries of a dynamically linked host binary, as run.sh `-x` arguments.
 fn lib_args(bin: &Path) -> Vec<String> {
     let out = Command::new("ldd").arg(bin).output().expect("ldd");
@@ -70,7 +55,7 @@ fn vivid_loopback_capture_matches_replay_and_is_blurred() {
     let mut cases = String::new();
     for (n, fmt, ext) in CASES {
         let f = load_frame(&clip[n]);
-        let raw = if ext == "rgb" { f.data.clone() } else { rgb_to_yuyv(&f.data) };
+        let raw = if ext == "rgb" { f.data.clone() } else { mien::pixels::rgb_to_yuyv(&f.data) };
         std::fs::write(s.join(format!("frame_{n}.{ext}")), raw).unwrap();
         cases.push_str(&format!("{n} {fmt} {ext}\n"));
     }
