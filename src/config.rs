@@ -30,11 +30,36 @@ pub struct BoardInfo {
     pub description: String,
     /// Rust target triple the board's build uses.
     pub target: String,
+    /// The board's CPU, for people and for `qemu -cpu` when testing its build.
+    pub cpu: String,
+    /// `TRACT_*=value` settings for tract's kernel selection, applied at start unless the environment
+    /// already sets them (e.g. `TRACT_CPU_AARCH64_KIND=a53`, `TRACT_CPU_ARM32_NEON=true`).
+    pub tract_env: Vec<String>,
 }
 
 impl Default for BoardInfo {
     fn default() -> Self {
-        BoardInfo { name: "default".into(), description: String::new(), target: String::new() }
+        BoardInfo {
+            name: "default".into(),
+            description: String::new(),
+            target: String::new(),
+            cpu: String::new(),
+            tract_env: Vec::new(),
+        }
+    }
+}
+
+impl BoardInfo {
+    /// Set the profile's tract environment (the process environment wins).
+    pub fn apply_tract_env(&self) {
+        for kv in &self.tract_env {
+            if let Some((k, v)) = kv.split_once('=') {
+                if std::env::var_os(k).is_none() {
+                    log::info!("board {}: {k}={v}", self.name);
+                    std::env::set_var(k, v);
+                }
+            }
+        }
     }
 }
 
@@ -204,6 +229,12 @@ impl Config {
     /// Check ranges; the first bad value is reported with its field name.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         let bad = |field: &'static str, msg: String| Err(ConfigError::Invalid { origin: origin.into(), field, msg });
+        for kv in &self.board.tract_env {
+            let ok = kv.split_once('=').is_some_and(|(k, v)| k.starts_with("TRACT_") && !v.is_empty());
+            if !ok {
+                return bad("board.tract_env", format!("{kv:?} is not TRACT_NAME=value"));
+            }
+        }
         let c = &self.camera;
         if c.source.is_empty() {
             return bad("camera.source", "must name /dev/videoN or a directory of images".into());
@@ -297,6 +328,7 @@ mod tests {
             ("[uplink]\nenabled = true\nsite = \"a/b\"\n", "uplink.site"),
             ("[uplink]\nenabled = true\nclient_cert = \"c.pem\"\n", "uplink.client_key"),
             ("[uplink]\nfsync = \"sometimes\"\n", "fsync"),
+            ("[board]\ntract_env = [\"LD_PRELOAD=x\"]\n", "board.tract_env"),
         ];
         for (text, field) in cases {
             let e = Config::from_toml(text, "test.toml").unwrap_err().to_string();

@@ -114,6 +114,7 @@ fn load_config(a: &RunArgs) -> anyhow::Result<Config> {
 
 fn run(a: RunArgs) -> anyhow::Result<()> {
     let cfg = load_config(&a)?;
+    cfg.board.apply_tract_env();
     let source = source::open(&cfg.camera.source, &cfg.camera, cfg.camera.replay_fps, cfg.camera.replay_loop)?;
     let saver = if cfg.output.save_blurred.is_empty() {
         None

@@ -242,7 +242,9 @@ impl Spool {
             n += 1;
         }
         self.dropped += n;
-        log::warn!("spool full ({} bytes): dropped the {n} oldest labels ({} in all)", self.cfg.max_bytes, self.dropped);
+        if n > 0 {
+            log::warn!("spool full ({} bytes): dropped the {n} oldest labels ({} in all)", self.cfg.max_bytes, self.dropped);
+        }
         // Rewrite: the new file holds only what is still pending, renamed over the old one.
         let tmp = self.cfg.dir.join("spool.dat.tmp");
         let mut buf = Vec::with_capacity(size as usize);

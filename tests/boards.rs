@@ -1,0 +1,35 @@
+//! Every board profile in boards/ loads, validates, and says what it is for.
+
+use mien::config::Config;
+
+#[test]
+fn every_board_profile_loads_and_is_complete() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("boards");
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let c = Config::load(&p).unwrap_or_else(|e| panic!("{e}"));
+        let stem = p.file_stem().unwrap().to_str().unwrap().to_string();
+        assert_eq!(c.board.name, stem, "{}: board.name must match the file name", p.display());
+        assert!(!c.board.description.is_empty(), "{}: board.description", p.display());
+        if stem != "default" {
+            assert!(
+                ["aarch64-unknown-linux-gnu", "aarch64-unknown-linux-musl", "armv7-unknown-linux-gnueabihf"]
+                    .contains(&c.board.target.as_str()),
+                "{}: board.target {:?}",
+                p.display(),
+                c.board.target
+            );
+            assert!(c.camera.source.starts_with("/dev/video"), "{}: a board reads a camera", p.display());
+            assert!(c.uplink.tls, "{}: TLS is on by default on boards", p.display());
+        }
+        names.push(stem);
+    }
+    names.sort();
+    for want in ["armv7", "default", "generic-aarch64", "rpi4", "rpi5", "zero2w"] {
+        assert!(names.iter().any(|n| n == want), "boards/{want}.toml missing");
+    }
+}
