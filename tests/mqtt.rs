@@ -291,13 +291,22 @@ fn sigkill_while_spooling_loses_nothing_with_fsync_always() {
     let text = std::fs::read_to_string(&cfg).unwrap().replace("fsync = \"interval\"", "fsync = \"always\"");
     std::fs::write(&cfg, text).unwrap();
     // Broker down: every label goes to the spool. Kill mien with SIGKILL at awkward moments, five times.
-    for (i, ms) in [700u64, 950, 1300, 800, 1100].iter().enumerate() {
+    let data = dir.path().join("spool/spool.dat");
+    let size = || std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0);
+    for (i, ms) in [0u64, 37, 110, 5, 260].iter().enumerate() {
+        let before = size();
         let mut child = mien()
             .args(["run", "--config", cfg.to_str().unwrap(), "--labels", "-", "--loop", "--fps", "40"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // Kill once this run has spooled something, plus a few ms so the kill lands anywhere in a write.
+        let t = Instant::now();
+        while size() <= before + 400 {
+            assert!(t.elapsed() < Duration::from_secs(60), "kill {i}: mien spooled nothing");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         std::thread::sleep(Duration::from_millis(*ms));
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
         let _ = child.wait();

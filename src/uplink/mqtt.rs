@@ -424,7 +424,11 @@ impl Drop for MqttSink {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            // Connected: wait for the offline status and a clean DISCONNECT. Not connected: the thread may sit
+            // in a connection attempt for seconds; the spool is already synced (flush), so let it go.
+            if self.shared.connected.load(Ordering::Relaxed) {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -491,7 +495,10 @@ impl NetThread {
                     }
                     return;
                 }
-                match conn.recv_timeout(Duration::from_millis(50)) {
+                // While connecting, wait out rumqttc's own connection timeout: dropping its poll future part-way
+                // would restart the TCP/TLS handshake on every call and never finish on a slow network.
+                let wait = if connected { Duration::from_millis(50) } else { Duration::from_secs(30) };
+                match conn.recv_timeout(wait) {
                     Ok(Ok(Event::Incoming(Incoming::ConnAck(_)))) => {
                         connected = true;
                         self.shared.connected.store(true, Ordering::Relaxed);
