@@ -34,6 +34,8 @@ pub trait FaceDetector: Send {
     fn detect(&mut self, frame: &Frame, out: &mut Detections) -> Result<(), DetectError>;
     /// Model identity for logs and status (file name and SHA-256).
     fn describe(&self) -> String;
+    /// SHA-256 of the model file that was verified and loaded.
+    fn sha256(&self) -> &str;
 }
 
 /// Which BlazeFace: short range (faces within ~2 m, 128x128 input) or full range (~5 m, 192x192).
@@ -226,6 +228,10 @@ impl FaceDetector for BlazeFace {
         }
         weighted_nms(&mut self.candidates, self.nms_iou, out);
         Ok(())
+    }
+
+    fn sha256(&self) -> &str {
+        &self.sha256
     }
 
     fn describe(&self) -> String {

@@ -100,6 +100,8 @@ pub trait ExpressionClassifier: Send {
     /// FER+ classes this model can never output (reported honestly in logs and docs).
     fn missing_classes(&self) -> &'static [Emotion];
     fn describe(&self) -> String;
+    /// SHA-256 of the model file that was verified and loaded.
+    fn sha256(&self) -> &str;
 }
 
 /// Reusable crop buffers, one per face slot, allocated once.
@@ -230,6 +232,10 @@ impl ExpressionClassifier for FaceApiExpression {
 
     fn missing_classes(&self) -> &'static [Emotion] {
         &[Emotion::Contempt]
+    }
+
+    fn sha256(&self) -> &str {
+        &self.sha256
     }
 
     fn describe(&self) -> String {

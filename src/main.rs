@@ -122,15 +122,15 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         let dir = PathBuf::from(&cfg.output.save_blurred);
         Some(FrameSaver::new(&dir).with_context(|| format!("output.save_blurred: {}", dir.display()))?)
     };
+    let detector = pipeline::load_detector(&cfg);
+    let classifier = pipeline::load_classifier(&cfg);
     let mut sinks: Vec<Box<dyn mien::uplink::LabelSink>> = Vec::new();
     if cfg.uplink.enabled {
-        let models = [("detect", &cfg.detect.model), ("expression", &cfg.expression.model)]
-            .iter()
-            .map(|(k, p)| {
-                let h = std::fs::read(p).map(|b| mien::model::sha256_hex(&b)).unwrap_or_else(|_| "missing".into());
-                (k.to_string(), h)
-            })
-            .collect();
+        // The status message reports the models actually verified and loaded, not the files on disk.
+        let models = vec![
+            ("detect".to_string(), detector.as_ref().map_or("not loaded", |d| d.sha256()).to_string()),
+            ("expression".to_string(), classifier.as_ref().map_or("not loaded", |c| c.sha256()).to_string()),
+        ];
         sinks.push(Box::new(mien::uplink::mqtt::MqttSink::start(&cfg.uplink, models)?));
     }
     if !cfg.output.labels.is_empty() {
@@ -143,9 +143,9 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         if sinks.len() == 1 { sinks.pop().expect("one sink") } else { Box::new(mien::uplink::TeeSink(sinks)) };
     let stages = Stages {
         source,
-        detector: pipeline::load_detector(&cfg),
+        detector,
         privacy: PrivacyGuard::new(cfg.privacy.clone()),
-        classifier: pipeline::load_classifier(&cfg),
+        classifier,
         sink,
         saver,
     };
