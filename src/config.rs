@@ -124,6 +124,9 @@ impl Default for DetectConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ExpressionKind {
+    /// mien's own distilled student (`models/mien_student_int8.onnx`): 1x1xSxS grey, 8 FER+ classes.
+    Mien,
+    /// face-api.js FaceExpressionNet: 112x112 RGB, 7 classes (no contempt).
     Faceapi,
 }
 
@@ -141,8 +144,8 @@ impl Default for ExpressionConfig {
     fn default() -> Self {
         ExpressionConfig {
             enabled: true,
-            kind: ExpressionKind::Faceapi,
-            model: "models/faceapi_expression.onnx".into(),
+            kind: ExpressionKind::Mien,
+            model: "models/mien_student_int8.onnx".into(),
             min_face: 32,
         }
     }

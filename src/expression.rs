@@ -3,6 +3,7 @@
 //! Crops are cut from the frame *before* privacy blurs it, live only in this process's memory (buffers sized
 //! once at start and overwritten every frame), and are never written, logged or sent.
 
+use crate::config::ExpressionKind;
 use crate::frame::{BBox, Frame, Rect};
 use crate::model::{self, ModelError, Runnable};
 use crate::pixels::Scaler;
@@ -192,6 +193,145 @@ impl FaceApiExpression {
     }
 }
 
+/// mien's own student (made by `models/expression/recipe.py`): one grey SxS face, per-image standardized,
+/// logits for the 8 FER+ classes in FER+ order. The input size is read from the model file.
+///
+/// The same contract with an input named `face01` takes grey in [0, 1] instead: that is how converted peers
+/// (`models/prepare.sh --peers`, no contempt class) are evaluated through the same crop path.
+pub struct MienExpression {
+    model: Runnable,
+    name: String,
+    sha256: String,
+    size: u32,
+    /// Input named `face01`: grey in [0, 1], no standardization (converted peers).
+    unit: bool,
+    input: Vec<f32>,
+}
+
+impl MienExpression {
+    /// A BlazeFace box is tighter than a FER2013 crop (which shows forehead, chin and cheeks): the crop is a
+    /// square this many times the box's longer side, centred this fraction of the box height lower.
+    /// Measured by running BlazeFace on FER+ validation faces (`mien eval --ferplus DIR --split val --measure-crop`).
+    /// Measured on 1,707 of 2,000 val faces found by the full-range BlazeFace: median 1.134 and -0.036.
+    pub const CROP_SCALE: f32 = 1.13;
+    pub const CROP_SHIFT: f32 = -0.04;
+
+    pub fn load(path: &Path) -> Result<Self, ModelError> {
+        let (model, sha256, shape, input_name) = model::load_f32_declared(path)?;
+        let size = match shape[..] {
+            [1, 1, h, w] if h == w && (16..=256).contains(&h) => h as u32,
+            _ => {
+                return Err(ModelError::Tract {
+                    path: path.into(),
+                    msg: format!("input shape {shape:?}: a mien expression model takes 1x1xSxS grey (16 <= S <= 256)"),
+                })
+            }
+        };
+        Ok(MienExpression {
+            model,
+            sha256,
+            size,
+            unit: input_name == "face01",
+            name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            input: vec![0.0; (size * size) as usize],
+        })
+    }
+}
+
+/// Grey (BT.601 luma, as FER2013's pixels) and per-image standardization: (x - mean) / (std + 1e-3), x in [0, 1].
+/// The recipe trains on exactly this (`models/expression/data.py: standardize`).
+pub fn grey_standardized(rgb: &[u8], out: &mut [f32]) {
+    grey01(rgb, out);
+    let n = out.len() as f32;
+    let mean = out.iter().sum::<f32>() / n;
+    let var = out.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / (n - 1.0).max(1.0);
+    let k = 1.0 / (var.sqrt() + 1e-3);
+    for v in out.iter_mut() {
+        *v = (*v - mean) * k;
+    }
+}
+
+/// RGB24 to grey in [0, 1] (BT.601 luma).
+pub fn grey01(rgb: &[u8], out: &mut [f32]) {
+    for (d, p) in out.iter_mut().zip(rgb.chunks_exact(3)) {
+        *d = (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32) / 255.0;
+    }
+}
+
+fn softmax_top(logits: &[f32], classes: &[Emotion]) -> Expression {
+    let m = logits.iter().copied().fold(f32::MIN, f32::max);
+    let sum: f32 = logits.iter().map(|v| (v - m).exp()).sum();
+    let e = top_class(logits, classes);
+    Expression { label: e.label, confidence: ((e.confidence - m).exp() / sum).clamp(0.0, 1.0) }
+}
+
+impl ExpressionClassifier for MienExpression {
+    fn input_size(&self) -> (u32, u32) {
+        (self.size, self.size)
+    }
+
+    fn crop_box(&self, face: &BBox) -> BBox {
+        let b = square_box(face, Self::CROP_SCALE);
+        let dy = face.height() * Self::CROP_SHIFT;
+        BBox { y0: b.y0 + dy, y1: b.y1 + dy, ..b }
+    }
+
+    fn classify(&mut self, crop: &FaceCrop) -> Result<Expression, ExpressionError> {
+        if self.unit {
+            grey01(crop.rgb(), &mut self.input);
+        } else {
+            grey_standardized(crop.rgb(), &mut self.input);
+        }
+        let s = self.size as usize;
+        let out = model::run_f32(&self.model, &[1, 1, s, s], &self.input)
+            .map_err(|e| ExpressionError::Inference(format!("{e:#}")))?;
+        self.input.fill(0.0);
+        let logits = model::output_f32(&out[0]).map_err(|e| ExpressionError::Inference(format!("{e:#}")))?;
+        if logits.len() != Emotion::ALL.len() {
+            return Err(ExpressionError::Inference(format!("{} outputs, expected 8", logits.len())));
+        }
+        Ok(softmax_top(logits, &Emotion::ALL))
+    }
+
+    fn missing_classes(&self) -> &'static [Emotion] {
+        if self.unit {
+            &[Emotion::Contempt]
+        } else {
+            &[]
+        }
+    }
+
+    fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    fn describe(&self) -> String {
+        let what = if self.unit { "peer expression" } else { "mien expression" };
+        format!("{what} {} ({}x{} grey) sha256:{}", self.name, self.size, self.size, &self.sha256[..12])
+    }
+}
+
+/// Load the classifier of `kind` from `path`.
+pub fn load(kind: ExpressionKind, path: &Path) -> Result<Box<dyn ExpressionClassifier>, ModelError> {
+    Ok(match kind {
+        ExpressionKind::Mien => Box::new(MienExpression::load(path)?),
+        ExpressionKind::Faceapi => Box::new(FaceApiExpression::load(path)?),
+    })
+}
+
+/// The kind a model file is, from its declared input (1x1xSxS grey: mien; 1x112x112x3: face-api).
+pub fn kind_of(path: &Path) -> Result<ExpressionKind, ModelError> {
+    let (_, dims) = model::declared_input(path)?;
+    match dims[..] {
+        [_, Some(1), Some(_), Some(_)] => Ok(ExpressionKind::Mien),
+        [_, Some(_), Some(_), Some(3)] => Ok(ExpressionKind::Faceapi),
+        _ => Err(ModelError::Tract {
+            path: path.into(),
+            msg: format!("input shape {dims:?} is neither mien's 1x1xSxS nor face-api's 1x112x112x3"),
+        }),
+    }
+}
+
 /// Square box around the face centre, `scale` times its longer side.
 pub fn square_box(face: &BBox, scale: f32) -> BBox {
     let (cx, cy) = face.center();
@@ -254,6 +394,27 @@ mod tests {
             assert_eq!(serde_json::to_string(&e).unwrap(), format!("\"{}\"", e.as_str()));
         }
         assert!("happy".parse::<Emotion>().is_err());
+    }
+
+    #[test]
+    fn grey_standardized_is_zero_mean_unit_std() {
+        let rgb: Vec<u8> = (0..16 * 16).flat_map(|i| [(i % 256) as u8, (i * 7 % 256) as u8, 40]).collect();
+        let mut out = vec![0.0; 16 * 16];
+        grey_standardized(&rgb, &mut out);
+        let mean = out.iter().sum::<f32>() / 256.0;
+        let var = out.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 255.0;
+        assert!(mean.abs() < 1e-4 && (var.sqrt() - 1.0).abs() < 1e-2, "mean {mean} std {}", var.sqrt());
+        // A flat crop (no contrast) stays finite.
+        grey_standardized(&[77u8; 16 * 16 * 3], &mut out);
+        assert!(out.iter().all(|v| v.is_finite() && v.abs() < 1e-3));
+    }
+
+    #[test]
+    fn softmax_confidence_is_a_probability() {
+        let e = softmax_top(&[0.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], &Emotion::ALL);
+        assert_eq!(e.label, Emotion::Happiness);
+        let want = 2f32.exp() / (2f32.exp() + 7.0);
+        assert!((e.confidence - want).abs() < 1e-5);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod detect;
+pub mod eval;
 pub mod expression;
 pub mod frame;
 pub mod model;

@@ -20,6 +20,37 @@ struct Cli {
 enum Cmd {
     /// Run the pipeline (the default; with no options: bundled models on the bundled sample clip).
     Run(RunArgs),
+    /// Measure an expression model on labelled faces: accuracy, macro-F1, per-class recall, confusion matrix.
+    Eval(EvalArgs),
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("data").required(true).args(["ferplus", "images"])))]
+struct EvalArgs {
+    /// FER+ directory (images.u8 + labels.csv, as ../shared/data/ferplus); unknown/NF rows are skipped.
+    #[arg(long, value_name = "DIR")]
+    ferplus: Option<PathBuf>,
+    /// FER+ split: train, val or test.
+    #[arg(long, default_value = "test", requires = "ferplus")]
+    split: String,
+    /// Folder of images, with --labels.
+    #[arg(long, value_name = "DIR", requires = "labels")]
+    images: Option<PathBuf>,
+    /// CSV with columns path,label (labels: the 8 FER+ classes; other rows are skipped and counted).
+    #[arg(long, value_name = "CSV", requires = "images")]
+    labels: Option<PathBuf>,
+    /// The images are face crops already: skip the detector.
+    #[arg(long, requires = "images")]
+    crops: bool,
+    /// Expression model (default: the embedded default profile's, mien's int8 student).
+    #[arg(long, value_name = "FILE")]
+    model: Option<PathBuf>,
+    /// Face detector for uncropped images (default: the embedded default profile's).
+    #[arg(long, value_name = "FILE")]
+    detect_model: Option<PathBuf>,
+    /// Instead of classifying: measure where the detector's box sits on FER+ crops (for the crop box).
+    #[arg(long, requires = "ferplus")]
+    measure_crop: bool,
 }
 
 #[derive(clap::Args, Default)]
@@ -173,11 +204,69 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn eval(a: EvalArgs) -> anyhow::Result<()> {
+    use mien::detect::FaceDetector;
+    use mien::eval::{self, CropMode};
+    let cfg = Config::embedded_default();
+    let data = match (&a.ferplus, &a.images, &a.labels) {
+        (Some(dir), _, _) => eval::read_ferplus(dir, &a.split)?,
+        (None, Some(dir), Some(csv)) => eval::read_images(dir, csv)?,
+        _ => anyhow::bail!("give --ferplus DIR or --images DIR --labels CSV"),
+    };
+    let detect_path = a.detect_model.clone().unwrap_or_else(|| PathBuf::from(&cfg.detect.model));
+    let load_detector = || {
+        mien::detect::BlazeFace::load(&detect_path, cfg.detect.kind, cfg.detect.score_threshold, cfg.detect.nms_iou)
+            .with_context(|| format!("--detect-model {}", detect_path.display()))
+    };
+    if a.measure_crop {
+        let mut d = load_detector()?;
+        let (scale, shift, found, tried) = eval::measure_crop(&data, &mut d, 2000);
+        println!("detector {} on {found} of {tried} FER+ faces (4x, centred on grey)", d.describe());
+        println!("FER crop side / box longer side: median {scale:.3}");
+        println!("(FER crop centre - box centre) / box height: median {shift:+.3}");
+        return Ok(());
+    }
+    let model = a.model.clone().unwrap_or_else(|| PathBuf::from(&cfg.expression.model));
+    let kind = mien::expression::kind_of(&model).with_context(|| format!("--model {}", model.display()))?;
+    let mut classifier = mien::expression::load(kind, &model).with_context(|| format!("--model {}", model.display()))?;
+    let mut detector;
+    let mode = if a.ferplus.is_some() || a.crops {
+        CropMode::Crops
+    } else {
+        detector = load_detector()?;
+        CropMode::Detect(&mut detector)
+    };
+    println!("model: {}", classifier.describe());
+    let missing = classifier.missing_classes();
+    if !missing.is_empty() {
+        println!("model cannot output: {}", missing.iter().map(|e| e.as_str()).collect::<Vec<_>>().join(", "));
+    }
+    let mut last = std::time::Instant::now();
+    let rep = eval::evaluate(&data, classifier.as_mut(), mode, |i, n| {
+        if last.elapsed().as_secs() >= 2 || i == n {
+            eprint!("\reval: {i}/{n} faces");
+            last = std::time::Instant::now();
+            if i == n {
+                eprintln!();
+            }
+        }
+    })?;
+    println!("faces: {} classified, {} rows skipped (label not one of the 8), {} without a detected face, {} unreadable",
+        rep.metrics.n(), rep.skipped, rep.no_face, rep.unreadable.len());
+    for u in rep.unreadable.iter().take(5) {
+        println!("unreadable: {u}");
+    }
+    println!("latency: {:.3} ms per face (pre-processing + inference, single thread)", rep.ms_per_face());
+    println!("{}", rep.metrics.report());
+    Ok(())
+}
+
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).target(env_logger::Target::Stderr).init();
     let cli = Cli::parse();
     let res = match cli.cmd {
         Some(Cmd::Run(a)) => run(a),
+        Some(Cmd::Eval(a)) => eval(a),
         None => run(RunArgs::default()),
     };
     if let Err(e) = res {

@@ -69,6 +69,38 @@ pub fn load_f32(path: &Path, input_shape: &[usize]) -> Result<(Runnable, String)
     Ok((model, m.sha256))
 }
 
+/// Load a verified ONNX model at the f32 input shape the file declares (it must be fully fixed).
+/// Returns the runnable model, its SHA-256, that shape and the input's name.
+pub fn load_f32_declared(path: &Path) -> Result<(Runnable, String, Vec<usize>, String), ModelError> {
+    let m = read_verified(path)?;
+    let err = |msg: String| ModelError::Tract { path: path.into(), msg };
+    let inference = tract_onnx::onnx().model_for_read(&mut m.bytes.as_slice()).map_err(|e| err(format!("{e:#}")))?;
+    let (name, dims) = input_info(&inference).map_err(|e| err(format!("{e:#}")))?;
+    let shape: Vec<usize> =
+        dims.iter().copied().collect::<Option<Vec<usize>>>().ok_or_else(|| err(format!("input shape {dims:?} is not fixed")))?;
+    let model = inference
+        .with_input_fact(0, f32::fact(&shape).into())
+        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_runnable())
+        .map_err(|e| err(format!("{e:#}")))?;
+    Ok((model, m.sha256, shape, name))
+}
+
+/// The first input's name and declared dimensions (`None` where symbolic or unknown).
+pub fn input_info(model: &InferenceModel) -> TractResult<(String, Vec<Option<usize>>)> {
+    use tract_onnx::tract_hir::infer::Factoid;
+    let name = model.node(model.input_outlets()?[0].node).name.clone();
+    let dims = model.input_fact(0)?.shape.dims().map(|d| d.concretize().and_then(|d| d.as_i64()).map(|d| d as usize));
+    Ok((name, dims.collect()))
+}
+
+/// The first input's name and declared dimensions of a verified model file.
+pub fn declared_input(path: &Path) -> Result<(String, Vec<Option<usize>>), ModelError> {
+    let m = read_verified(path)?;
+    let err = |e: TractError| ModelError::Tract { path: path.into(), msg: format!("{e:#}") };
+    input_info(&tract_onnx::onnx().model_for_read(&mut m.bytes.as_slice()).map_err(err)?).map_err(err)
+}
+
 /// One output of a run as a flat f32 slice.
 pub fn output_f32(v: &TValue) -> TractResult<&[f32]> {
     v.try_as_plain_ram()?.as_slice::<f32>()

@@ -5,7 +5,7 @@
 
 use crate::config::Config;
 use crate::detect::{BlazeFace, DetectError, Detections, FaceDetector, MAX_FACES};
-use crate::expression::{CropSet, ExpressionClassifier, FaceApiExpression};
+use crate::expression::{self, CropSet, ExpressionClassifier};
 use crate::frame::Frame;
 use crate::privacy::{PrivacyGuard, PrivacyState};
 use crate::save::FrameSaver;
@@ -84,13 +84,13 @@ pub fn load_classifier(cfg: &Config) -> Option<Box<dyn ExpressionClassifier>> {
     if !cfg.expression.enabled {
         return None;
     }
-    match FaceApiExpression::load(Path::new(&cfg.expression.model)) {
+    match expression::load(cfg.expression.kind, Path::new(&cfg.expression.model)) {
         Ok(c) => {
             let missing: Vec<&str> = c.missing_classes().iter().map(|e| e.as_str()).collect();
             if !missing.is_empty() {
                 log::info!("expression model cannot output: {}", missing.join(", "));
             }
-            Some(Box::new(c))
+            Some(c)
         }
         Err(e) => {
             log::error!("expression disabled: {e}");

@@ -43,7 +43,7 @@ fn vivid_loopback_capture_matches_replay_and_is_blurred() {
     let share = tempfile::Builder::new().prefix("mien-guest-").tempdir_in(repo("target")).unwrap();
     let s = share.path();
     std::fs::create_dir_all(s.join("models")).unwrap();
-    for f in ["blazeface_full_range.onnx", "faceapi_expression.onnx", "SHA256SUMS"] {
+    for f in ["blazeface_full_range.onnx", "mien_student_int8.onnx", "SHA256SUMS"] {
         std::fs::copy(repo(&format!("models/{f}")), s.join("models").join(f)).unwrap();
     }
     // Under TCG a detection takes ~100x longer than on the board: widen the budgets, keep everything else.

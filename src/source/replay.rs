@@ -69,16 +69,7 @@ impl FrameSource for ReplaySource {
         self.last = Some(Instant::now());
         let path = &self.files[self.next];
         self.next += 1;
-        let corrupt = |e: &dyn std::fmt::Display| SourceError::Corrupt(format!("{}: {e}", path.display()));
-        let bytes = std::fs::read(path).map_err(|e| corrupt(&e))?;
-        let format = image::guess_format(&bytes).map_err(|e| corrupt(&e))?;
-        if format == image::ImageFormat::Jpeg {
-            pixels::check_jpeg_complete(&bytes).map_err(|e| corrupt(&e))?;
-        }
-        let img = image::load_from_memory_with_format(&bytes, format).map_err(|e| corrupt(&e))?;
-        let rgb = img.into_rgb8();
-        frame.ensure_size(rgb.width(), rgb.height());
-        frame.data.copy_from_slice(rgb.as_raw());
+        decode_image(path, frame).map_err(SourceError::Corrupt)?;
         frame.ts_ms = now_ms();
         Ok(true)
     }
@@ -86,6 +77,21 @@ impl FrameSource for ReplaySource {
     fn describe(&self) -> String {
         format!("replay {} ({} images)", self.dir.display(), self.files.len())
     }
+}
+
+/// Decode an image file (JPEG, PNG) into `frame`; truncated JPEGs are refused. The error names the file.
+pub fn decode_image(path: &Path, frame: &mut Frame) -> Result<(), String> {
+    let corrupt = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let bytes = std::fs::read(path).map_err(|e| corrupt(&e))?;
+    let format = image::guess_format(&bytes).map_err(|e| corrupt(&e))?;
+    if format == image::ImageFormat::Jpeg {
+        pixels::check_jpeg_complete(&bytes).map_err(|e| corrupt(&e))?;
+    }
+    let img = image::load_from_memory_with_format(&bytes, format).map_err(|e| corrupt(&e))?;
+    let rgb = img.into_rgb8();
+    frame.ensure_size(rgb.width(), rgb.height());
+    frame.data.copy_from_slice(rgb.as_raw());
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,142 @@
+"""FER+ loading, batched augmentation and ContraWarping's local warps (all on tensors, CPU or GPU)."""
+import csv
+import math
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nets import EMOTIONS
+
+SIZE = 48
+
+
+class FerPlus:
+    """FER2013 pixels with FER+ votes (`../shared/data/ferplus` layout: images.u8 + labels.csv)."""
+
+    def __init__(self, root):
+        self.root = root
+        imgs = np.fromfile(os.path.join(root, "images.u8"), np.uint8)
+        self.images = imgs.reshape(-1, SIZE, SIZE)
+        self.split, self.label, self.raw, votes = [], [], [], []
+        with open(os.path.join(root, "labels.csv"), newline="") as f:
+            for row in csv.DictReader(f):
+                self.split.append(row["split"])
+                self.raw.append(row["label"])
+                self.label.append(EMOTIONS.index(row["label"]) if row["label"] in EMOTIONS else -1)
+                votes.append([int(row["votes_" + e]) for e in EMOTIONS])
+        self.split = np.array(self.split)
+        self.raw = np.array(self.raw)
+        self.label = np.array(self.label)
+        self.votes = np.array(votes, np.float32)
+        assert len(self.label) == len(self.images), "labels.csv and images.u8 disagree"
+
+    def indices(self, split, labelled=True):
+        """Rows of a split; labelled=True keeps the FER+ benchmark rows (one of the 8 emotions)."""
+        m = self.split == split
+        if labelled:
+            m &= self.label >= 0
+        return np.nonzero(m)[0]
+
+    def soft_indices(self, split):
+        """Rows with at least one emotion vote (soft-label training uses `unknown` rows too, never NF-majority)."""
+        return np.nonzero((self.split == split) & (self.votes.sum(1) > 0) & (self.raw != "NF"))[0]
+
+    def soft(self, idx):
+        v = self.votes[idx]
+        return v / v.sum(1, keepdims=True)
+
+    def batch(self, idx, device="cpu"):
+        return torch.from_numpy(self.images[idx].astype(np.float32) / 255.0).unsqueeze(1).to(device)
+
+
+def standardize(x, eps=1e-3):
+    """Per-image standardization (zero mean, unit std): the firmware does exactly this (src/expression)."""
+    m = x.mean(dim=(1, 2, 3), keepdim=True)
+    s = x.std(dim=(1, 2, 3), keepdim=True)
+    return (x - m) / (s + eps)
+
+
+def identity_grid(n, size, device):
+    theta = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]], device=device).expand(n, 2, 3)
+    return F.affine_grid(theta, (n, 1, size, size), align_corners=False)
+
+
+def global_params(n, device, strong=True):
+    """Random global transform: rotation, scale, translation, flip (all keep the expression)."""
+    r = lambda lo, hi: torch.empty(n, device=device).uniform_(lo, hi)
+    rot = r(-12, 12) * math.pi / 180 if strong else r(-8, 8) * math.pi / 180
+    scale = r(0.85, 1.12) if strong else r(0.92, 1.08)
+    tx, ty = r(-0.08, 0.08), r(-0.08, 0.08)
+    flip = torch.where(r(0, 1) < 0.5, -1.0, 1.0)
+    c, s = torch.cos(rot) / scale, torch.sin(rot) / scale
+    theta = torch.stack([torch.stack([c * flip, -s, tx], 1), torch.stack([s * flip, c, ty], 1)], 1)
+    return theta
+
+
+def photometric(x, strong=True):
+    """Gamma, blur from low resolution (small faces in real footage), noise, occasional cutout."""
+    n = x.shape[0]
+    dev = x.device
+    gamma = torch.exp(torch.empty(n, 1, 1, 1, device=dev).uniform_(-0.5, 0.5))
+    x = x.clamp(1e-4, 1) ** gamma
+    if strong:
+        # Resolution drop: faces far from the camera reach the model as upscaled 14-40 px crops.
+        low = torch.rand(n, device=dev) < 0.35
+        if low.any():
+            k = int(torch.randint(14, 40, (1,)).item())
+            y = F.interpolate(x[low], size=(k, k), mode="bilinear", align_corners=False, antialias=True)
+            x[low] = F.interpolate(y, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+        x = x + torch.randn_like(x) * torch.empty(n, 1, 1, 1, device=dev).uniform_(0, 0.03)
+        contrast = torch.empty(n, 1, 1, 1, device=dev).uniform_(0.6, 1.4)
+        m = x.mean(dim=(1, 2, 3), keepdim=True)
+        x = (x - m) * contrast + m + torch.empty(n, 1, 1, 1, device=dev).uniform_(-0.15, 0.15)
+        cut = torch.rand(n, device=dev) < 0.25
+        if cut.any():
+            cy, cx = torch.randint(0, SIZE, (2,))
+            h = 10
+            x[cut, :, max(0, cy - h // 2):cy + h // 2, max(0, cx - h // 2):cx + h // 2] = x[cut].mean()
+    return x.clamp(0, 1)
+
+
+def apply_global(x, theta):
+    grid = F.affine_grid(theta, x.shape, align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+# Where expression lives in a FER-style crop (normalized [-1, 1] coords, x right, y down): FER2013 crops are
+# roughly aligned by the face detector that cut them, so fixed anchors with jitter land on the right parts.
+ANCHORS = {
+    "brow_l": (-0.38, -0.42), "brow_r": (0.38, -0.42),
+    "eye_l": (-0.36, -0.22), "eye_r": (0.36, -0.22),
+    "mouth_l": (-0.28, 0.48), "mouth_r": (0.28, 0.48), "mouth_c": (0.0, 0.50), "lip_u": (0.0, 0.38),
+}
+
+
+def local_warp(x, amp=(0.07, 0.16), parts=(1, 4)):
+    """Random smooth local warps around brows, eyes and mouth: they change the expression (ContraWarping's
+    negatives). Each part moves by a random vector (amp of the half-width) under a Gaussian envelope."""
+    n, _, h, w = x.shape
+    dev = x.device
+    grid = identity_grid(n, h, dev)
+    disp = torch.zeros_like(grid)
+    names = list(ANCHORS)
+    k = int(torch.randint(parts[0], parts[1] + 1, (1,)).item())
+    for _ in range(k):
+        sel = torch.randint(0, len(names), (n,), device=dev)
+        centers = torch.tensor([ANCHORS[a] for a in names], device=dev)[sel]
+        centers = centers + torch.empty_like(centers).uniform_(-0.08, 0.08)
+        sigma = torch.empty(n, 1, 1, device=dev).uniform_(0.14, 0.26)
+        ang = torch.empty(n, device=dev).uniform_(0, 2 * math.pi)
+        mag = torch.empty(n, device=dev).uniform_(*amp)
+        vec = torch.stack([torch.cos(ang), torch.sin(ang)], 1) * mag[:, None]
+        d2 = ((grid - centers[:, None, None, :]) ** 2).sum(-1)
+        env = torch.exp(-d2 / (2 * sigma ** 2))
+        disp = disp + env[..., None] * vec[:, None, None, :]
+    return F.grid_sample(x, grid + disp, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def augment(x, strong=True):
+    theta = global_params(x.shape[0], x.device, strong)
+    return photometric(apply_global(x, theta), strong)

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The expression recipe with its pinned environment:
+#   models/expression/train.sh all          # SSL -> teacher -> SSL student -> distilled student -> ONNX (about an hour on 2 cores)
+#   models/expression/train.sh smoke        # every step on a few hundred images into a scratch dir (CI)
+#   models/expression/train.sh ablation     # SSL vs scratch students with 1/10/100% of the labels
+#   models/expression/train.sh <step> ...   # ssl --arch teacher|student, teacher, student, export
+# Data: FER+ in ../shared/data/ferplus (override with MIEN_FERPLUS). Python env: MIEN_MODELS_VENV or models/.venv.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+VENV=${MIEN_MODELS_VENV:-$HERE/../.venv}
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/python" -c "import torch, tqdm, onnx, onnxruntime" 2>/dev/null || "$VENV/bin/pip" install -q -r "$HERE/requirements.txt"
+DATA=${MIEN_FERPLUS:-}
+for d in "$DATA" "$HERE/../../../shared/data/ferplus" /work/shared/data/ferplus; do
+    if [ -n "$d" ] && [ -f "$d/images.u8" ]; then DATA=$d; break; fi
+done
+[ -f "$DATA/images.u8" ] || { echo "train.sh: FER+ not found (set MIEN_FERPLUS to the directory with images.u8 and labels.csv)" >&2; exit 1; }
+CMD=${1:?usage: train.sh all|smoke|ablation|ssl|teacher|student|export [options]}
+shift
+if [ "$CMD" = smoke ]; then
+    WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
+    exec_args=(--work "$WORK")
+else
+    exec_args=()
+fi
+"$VENV/bin/python" "$HERE/recipe.py" "$CMD" --data "$DATA" "${exec_args[@]}" "$@"

@@ -1,0 +1,384 @@
+//! `mien eval`: expression accuracy through the firmware's own crop, pre-processing and tract runtime.
+//!
+//! Two kinds of data: FER+ as `../shared/data/ferplus` stores it (`images.u8` + `labels.csv`, 48x48 face crops),
+//! and a folder of images with a `path,label` CSV. Face crops go straight to the classifier's crop path;
+//! uncropped images first go through the detector and the same crop box the pipeline uses (largest face).
+
+use crate::detect::{Detections, FaceDetector};
+use crate::expression::{CropSet, Emotion, ExpressionClassifier};
+use crate::frame::{BBox, Frame};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const K: usize = Emotion::ALL.len();
+
+/// Confusion matrix over the 8 FER+ classes (rows: truth, columns: prediction).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metrics {
+    pub confusion: [[u64; K]; K],
+}
+
+impl Metrics {
+    pub fn add(&mut self, truth: Emotion, pred: Emotion) {
+        self.confusion[truth.index()][pred.index()] += 1;
+    }
+
+    pub fn n(&self) -> u64 {
+        self.confusion.iter().flatten().sum()
+    }
+
+    pub fn accuracy(&self) -> f64 {
+        let hits: u64 = (0..K).map(|i| self.confusion[i][i]).sum();
+        hits as f64 / self.n().max(1) as f64
+    }
+
+    fn support(&self, c: usize) -> u64 {
+        self.confusion[c].iter().sum()
+    }
+
+    fn predicted(&self, c: usize) -> u64 {
+        (0..K).map(|t| self.confusion[t][c]).sum()
+    }
+
+    /// Recall of class `c`; `None` when the data has no face of that class.
+    pub fn recall(&self, c: Emotion) -> Option<f64> {
+        let s = self.support(c.index());
+        (s > 0).then(|| self.confusion[c.index()][c.index()] as f64 / s as f64)
+    }
+
+    fn f1(&self, c: usize) -> f64 {
+        let tp = self.confusion[c][c] as f64;
+        let (s, p) = (self.support(c) as f64, self.predicted(c) as f64);
+        if tp == 0.0 {
+            0.0
+        } else {
+            2.0 * tp / (s + p)
+        }
+    }
+
+    /// Mean F1 over the classes that occur in the truth or the predictions (all 8 on FER+ test).
+    pub fn macro_f1(&self) -> f64 {
+        let classes: Vec<usize> = (0..K).filter(|&c| self.support(c) + self.predicted(c) > 0).collect();
+        classes.iter().map(|&c| self.f1(c)).sum::<f64>() / classes.len().max(1) as f64
+    }
+
+    /// Per-class recall, the confusion matrix, and the final `accuracy=... macro_f1=... n=N` line.
+    pub fn report(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "{:<10} {:>7} {:>7} {:>7} {:>7}", "class", "n", "recall", "prec", "f1");
+        for e in Emotion::ALL {
+            let c = e.index();
+            let prec = self.confusion[c][c] as f64 / self.predicted(c).max(1) as f64;
+            let recall = self.recall(e).map_or("-".to_string(), |r| format!("{r:.4}"));
+            let _ = writeln!(s, "{:<10} {:>7} {:>7} {:>7.4} {:>7.4}", e.as_str(), self.support(c), recall, prec, self.f1(c));
+        }
+        let _ = write!(s, "\nconfusion (rows truth, columns predicted)\n{:<10}", "");
+        for e in Emotion::ALL {
+            let _ = write!(s, " {:>6}", &e.as_str()[..e.as_str().len().min(6)]);
+        }
+        for e in Emotion::ALL {
+            let _ = write!(s, "\n{:<10}", e.as_str());
+            for v in self.confusion[e.index()] {
+                let _ = write!(s, " {v:>6}");
+            }
+        }
+        let _ = write!(s, "\n\naccuracy={:.4} macro_f1={:.4} n={}", self.accuracy(), self.macro_f1(), self.n());
+        s
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("{path}: {msg}")]
+    Data { path: PathBuf, msg: String },
+    #[error("{0}")]
+    Classify(String),
+}
+
+fn data_err(path: &Path, msg: impl Into<String>) -> EvalError {
+    EvalError::Data { path: path.into(), msg: msg.into() }
+}
+
+/// One labelled face image: a 48x48 FER+ crop, or a file (a face crop or a whole scene).
+pub struct Item {
+    pub name: String,
+    pub label: Emotion,
+    pub source: ItemSource,
+}
+
+pub enum ItemSource {
+    /// Grey pixels, row-major (FER+).
+    Grey { width: u32, height: u32, pixels: Vec<u8> },
+    File(PathBuf),
+}
+
+/// A data set plus what was skipped while reading it.
+pub struct Dataset {
+    pub items: Vec<Item>,
+    /// Rows whose label is not one of the 8 FER+ classes (FER+ `unknown`/`NF`, or anything else in a CSV).
+    pub skipped: usize,
+}
+
+/// FER+ in `../shared/data/ferplus`'s layout. `split` is train, val or test; `unknown` and `NF` rows are skipped.
+pub fn read_ferplus(dir: &Path, split: &str) -> Result<Dataset, EvalError> {
+    const SIDE: usize = 48;
+    let csv_path = dir.join("labels.csv");
+    let img_path = dir.join("images.u8");
+    let text = std::fs::read_to_string(&csv_path).map_err(|e| data_err(&csv_path, e.to_string()))?;
+    let pixels = std::fs::read(&img_path).map_err(|e| data_err(&img_path, e.to_string()))?;
+    if pixels.len() % (SIDE * SIDE) != 0 {
+        return Err(data_err(&img_path, format!("{} bytes is not a whole number of 48x48 images", pixels.len())));
+    }
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split(',').collect();
+    let col = |name: &str| {
+        header.iter().position(|h| *h == name).ok_or_else(|| data_err(&csv_path, format!("no `{name}` column")))
+    };
+    let (ci, cs, cl) = (col("index")?, col("split")?, col("label")?);
+    let count = pixels.len() / (SIDE * SIDE);
+    let mut ds = Dataset { items: Vec::new(), skipped: 0 };
+    let mut seen_split = false;
+    for (n, line) in lines.enumerate() {
+        let f: Vec<&str> = line.split(',').collect();
+        let bad = |m: String| data_err(&csv_path, format!("line {}: {m}", n + 2));
+        if f.len() < header.len() {
+            return Err(bad(format!("{} fields, header has {}", f.len(), header.len())));
+        }
+        if f[cs] != split {
+            continue;
+        }
+        seen_split = true;
+        let idx: usize = f[ci].parse().map_err(|_| bad(format!("index {:?} is not a number", f[ci])))?;
+        if idx >= count {
+            return Err(bad(format!("index {idx} but images.u8 holds {count} images")));
+        }
+        match f[cl].parse::<Emotion>() {
+            Ok(label) => ds.items.push(Item {
+                name: format!("ferplus:{idx}"),
+                label,
+                source: ItemSource::Grey {
+                    width: SIDE as u32,
+                    height: SIDE as u32,
+                    pixels: pixels[idx * SIDE * SIDE..(idx + 1) * SIDE * SIDE].to_vec(),
+                },
+            }),
+            Err(_) => ds.skipped += 1,
+        }
+    }
+    if !seen_split {
+        return Err(data_err(&csv_path, format!("no rows with split {split:?} (train, val or test)")));
+    }
+    Ok(ds)
+}
+
+/// A folder of images and a CSV with columns `path,label` (path relative to the folder, labels spelled as the
+/// 8 FER+ classes; other labels are skipped and counted). A header row is recognised and skipped.
+pub fn read_images(dir: &Path, labels: &Path) -> Result<Dataset, EvalError> {
+    let text = std::fs::read_to_string(labels).map_err(|e| data_err(labels, e.to_string()))?;
+    let mut ds = Dataset { items: Vec::new(), skipped: 0 };
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || (n == 0 && line.replace(' ', "").eq_ignore_ascii_case("path,label")) {
+            continue;
+        }
+        let (path, label) = line
+            .rsplit_once(',')
+            .ok_or_else(|| data_err(labels, format!("line {}: expected `path,label`, got {line:?}", n + 1)))?;
+        let path = path.trim().trim_matches('"');
+        match label.trim().trim_matches('"').to_ascii_lowercase().parse::<Emotion>() {
+            Ok(label) => ds.items.push(Item { name: path.to_string(), label, source: ItemSource::File(dir.join(path)) }),
+            Err(_) => ds.skipped += 1,
+        }
+    }
+    Ok(ds)
+}
+
+/// What an evaluation found.
+pub struct Report {
+    pub metrics: Metrics,
+    pub skipped: usize,
+    /// Uncropped images in which the detector found no face (not counted in the metrics).
+    pub no_face: usize,
+    /// Files that could not be decoded (not counted in the metrics).
+    pub unreadable: Vec<String>,
+    /// Time in the classifier (pre-processing + inference), summed over faces.
+    pub classify: Duration,
+}
+
+impl Report {
+    pub fn ms_per_face(&self) -> f64 {
+        self.classify.as_secs_f64() * 1e3 / self.metrics.n().max(1) as f64
+    }
+}
+
+/// How items reach the classifier.
+pub enum CropMode<'a> {
+    /// Every image is already a face crop: it is the crop box.
+    Crops,
+    /// Whole scenes: the detector finds faces, the largest one is classified through the classifier's crop box.
+    Detect(&'a mut dyn FaceDetector),
+}
+
+/// Classify every item through the firmware's path (CropSet crop/resize, the classifier's own pre-processing).
+pub fn evaluate(
+    ds: &Dataset,
+    classifier: &mut dyn ExpressionClassifier,
+    mut mode: CropMode,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Report, EvalError> {
+    let (cw, ch) = classifier.input_size();
+    let mut crops = CropSet::new(1, cw, ch);
+    let mut frame = Frame::new(1, 1);
+    let mut dets = Detections::new();
+    let mut slots = Vec::with_capacity(1);
+    let mut rep = Report { metrics: Metrics::default(), skipped: ds.skipped, no_face: 0, unreadable: Vec::new(), classify: Duration::ZERO };
+    for (i, item) in ds.items.iter().enumerate() {
+        progress(i, ds.items.len());
+        match &item.source {
+            ItemSource::Grey { width, height, pixels } => {
+                frame.ensure_size(*width, *height);
+                for (d, &g) in frame.data.chunks_exact_mut(3).zip(pixels) {
+                    d.fill(g);
+                }
+            }
+            ItemSource::File(p) => {
+                if let Err(e) = crate::source::replay::decode_image(p, &mut frame) {
+                    rep.unreadable.push(e);
+                    continue;
+                }
+            }
+        }
+        let face = match &mut mode {
+            CropMode::Crops => None,
+            CropMode::Detect(d) => {
+                d.detect(&frame, &mut dets).map_err(|e| EvalError::Classify(format!("{}: {e}", item.name)))?;
+                match dets.iter().max_by(|a, b| a.bbox.area().total_cmp(&b.bbox.area())) {
+                    Some(best) => Some(best.bbox),
+                    None => {
+                        rep.no_face += 1;
+                        continue;
+                    }
+                }
+            }
+        };
+        let whole = BBox { x0: 0.0, y0: 0.0, x1: frame.width as f32, y1: frame.height as f32 };
+        let crop_err = |e: crate::pixels::PixelError| EvalError::Classify(format!("{}: {e}", item.name));
+        match face {
+            None => crops.extract(&frame, std::iter::once(&whole), |b| *b, 1, &mut slots).map_err(crop_err)?,
+            Some(b) => crops.extract(&frame, std::iter::once(&b), |b| classifier.crop_box(b), 1, &mut slots).map_err(crop_err)?,
+        }
+        let Some(Some(slot)) = slots.first().copied() else {
+            rep.no_face += 1;
+            continue;
+        };
+        let t = Instant::now();
+        let e = classifier.classify(crops.get(slot)).map_err(|e| EvalError::Classify(format!("{}: {e}", item.name)))?;
+        rep.classify += t.elapsed();
+        crops.wipe();
+        rep.metrics.add(item.label, e.label);
+    }
+    progress(ds.items.len(), ds.items.len());
+    Ok(rep)
+}
+
+/// Where the detector puts its box on FER-style crops: each 48x48 face is scaled up 4x onto a mid-grey canvas
+/// twice its size and detected. Returns (median crop side / box's longer side, median (crop centre - box centre)
+/// / box height, faces found, faces tried): the crop box that reproduces FER's framing from a detection.
+pub fn measure_crop(ds: &Dataset, detector: &mut dyn FaceDetector, limit: usize) -> (f32, f32, usize, usize) {
+    const UP: u32 = 4;
+    let mut frame = Frame::new(1, 1);
+    let mut dets = Detections::new();
+    let (mut scales, mut shifts, mut tried) = (Vec::new(), Vec::new(), 0);
+    for item in ds.items.iter().take(limit) {
+        let ItemSource::Grey { width, height, pixels } = &item.source else { continue };
+        tried += 1;
+        let (w, h) = (width * UP * 2, height * UP * 2);
+        frame.ensure_size(w, h);
+        frame.data.fill(128);
+        let (ox, oy) = (width * UP / 2, height * UP / 2);
+        for y in 0..height * UP {
+            for x in 0..width * UP {
+                let g = pixels[((y / UP) * width + x / UP) as usize];
+                let o = (((oy + y) * w + ox + x) * 3) as usize;
+                frame.data[o..o + 3].fill(g);
+            }
+        }
+        if detector.detect(&frame, &mut dets).is_err() {
+            continue;
+        }
+        let crop = BBox { x0: ox as f32, y0: oy as f32, x1: (ox + width * UP) as f32, y1: (oy + height * UP) as f32 };
+        let Some(d) = dets.iter().filter(|d| d.bbox.iou(&crop) > 0.1).max_by(|a, b| a.score.total_cmp(&b.score)) else {
+            continue;
+        };
+        scales.push(crop.width() / d.bbox.width().max(d.bbox.height()));
+        shifts.push((crop.center().1 - d.bbox.center().1) / d.bbox.height());
+    }
+    let median = |v: &mut Vec<f32>| {
+        v.sort_by(f32::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f32::NAN)
+    };
+    let found = scales.len();
+    (median(&mut scales), median(&mut shifts), found, tried)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_match_a_hand_count() {
+        let mut m = Metrics::default();
+        // 3 happy (2 right), 1 sad (right), 1 anger called sad.
+        for (t, p) in [
+            (Emotion::Happiness, Emotion::Happiness),
+            (Emotion::Happiness, Emotion::Happiness),
+            (Emotion::Happiness, Emotion::Neutral),
+            (Emotion::Sadness, Emotion::Sadness),
+            (Emotion::Anger, Emotion::Sadness),
+        ] {
+            m.add(t, p);
+        }
+        assert_eq!(m.n(), 5);
+        assert!((m.accuracy() - 0.6).abs() < 1e-12);
+        assert_eq!(m.recall(Emotion::Happiness), Some(2.0 / 3.0));
+        assert_eq!(m.recall(Emotion::Contempt), None);
+        // F1: happiness 2*2/(3+2)=0.8, sadness 2*1/(1+2)=2/3, anger 0, neutral 0 (predicted once) -> mean of 4.
+        let want = (0.8 + 2.0 / 3.0) / 4.0;
+        assert!((m.macro_f1() - want).abs() < 1e-12, "{}", m.macro_f1());
+        assert!(m.report().ends_with("accuracy=0.6000 macro_f1=0.3667 n=5"), "{}", m.report());
+    }
+
+    #[test]
+    fn images_csv_skips_other_labels_and_names_bad_lines() {
+        let d = tempfile::tempdir().unwrap();
+        let csv = d.path().join("l.csv");
+        std::fs::write(&csv, "path,label\na.png,happiness\nb.png,Contempt\nc.png,bored\n").unwrap();
+        let ds = read_images(d.path(), &csv).unwrap();
+        assert_eq!(ds.items.len(), 2);
+        assert_eq!(ds.items[1].label, Emotion::Contempt);
+        assert_eq!(ds.skipped, 1);
+        std::fs::write(&csv, "a.png happiness\n").unwrap();
+        let e = read_images(d.path(), &csv).err().unwrap().to_string();
+        assert!(e.contains("line 1") && e.contains("path,label"), "{e}");
+    }
+
+    #[test]
+    fn ferplus_reader_checks_sizes_and_splits() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("images.u8"), vec![7u8; 48 * 48 * 3]).unwrap();
+        std::fs::write(
+            d.path().join("labels.csv"),
+            "index,split,label\n0,train,happiness\n1,test,unknown\n2,test,fear\n",
+        )
+        .unwrap();
+        let ds = read_ferplus(d.path(), "test").unwrap();
+        assert_eq!((ds.items.len(), ds.skipped), (1, 1));
+        assert_eq!(ds.items[0].label, Emotion::Fear);
+        let e = read_ferplus(d.path(), "validation").err().unwrap().to_string();
+        assert!(e.contains("no rows with split"), "{e}");
+        std::fs::write(d.path().join("images.u8"), vec![7u8; 100]).unwrap();
+        let e = read_ferplus(d.path(), "test").err().unwrap().to_string();
+        assert!(e.contains("not a whole number"), "{e}");
+    }
+}
