@@ -123,12 +123,12 @@ fn main() {
         frames.push(mien::pixels::rgb_to_yuyv(img.as_raw()));
     }
     let cfg = Config::embedded_default();
-    let mut main = measure("default: BlazeFace full range + face-api expression", &cfg, &frames, rounds);
+    let mut main = measure("default: BlazeFace full range + mien int8 expression", &cfg, &frames, rounds);
     let rss_main = peak_rss_kib();
     let mut base_cfg = cfg.clone();
     base_cfg.detect.kind = BlazeFaceKind::ShortRange;
     base_cfg.detect.model = "models/blazeface_short_range.onnx".into();
-    let mut base = measure("baseline: BlazeFace short range + face-api expression", &base_cfg, &frames, rounds);
+    let mut base = measure("baseline: BlazeFace short range + mien int8 expression", &base_cfg, &frames, rounds);
     let fps_main = report(&mut main);
     let fps_base = report(&mut base);
     println!("\npeak RSS after the default pipeline: {:.1} MiB", rss_main as f64 / 1024.0);
