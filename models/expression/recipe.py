@@ -9,6 +9,7 @@
     python recipe.py ablation                # SSL vs scratch students with 1/10/100% of the labels
     python recipe.py all                     # the above in order
     python recipe.py smoke                   # every step on a few hundred images (CI)
+    python recipe.py all --resume            # continue where an interrupted run stopped (checkpoints in work/ckpt)
 
 Seeded; uses CUDA when present, never needs it. Data: --data (default ../shared/data/ferplus). Test rows are
 never read here except by `export` to write the final numbers once the model is fixed (selection uses val only).
@@ -48,6 +49,27 @@ def save(obj, path):
     tmp = path + ".tmp"
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+def ckpt_path(a, tag):
+    return os.path.join(a.work, "ckpt", "".join(c if c.isalnum() else "_" for c in tag) + ".pt")
+
+
+def save_ckpt(a, tag, rng, **state):
+    """Everything needed to continue a stage later (`--resume`): training on a 2-core CPU spans sessions."""
+    save({**state, "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}, ckpt_path(a, tag))
+
+
+def load_ckpt(a, tag, rng):
+    path = ckpt_path(a, tag)
+    if not (a.resume and os.path.exists(path)):
+        return None
+    st = torch.load(path, map_location=DEV, weights_only=False)
+    rng.bit_generator.state = st["rng"]
+    torch.set_rng_state(st["torch_rng"])
+    print(f"{tag}: resuming from {path}")
+    return st
 
 
 # ----------------------------------------------------------------------------------------------- metrics
@@ -134,9 +156,16 @@ def cmd_ssl(a, ds):
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=a.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=steps, pct_start=0.1)
     rng = np.random.default_rng(a.seed)
-    bar = tqdm(range(steps), desc=f"ssl[{a.arch}]", mininterval=5)
+    tag, start = f"ssl_{a.arch}", 0
+    st = load_ckpt(a, tag, rng)
+    if st is not None:
+        model.load_state_dict(st["model"]), opt.load_state_dict(st["opt"]), sched.load_state_dict(st["sched"])
+        start = st["step"]
+    bar = tqdm(range(start, steps), desc=f"ssl[{a.arch}]", mininterval=5, initial=start, total=steps)
     model.train()
     for step in bar:
+        if step > start and step % 25 == 0:
+            save_ckpt(a, tag, rng, model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), step=step)
         idx = rng.choice(pool, a.bs, replace=False)
         loss, acc = model.loss(ds.batch(idx, DEV))
         opt.zero_grad(set_to_none=True)
@@ -145,6 +174,7 @@ def cmd_ssl(a, ds):
         sched.step()
         model.update_target(1 - (1 - 0.99) * (math.cos(math.pi * step / steps) + 1) / 2)
         bar.set_postfix(loss=f"{loss.item():.3f}", pos_gt_neg=f"{acc.item():.2f}")
+    save_ckpt(a, tag, rng, model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), step=steps)
     save({"features": net.features.state_dict(), "arch": a.arch, "steps": steps, "images": len(pool)},
          os.path.join(a.work, f"ssl_{a.arch}.pt"))
     print(f"ssl[{a.arch}]: {steps} steps of {a.bs} on {len(pool)} unlabelled faces -> {a.work}/ssl_{a.arch}.pt")
@@ -159,9 +189,13 @@ def train_supervised(a, ds, net, train_idx, teacher=None, tag="", epochs=None):
     opt = torch.optim.AdamW(net.parameters(), lr=a.lr, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=epochs * steps_per, pct_start=0.15)
     rng = np.random.default_rng(a.seed)
-    best, best_state = None, None
+    best, best_state, first = None, None, 0
+    st = load_ckpt(a, tag, rng)
+    if st is not None:
+        net.load_state_dict(st["model"]), opt.load_state_dict(st["opt"]), sched.load_state_dict(st["sched"])
+        best, best_state, first = st["best"], st["best_state"], st["epoch"]
     T = 3.0
-    for ep in range(epochs):
+    for ep in range(first, epochs):
         net.train()
         perm = rng.permutation(train_idx)
         bar = tqdm(range(steps_per), desc=f"{tag} ep{ep + 1}/{epochs}", mininterval=5)
@@ -185,6 +219,8 @@ def train_supervised(a, ds, net, train_idx, teacher=None, tag="", epochs=None):
         print(f"{tag} epoch {ep + 1}: val {fmt(m)}", flush=True)
         if best is None or m["accuracy"] + m["macro_f1"] > best["accuracy"] + best["macro_f1"]:
             best, best_state = m, copy.deepcopy(net.state_dict())
+        save_ckpt(a, tag, rng, model=net.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
+                  best=best, best_state=best_state, epoch=ep + 1)
     net.load_state_dict(best_state)
     return net, best
 
@@ -378,6 +414,9 @@ def main():
     p.add_argument("--limit", type=int, default=0, help="use only the first N images (smoke runs)")
     p.add_argument("--scratch", action="store_true", help="teacher without SSL initialisation")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true",
+                   help="continue each stage from its last checkpoint in WORK/ckpt (saved every 25 SSL steps and every "
+                   "epoch); give the same options as the interrupted run")
     p.add_argument("--threads", type=int, default=0)
     a = p.parse_args()
     if a.threads:

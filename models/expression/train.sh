@@ -4,6 +4,7 @@
 #   models/expression/train.sh smoke        # every step on a few hundred images into a scratch dir (CI)
 #   models/expression/train.sh ablation     # SSL vs scratch students with 1/10/100% of the labels
 #   models/expression/train.sh <step> ...   # ssl --arch teacher|student, teacher, student, export
+#   add --resume to continue an interrupted run (same options; checkpoints in models/expression/work/ckpt)
 # Data: FER+ in ../shared/data/ferplus (override with MIEN_FERPLUS). Python env: MIEN_MODELS_VENV or models/.venv.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
