@@ -78,6 +78,8 @@ fn measure(name: &str, cfg: &Config, frames: &[Vec<u8>], rounds: usize) -> Stats
         classifier: pipeline::load_classifier(cfg),
         sink: Box::new(CountSink(0)),
         saver: None,
+        display: None,
+        board: None,
     };
     assert!(stages.detector.is_ok(), "detector failed to load: {:?}", stages.detector.as_ref().err());
     let mut p = Pipeline::new(stages, cfg);

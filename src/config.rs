@@ -20,6 +20,8 @@ pub struct Config {
     pub expression: ExpressionConfig,
     pub output: OutputConfig,
     pub uplink: crate::uplink::mqtt::MqttConfig,
+    pub display: crate::display::DisplayConfig,
+    pub gpio: crate::board::GpioConfig,
     pub runtime: RuntimeConfig,
 }
 
@@ -296,6 +298,11 @@ impl Config {
         if self.output.labels.is_empty() && !self.uplink.enabled {
             return bad("output.labels", "must be - (stdout) or a file path when uplink.enabled is false".into());
         }
+        for check in [self.display.check(), self.gpio.check()] {
+            if let Err((field, msg)) = check {
+                return bad(field, msg);
+            }
+        }
         if self.uplink.enabled {
             self.uplink.validate().map_err(|e| ConfigError::Invalid {
                 origin: origin.into(),
@@ -332,6 +339,12 @@ mod tests {
             ("[uplink]\nenabled = true\nclient_cert = \"c.pem\"\n", "uplink.client_key"),
             ("[uplink]\nfsync = \"sometimes\"\n", "fsync"),
             ("[board]\ntract_env = [\"LD_PRELOAD=x\"]\n", "board.tract_env"),
+            ("[display]\nkind = \"st7789\"\ndevice = \"/dev/spidev0.0\"\n", "display.dc_pin"),
+            ("[display]\nkind = \"ili9341\"\ndc_pin = 25\nrotation = 45\n", "display.rotation"),
+            ("[display]\nkind = \"framebuffer\"\nrefresh_ms = 1\n", "display.refresh_ms"),
+            ("[display]\nkind = \"hdmi\"\n", "kind"),
+            ("[gpio]\nled = 4\nbutton = 4\n", "gpio.button"),
+            ("[gpio]\nled = -1\n", "led"),
         ];
         for (text, field) in cases {
             let e = Config::from_toml(text, "test.toml").unwrap_err().to_string();

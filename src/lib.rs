@@ -2,10 +2,13 @@
 //!
 //! One module per pipeline stage, each behind a small trait:
 //! `source` (FrameSource) -> `detect` (FaceDetector) -> `privacy` (PrivacyGuard) -> `expression`
-//! (ExpressionClassifier) -> `uplink` (LabelSink); `pipeline` only wires them.
+//! (ExpressionClassifier) -> `uplink` (LabelSink), with `display` (Screen) and `board` (status LED, button)
+//! alongside; `pipeline` only wires them.
 
+pub mod board;
 pub mod config;
 pub mod detect;
+pub mod display;
 pub mod eval;
 pub mod expression;
 pub mod frame;

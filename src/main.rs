@@ -7,7 +7,12 @@ use mien::pipeline::{self, Pipeline, Stages};
 use mien::privacy::{BlurMode, PrivacyGuard};
 use mien::save::FrameSaver;
 use mien::source::{self, PixelFormat};
+use mien::board::BoardIo;
+use mien::display::DisplayStage;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(name = "mien", version, about = "Blur faces in place, send only expression labels")]
@@ -95,6 +100,12 @@ struct RunArgs {
     /// Expression ONNX (overrides expression.model).
     #[arg(long)]
     expression_model: Option<String>,
+    /// Local display: none, framebuffer, st7789 or ili9341 (overrides display.kind).
+    #[arg(long, value_name = "KIND")]
+    display: Option<mien::display::DisplayKind>,
+    /// /dev/fbN or /dev/spidevB.C (overrides display.device).
+    #[arg(long, value_name = "PATH")]
+    display_device: Option<String>,
 }
 
 fn load_config(a: &RunArgs) -> anyhow::Result<Config> {
@@ -139,8 +150,36 @@ fn load_config(a: &RunArgs) -> anyhow::Result<Config> {
     if let Some(m) = &a.expression_model {
         cfg.expression.model = m.clone();
     }
+    if let Some(k) = a.display {
+        cfg.display.kind = k;
+    }
+    if let Some(d) = &a.display_device {
+        cfg.display.device = d.clone();
+    }
     cfg.validate("command line")?;
     Ok(cfg)
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// SIGTERM (systemd stop) and SIGINT end the run cleanly: the current frame finishes, sinks flush, the spool
+/// syncs. A second signal while stopping falls back to the default action.
+fn stop_on_signals() -> &'static AtomicBool {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        // SAFETY: the handler only stores to an atomic (async-signal-safe); SA_RESETHAND restores the default.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as usize;
+            sa.sa_flags = libc::SA_RESETHAND;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut());
+        }
+    }
+    &STOP
 }
 
 fn run(a: RunArgs) -> anyhow::Result<()> {
@@ -172,6 +211,21 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     let sink: Box<dyn mien::uplink::LabelSink> =
         if sinks.len() == 1 { sinks.pop().expect("one sink") } else { Box::new(mien::uplink::TeeSink(sinks)) };
+    // Screen and board I/O serve the technician; when they fail the camera's job goes on (logged loudly).
+    let preview = Arc::new(AtomicBool::new(cfg.display.preview));
+    let display = match mien::display::open_screen(&cfg.display) {
+        Ok(s) => s.map(|s| {
+            DisplayStage::new(s, Duration::from_millis(cfg.display.refresh_ms as u64), preview.clone())
+        }),
+        Err(e) => {
+            log::error!("{e}; running without a display");
+            None
+        }
+    };
+    let board = BoardIo::open(&cfg.gpio, preview).unwrap_or_else(|e| {
+        log::error!("{e}; running without the status LED and button");
+        None
+    });
     let stages = Stages {
         source,
         detector,
@@ -179,10 +233,12 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         classifier,
         sink,
         saver,
+        display,
+        board,
     };
     let mut p = Pipeline::new(stages, &cfg);
     let t = std::time::Instant::now();
-    let s = p.run(cfg.runtime.max_frames)?;
+    let s = p.run_until(cfg.runtime.max_frames, stop_on_signals())?;
     let secs = t.elapsed().as_secs_f64();
     let per = |d: std::time::Duration| d.as_secs_f64() * 1e3 / s.frames.max(1) as f64;
     log::info!(

@@ -3,8 +3,10 @@
 //! Order matters for privacy: faces are blurred in the frame buffer right after detection; crops for the
 //! classifier are cut just before that and never leave process memory; savers and sinks come after.
 
+use crate::board::BoardIo;
 use crate::config::Config;
 use crate::detect::{BlazeFace, DetectError, Detections, FaceDetector, MAX_FACES};
+use crate::display::{CameraState, DisplayStage, FaceView, Status};
 use crate::expression::{self, CropSet, ExpressionClassifier};
 use crate::frame::Frame;
 use crate::privacy::{PrivacyGuard, PrivacyState};
@@ -13,6 +15,7 @@ use crate::source::{FrameSource, SourceError};
 use crate::track::Tracker;
 use crate::uplink::{LabelEvent, LabelSink};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Time spent in each stage for one frame.
@@ -55,6 +58,10 @@ pub struct Stages {
     pub classifier: Option<Box<dyn ExpressionClassifier>>,
     pub sink: Box<dyn LabelSink>,
     pub saver: Option<FrameSaver>,
+    /// The board's screen (takes only blurred frames), if it has one.
+    pub display: Option<DisplayStage>,
+    /// The board's status LED and button, if it has them.
+    pub board: Option<BoardIo>,
 }
 
 pub struct Pipeline {
@@ -68,6 +75,8 @@ pub struct Pipeline {
     detect_timeout: Duration,
     min_face: u32,
     seq: u64,
+    status: Status,
+    last_frame: Option<Instant>,
     pub stats: RunStats,
 }
 
@@ -120,6 +129,8 @@ impl Pipeline {
             detect_timeout: Duration::from_millis(cfg.detect.timeout_ms as u64),
             min_face: cfg.expression.min_face,
             seq: 0,
+            status: Status::default(),
+            last_frame: None,
             stats: RunStats::default(),
             st,
         }
@@ -141,6 +152,11 @@ impl Pipeline {
             }
             Err(SourceError::Unavailable(_)) => {
                 self.stats.unavailable += 1;
+                self.status.camera = CameraState::Lost;
+                self.status.faces.clear();
+                self.status.fps = 0.0;
+                self.last_frame = None;
+                self.show(None);
                 return Ok(StepOutcome::Unavailable);
             }
             Err(SourceError::Fatal(why)) => anyhow::bail!("source: {why}"),
@@ -198,7 +214,11 @@ impl Pipeline {
             }
         }
         timing.output = t.elapsed();
-        let (seq, ts) = (self.frame.seq, self.frame.ts_ms);
+        let (seq, ts) = (protected.frame().seq, protected.frame().ts_ms);
+        self.status.faces.clear();
+        for d in self.dets.iter() {
+            let _ = self.status.faces.push(FaceView { bbox: d.bbox, label: None });
+        }
 
         // Classify the crops; only labels leave.
         let t = Instant::now();
@@ -211,6 +231,9 @@ impl Pipeline {
                         let track = self.track_ids.get(face).copied().unwrap_or(u32::MAX);
                         let ev = LabelEvent::new(ts, seq, face as u16, track, e.label, e.confidence);
                         self.st.sink.send(&ev)?;
+                        if let Some(f) = self.status.faces.get_mut(face) {
+                            f.label = Some((e.label, e.confidence));
+                        }
                         labels += 1;
                     }
                     Err(e) => log::warn!("frame {seq} face {face}: {e}"),
@@ -220,6 +243,24 @@ impl Pipeline {
         self.crops.wipe();
         self.st.sink.frame_done();
         timing.classify = t.elapsed();
+
+        // The board's own outputs: screen (blurred frame only) and status LED.
+        let now = Instant::now();
+        if let Some(prev) = self.last_frame.replace(now) {
+            let inst = 1.0 / now.duration_since(prev).as_secs_f32().max(1e-6);
+            self.status.fps = if self.status.fps > 0.0 { 0.9 * self.status.fps + 0.1 * inst } else { inst };
+        }
+        self.status.camera = CameraState::Ok;
+        self.status.privacy = state;
+        if let Some(d) = self.st.display.as_mut() {
+            self.status.uplink = self.st.sink.link();
+            d.update(Some(&protected), &self.status);
+        }
+        if let Some(b) = &self.st.board {
+            self.status.uplink = self.st.sink.link();
+            b.show(&self.status);
+        }
+        timing.output += now.elapsed();
 
         self.stats.frames += 1;
         self.stats.faces += self.dets.len() as u64;
@@ -236,11 +277,36 @@ impl Pipeline {
         Ok(StepOutcome::Processed { faces: self.dets.len(), labels, state })
     }
 
+    /// Status without a frame (camera away): screen and LED still say what is going on.
+    fn show(&mut self, frame: Option<&crate::privacy::Protected>) {
+        self.status.uplink = self.st.sink.link();
+        if let Some(d) = self.st.display.as_mut() {
+            d.update(frame, &self.status);
+        }
+        if let Some(b) = &self.st.board {
+            b.show(&self.status);
+        }
+    }
+
+    /// What the screen and LED show now.
+    pub fn status(&self) -> &Status {
+        &self.status
+    }
+
     /// Run until the source ends or `max_frames` frames (0 = no limit) went through.
     pub fn run(&mut self, max_frames: u64) -> anyhow::Result<RunStats> {
+        self.run_until(max_frames, &AtomicBool::new(false))
+    }
+
+    /// As `run`, and also stop (flushing the sinks) once `stop` is set, e.g. by SIGTERM.
+    pub fn run_until(&mut self, max_frames: u64, stop: &AtomicBool) -> anyhow::Result<RunStats> {
         let mut timing = StepTiming::default();
         loop {
             if max_frames > 0 && self.stats.frames >= max_frames {
+                break;
+            }
+            if stop.load(Ordering::Relaxed) {
+                log::info!("stopping on request after {} frames", self.stats.frames);
                 break;
             }
             if self.step(&mut timing)? == StepOutcome::End {

@@ -44,3 +44,33 @@ fn bad_config_values_are_named() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/dev/video97: no such device"));
 }
+
+#[test]
+fn sigterm_stops_cleanly_and_keeps_every_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let labels = dir.path().join("labels.jsonl");
+    let mut child = mien()
+        .args(["run", "--loop", "--fps", "20", "--labels", labels.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let some frames through, then stop it as systemd would.
+    let t = std::time::Instant::now();
+    while std::fs::metadata(&labels).map(|m| m.len()).unwrap_or(0) == 0 {
+        assert!(t.elapsed().as_secs() < 60, "no labels within a minute");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SAFETY: plain kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {} after SIGTERM:\n{err}", out.status);
+    assert!(err.contains("stopping on request"), "{err}");
+    // Every line is whole JSON: nothing was cut mid-write.
+    let text = std::fs::read_to_string(&labels).unwrap();
+    assert!(text.ends_with('\n'));
+    for line in text.lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    }
+}

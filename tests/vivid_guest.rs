@@ -16,20 +16,6 @@ const CASES: [(usize, &str, &str); 4] = [(0, "RGB3", "rgb"), (9, "RGB3", "rgb"),
 /// The first captured frames may predate the loopback picture; compare from this frame on.
 const SKIP: u64 = 2;
 
-/// Shared libraries of a dynamically linked host binary, as run.sh `-x` arguments.
-fn lib_args(bin: &Path) -> Vec<String> {
-    let out = Command::new("ldd").arg(bin).output().expect("ldd");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut args = Vec::new();
-    for line in text.lines() {
-        let path = line.split("=>").nth(1).unwrap_or(line).split_whitespace().next().unwrap_or("");
-        if path.starts_with('/') {
-            args.push(format!("{path}:{path}"));
-        }
-    }
-    args
-}
-
 #[test]
 #[ignore = "boots a qemu guest (about a minute under TCG); .ci/run runs it"]
 fn vivid_loopback_capture_matches_replay_and_is_blurred() {

@@ -195,6 +195,11 @@ def train_supervised(a, ds, net, train_idx, teacher=None, tag="", epochs=None):
         net.load_state_dict(st["model"]), opt.load_state_dict(st["opt"]), sched.load_state_dict(st["sched"])
         best, best_state, first = st["best"], st["best_state"], st["epoch"]
     T = 3.0
+    # Class weights prior^-balance (normalised to mean 1 under the prior): rare classes (disgust, contempt) get more
+    # gradient than their share of FER+; the logit adjustment at export only shifts decisions, this shapes features.
+    prior = ds.soft(train_idx).mean(0)
+    w = np.power(np.maximum(prior, 1e-4), -a.balance)
+    w = torch.from_numpy((w / (prior * w).sum()).astype(np.float32)).to(DEV)
     for ep in range(first, epochs):
         net.train()
         perm = rng.permutation(train_idx)
@@ -204,7 +209,7 @@ def train_supervised(a, ds, net, train_idx, teacher=None, tag="", epochs=None):
             x = standardize(augment(ds.batch(idx, DEV)))
             y = torch.from_numpy(ds.soft(idx)).to(DEV)
             out = net(x)
-            loss = -(y * F.log_softmax(out, 1)).sum(1).mean()
+            loss = -(w * y * F.log_softmax(out, 1)).sum(1).mean()
             if teacher is not None:
                 with torch.no_grad():
                     tl = teacher(x)
@@ -417,6 +422,8 @@ def main():
     p.add_argument("--resume", action="store_true",
                    help="continue each stage from its last checkpoint in WORK/ckpt (saved every 25 SSL steps and every "
                    "epoch); give the same options as the interrupted run")
+    p.add_argument("--balance", type=float, default=0.5,
+                   help="class weights prior^-BALANCE in the label loss (0: none; 1: fully balanced)")
     p.add_argument("--threads", type=int, default=0)
     a = p.parse_args()
     if a.threads:
@@ -424,7 +431,7 @@ def main():
     ds = FerPlus(a.data)
     print(f"device {DEV}, {torch.get_num_threads()} threads, {len(ds.images)} faces")
     # Epochs sized for a 2-core CPU in about an hour for `all`; raise them where a GPU is lent.
-    defaults = {"ssl": (1, 1e-3), "teacher": (6, 3e-3), "student": (8, 3e-3), "ablation": (8, 3e-3)}
+    defaults = {"ssl": (1, 1e-3), "teacher": (16, 3e-3), "student": (14, 3e-3), "ablation": (8, 3e-3)}
 
     def run(cmd, **kw):
         b = argparse.Namespace(**{**vars(a), **kw})

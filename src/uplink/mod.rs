@@ -58,11 +58,41 @@ pub enum SinkError {
     Io(#[from] std::io::Error),
 }
 
+/// Whether labels are reaching their destination (shown on the board's display and LED).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkState {
+    /// Local output only (stdout or a file): nothing to be connected to.
+    Local,
+    /// Connected to the broker.
+    Up,
+    /// Not connected: labels are being spooled to disk.
+    Down,
+}
+
+impl LinkState {
+    /// The worse of two states (Down > Up > Local).
+    pub fn worst(self, other: LinkState) -> LinkState {
+        let rank = |s| match s {
+            LinkState::Local => 0,
+            LinkState::Up => 1,
+            LinkState::Down => 2,
+        };
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
+    }
+}
+
 pub trait LabelSink: Send {
     fn send(&mut self, ev: &LabelEvent) -> Result<(), SinkError>;
     /// Called once per processed frame (for rates in status messages).
     fn frame_done(&mut self) {}
     fn flush(&mut self) -> Result<(), SinkError>;
+    fn link(&self) -> LinkState {
+        LinkState::Local
+    }
 }
 
 /// Several sinks at once (e.g. MQTT and a local JSON-lines file).
@@ -77,6 +107,9 @@ impl LabelSink for TeeSink {
     }
     fn flush(&mut self) -> Result<(), SinkError> {
         self.0.iter_mut().try_for_each(|s| s.flush())
+    }
+    fn link(&self) -> LinkState {
+        self.0.iter().fold(LinkState::Local, |acc, s| acc.worst(s.link()))
     }
 }
 
@@ -99,6 +132,12 @@ impl<W: Write + Send> LabelSink for JsonLinesSink<W> {
         self.line.push(b'\n');
         self.out.write_all(&self.line)?;
         Ok(())
+    }
+    /// Each frame's labels reach the file before the next frame: a crash or a kill loses at most one frame's.
+    fn frame_done(&mut self) {
+        if let Err(e) = self.out.flush() {
+            log::error!("labels: write failed: {e}");
+        }
     }
     fn flush(&mut self) -> Result<(), SinkError> {
         self.out.flush()?;

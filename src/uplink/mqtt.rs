@@ -9,7 +9,7 @@
 //! last will that turns it to `offline` when the device drops off.
 
 use super::spool::{Fsync, Spool, SpoolConfig};
-use super::{LabelEvent, LabelSink, SinkError};
+use super::{LabelEvent, LabelSink, LinkState, SinkError};
 use crate::expression::Emotion;
 use rumqttc::{Client, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS, TlsConfiguration, Transport};
 use serde::{Deserialize, Serialize};
@@ -417,6 +417,14 @@ impl LabelSink for MqttSink {
         let mut spool = self.shared.spool.lock().unwrap_or_else(|p| p.into_inner());
         spool.sync_now()?;
         Ok(())
+    }
+
+    fn link(&self) -> LinkState {
+        if self.shared.connected.load(Ordering::Relaxed) {
+            LinkState::Up
+        } else {
+            LinkState::Down
+        }
     }
 }
 

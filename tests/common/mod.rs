@@ -117,3 +117,17 @@ impl CenterFace {
         keep
     }
 }
+
+/// Shared libraries of a dynamically linked host binary, as tests/guest/run.sh `-x` arguments.
+pub fn lib_args(bin: &Path) -> Vec<String> {
+    let out = Command::new("ldd").arg(bin).output().expect("ldd");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut args = Vec::new();
+    for line in text.lines() {
+        let path = line.split("=>").nth(1).unwrap_or(line).split_whitespace().next().unwrap_or("");
+        if path.starts_with('/') {
+            args.push(format!("{path}:{path}"));
+        }
+    }
+    args
+}

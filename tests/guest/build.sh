@@ -9,7 +9,10 @@ ARCH=${1:-amd64}
 W=$HERE/work/$ARCH
 OUT=$W/out
 mkdir -p "$W/debs" "$OUT"
-[ -f "$OUT/initramfs.cpio.gz" ] && [ -f "$OUT/kernel" ] && { echo "guest $ARCH: already built in $OUT"; exit 0; }
+# Bump when the guest's contents change, so that a cached work/ is rebuilt.
+GUEST_VERSION=2
+[ -f "$OUT/initramfs.cpio.gz" ] && [ -f "$OUT/kernel" ] && [ "$(cat "$OUT/version" 2>/dev/null)" = $GUEST_VERSION ] &&
+    { echo "guest $ARCH: already built in $OUT"; exit 0; }
 
 cd "$W/debs"
 KPKG=$(apt-cache depends "linux-image-$ARCH:$ARCH" | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
@@ -30,17 +33,22 @@ ROOT=$(mktemp -d); trap 'rm -rf "$ROOT"' EXIT
 mkdir -p "$ROOT"/{bin,sbin,usr/bin,usr/sbin,proc,sys,dev,tmp,mnt/host,lib/modules,etc}
 cp "$SYSROOT/bin/busybox" "$ROOT/bin/busybox"; ln -s busybox "$ROOT/bin/sh"
 install -m755 "$HERE/init" "$ROOT/init"
-# Modules: the dependency closure of vivid and virtio-9p, flattened, in load order (vivid last, by /init).
+# Modules: the dependency closure of vivid, virtio-9p and configfs, flattened, in load order (vivid last, by
+# /init). vfb (a real /dev/fb0) and gpio-sim (built here) are loaded by the tests that use them, with options.
 : > "$ROOT/lib/modules/order"
-for top in vivid virtio_pci 9pnet_virtio 9p; do
+for top in vivid virtio_pci 9pnet_virtio 9p configfs vfb; do
     modprobe -d "$KROOT" -S "$KVER" --show-depends "$top" | awk '$1=="insmod"{print $2}'
 done | awk '!seen[$0]++' | while read -r ko; do
     name=$(basename "$ko")
     case "$ko" in *.ko.xz) xz -dc "$ko" > "$ROOT/lib/modules/${name%.xz}"; name=${name%.xz};;
                   *.ko.zst) zstd -qdc "$ko" > "$ROOT/lib/modules/${name%.zst}"; name=${name%.zst};;
                   *) cp "$ko" "$ROOT/lib/modules/$name";; esac
-    [ "$name" = vivid.ko ] || echo "$name" >> "$ROOT/lib/modules/order"
+    case $name in vivid.ko|vfb.ko) ;; *) echo "$name" >> "$ROOT/lib/modules/order";; esac
 done
+if [ "$ARCH" = amd64 ]; then
+    "$HERE/build-gpio-sim.sh" "$KVER" "$W/gpio-sim"
+    cp "$W/gpio-sim/gpio-sim.ko" "$ROOT/lib/modules/gpio-sim.ko"
+fi
 # v4l2-ctl and its shared libraries, resolved against the unpacked sysroot.
 resolve() { local p=$SYSROOT$1 n=0; while [ -L "$p" ] && [ $n -lt 20 ]; do local t; t=$(readlink "$p"); case $t in /*) p=$SYSROOT$t;; *) p=$(dirname "$p")/$t;; esac; n=$((n+1)); done; echo "$p"; }
 copy_with_libs() {
@@ -69,4 +77,5 @@ PY
 else
     cp "$KROOT/boot/vmlinuz-$KVER" "$OUT/kernel"
 fi
+echo $GUEST_VERSION > "$OUT/version"
 echo "guest $ARCH: kernel $KVER, initramfs $(du -h "$OUT/initramfs.cpio.gz" | cut -f1) in $OUT"
