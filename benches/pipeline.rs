@@ -3,10 +3,18 @@
 //! firmware runs. The clip is fed as YUYV from memory, so "capture" is the YUYV->RGB conversion a camera
 //! frame goes through. The same run measures a baseline (the short-range detector) and prints the ratio.
 //!
+//! The display's cost is measured the same way: the default pipeline with `display = none` against the same
+//! pipeline drawing the overlay into a 640x480 XRGB8888 framebuffer image (what `/dev/fb0` gets, minus the
+//! write), at the default refresh (200 ms) and on every frame.
+//!
 //! `cargo bench --bench pipeline` (options after `--`: `--rounds N`, default 5 passes over the clip)
 
 use mien::config::Config;
 use mien::detect::BlazeFaceKind;
+use mien::display::fb::PixelLayout;
+use mien::display::{Canvas, DisplayError, DisplayStage, Screen};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use mien::frame::{now_ms, Frame};
 use mien::pipeline::{self, Pipeline, Stages, StepOutcome, StepTiming};
 use mien::privacy::PrivacyGuard;
@@ -51,6 +59,22 @@ impl LabelSink for CountSink {
 }
 
 
+/// A 640x480 XRGB8888 framebuffer in memory: the packing `/dev/fb0` needs, without the device write.
+struct FbImage(Vec<u8>);
+impl Screen for FbImage {
+    fn size(&self) -> (u32, u32) {
+        (640, 480)
+    }
+    fn present(&mut self, c: &Canvas) -> Result<(), DisplayError> {
+        PixelLayout::XRGB8888.pack_canvas(c, 640 * 4, &mut self.0);
+        std::hint::black_box(&self.0);
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        "640x480 XRGB8888 in memory".into()
+    }
+}
+
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -69,7 +93,7 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3
 }
 
-fn measure(name: &str, cfg: &Config, frames: &[Vec<u8>], rounds: usize) -> Stats {
+fn measure(name: &str, cfg: &Config, frames: &[Vec<u8>], rounds: usize, display: Option<Duration>) -> Stats {
     let source = MemoryYuyv { frames: frames.to_vec(), left: frames.len() * (rounds + 1), i: 0 };
     let stages = Stages {
         source: Box::new(source),
@@ -78,7 +102,7 @@ fn measure(name: &str, cfg: &Config, frames: &[Vec<u8>], rounds: usize) -> Stats
         classifier: pipeline::load_classifier(cfg),
         sink: Box::new(CountSink(0)),
         saver: None,
-        display: None,
+        display: display.map(|r| DisplayStage::new(Box::new(FbImage(Vec::new())), r, Arc::new(AtomicBool::new(true)))),
         board: None,
     };
     assert!(stages.detector.is_ok(), "detector failed to load: {:?}", stages.detector.as_ref().err());
@@ -125,14 +149,35 @@ fn main() {
         frames.push(mien::pixels::rgb_to_yuyv(img.as_raw()));
     }
     let cfg = Config::embedded_default();
-    let mut main = measure("default: BlazeFace full range + mien int8 expression", &cfg, &frames, rounds);
+    let mut main = measure("default: BlazeFace full range + mien int8 expression", &cfg, &frames, rounds, None);
     let rss_main = peak_rss_kib();
     let mut base_cfg = cfg.clone();
     base_cfg.detect.kind = BlazeFaceKind::ShortRange;
     base_cfg.detect.model = "models/blazeface_short_range.onnx".into();
-    let mut base = measure("baseline: BlazeFace short range + mien int8 expression", &base_cfg, &frames, rounds);
+    let mut base = measure("baseline: BlazeFace short range + mien int8 expression", &base_cfg, &frames, rounds, None);
+    let mut disp = measure("default + display (640x480 framebuffer, refresh 200 ms)", &cfg, &frames, rounds, Some(Duration::from_millis(200)));
+    let mut every = measure("default + display redrawn on every frame", &cfg, &frames, rounds, Some(Duration::ZERO));
+    // The display-none run again: the spread between the two is the noise the display ratios sit in.
+    let mut again = measure("default again (display none)", &cfg, &frames, rounds, None);
+    let mean = |s: &Stats, i: usize| s.per_stage[i].iter().sum::<Duration>().as_secs_f64() * 1e3 / s.per_stage[i].len() as f64;
+    let e2e = |s: &Stats| s.total.iter().sum::<Duration>().as_secs_f64() * 1e3 / s.total.len() as f64;
+    // The display runs in the blur+output stage: its cost is that stage's growth over the display-none runs.
+    let out_none = (mean(&main, 2) + mean(&again, 2)) / 2.0;
+    let (cost_disp, cost_every) = (mean(&disp, 2) - out_none, mean(&every, 2) - out_none);
+    let e2e_none = (e2e(&main) + e2e(&again)) / 2.0;
     let fps_main = report(&mut main);
     let fps_base = report(&mut base);
+    let fps_disp = report(&mut disp);
+    let fps_every = report(&mut every);
+    let fps_again = report(&mut again);
+    let none = (fps_main + fps_again) / 2.0;
     println!("\npeak RSS after the default pipeline: {:.1} MiB", rss_main as f64 / 1024.0);
     println!("ratio default/baseline frames/s: {:.2}", fps_main / fps_base);
+    println!("display none, two runs: {fps_main:.1} and {fps_again:.1} frames/s (spread {:.1}%)", (fps_main - fps_again).abs() / none * 100.0);
+    println!(
+        "display cost: {cost_disp:.3} ms/frame at 200 ms refresh ({:.1}% of {e2e_none:.2} ms end to end), {cost_every:.3} ms per redraw",
+        cost_disp / e2e_none * 100.0
+    );
+    println!("ratio display(200 ms)/display none frames/s: {:.3}", fps_disp / none);
+    println!("ratio display(every frame)/display none frames/s: {:.3}", fps_every / none);
 }

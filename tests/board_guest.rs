@@ -114,9 +114,11 @@ fn framebuffer_led_and_button_on_real_kernel_devices() {
     let cfg = mien::config::DEFAULT_PROFILE
         .replace("timeout_ms = 500", "timeout_ms = 60000")
         .replace("timeout_ms = 2000", "timeout_ms = 20000")
-        + "\n[display]\nkind = \"framebuffer\"\ndevice = \"/dev/fb0\"\nrefresh_ms = 20\n\
-           \n[gpio]\nchip = \"@CHIP@\"\nled = 3\nbutton = 5\nbutton_active_low = true\n";
-    mien::config::Config::from_toml(&cfg.replace("@CHIP@", "/dev/gpiochip0"), "board.toml").expect("valid config");
+        .replace("kind = \"none\"", "kind = \"framebuffer\"")
+        .replace("refresh_ms = 200", "refresh_ms = 20")
+        .replace("chip = \"/dev/gpiochip0\"", "chip = \"@CHIP@\"\nled = 3\nbutton = 5\nbutton_active_low = true");
+    let check = mien::config::Config::from_toml(&cfg.replace("@CHIP@", "/dev/gpiochip0"), "board.toml").expect("valid config");
+    assert_eq!((check.display.kind, check.gpio.led, check.display.refresh_ms), (mien::display::DisplayKind::Framebuffer, Some(3), 20));
     std::fs::write(s.join("board.toml"), cfg).unwrap();
     std::fs::copy(repo("tests/guest/board-io.sh"), s.join("test.sh")).unwrap();
 

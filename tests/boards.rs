@@ -25,6 +25,15 @@ fn every_board_profile_loads_and_is_complete() {
             );
             assert!(c.camera.source.starts_with("/dev/video"), "{}: a board reads a camera", p.display());
             assert!(c.uplink.tls, "{}: TLS is on by default on boards", p.display());
+            // Pi boards have a screen and a status LED; every LED pin is distinct from the display's lines.
+            if stem.starts_with("rpi") || stem == "zero2w" {
+                assert_ne!(c.display.kind, mien::display::DisplayKind::None, "{}: display", p.display());
+                assert!(c.gpio.led.is_some() && c.gpio.button.is_some(), "{}: gpio.led/button", p.display());
+            }
+            let panel = [c.display.dc_pin, c.display.reset_pin, c.display.backlight_pin];
+            for pin in [c.gpio.led, c.gpio.button].into_iter().flatten() {
+                assert!(!panel.contains(&Some(pin)), "{}: GPIO {pin} is also a display line", p.display());
+            }
         }
         names.push(stem);
     }
