@@ -9,6 +9,7 @@ pub mod board;
 pub mod config;
 pub mod detect;
 pub mod display;
+pub mod doctor;
 pub mod eval;
 pub mod expression;
 pub mod frame;

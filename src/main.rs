@@ -27,6 +27,8 @@ enum Cmd {
     Run(RunArgs),
     /// Measure an expression model on labelled faces: accuracy, macro-F1, per-class recall, confusion matrix.
     Eval(EvalArgs),
+    /// Check a board after flashing: camera, models, broker, clock, disk, display, GPIO (exit 1 on a failure).
+    Doctor(RunArgs),
 }
 
 #[derive(clap::Args)]
@@ -317,12 +319,28 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn doctor(a: RunArgs) -> anyhow::Result<()> {
+    let origin = match (&a.config, &a.board) {
+        (Some(p), _) => p.display().to_string(),
+        (None, Some(b)) => format!("board {b}"),
+        (None, None) => "embedded default".into(),
+    };
+    let cfg = load_config(&a)?;
+    cfg.board.apply_tract_env();
+    let checks = mien::doctor::run(&cfg);
+    if !mien::doctor::report(&origin, &cfg, &checks) {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).target(env_logger::Target::Stderr).init();
     let cli = Cli::parse();
     let res = match cli.cmd {
         Some(Cmd::Run(a)) => run(a),
         Some(Cmd::Eval(a)) => eval(a),
+        Some(Cmd::Doctor(a)) => doctor(a),
         None => run(RunArgs::default()),
     };
     if let Err(e) = res {

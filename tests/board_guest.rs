@@ -136,6 +136,11 @@ fn framebuffer_led_and_button_on_real_kernel_devices() {
         .collect();
     assert!(st.success(), "guest test failed ({st}):\n{console}\n{logs}");
 
+    let doctor = std::fs::read_to_string(out.join("doctor.log")).unwrap();
+    for want in ["PASS  display", "Virtual FB", "PASS  gpio", "led line 3, button line 5", "0 failed"] {
+        assert!(doctor.contains(want), "mien doctor: no {want:?} in\n{doctor}");
+    }
+
     // The framebuffer came up in 8 bpp; mien switched it to true colour and drew the overlay.
     let log = std::fs::read_to_string(out.join("mien.log")).unwrap();
     let off = offsets(&log);

@@ -74,3 +74,22 @@ fn sigterm_stops_cleanly_and_keeps_every_label() {
         serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
     }
 }
+
+#[test]
+fn doctor_passes_on_the_default_profile_and_names_each_failure() {
+    let out = run_ok(&["doctor"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in ["PASS  camera", "PASS  detect model", "PASS  expression model", "SKIP  broker", "PASS  clock"] {
+        assert!(text.contains(line), "no {line:?} in:\n{text}");
+    }
+    assert!(text.contains("0 failed"), "{text}");
+
+    let out = mien().args(["doctor", "--source", "/dev/video9", "--detect-model", "/nonexistent.onnx"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "doctor must fail:\n{text}");
+    let camera = text.lines().find(|l| l.contains("camera")).unwrap();
+    assert!(camera.contains("FAIL") && camera.contains("/dev/video9"), "{camera}");
+    let det = text.lines().find(|l| l.contains("detect model")).unwrap();
+    assert!(det.contains("FAIL") && det.contains("/nonexistent.onnx"), "{det}");
+    assert!(text.contains("2 failed"), "{text}");
+}

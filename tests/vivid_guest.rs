@@ -60,6 +60,9 @@ fn vivid_loopback_capture_matches_replay_and_is_blurred() {
         .map(|f| format!("--- {f}\n{}\n", std::fs::read_to_string(s.join("out").join(f)).unwrap_or_default()))
         .collect();
     assert!(st.success(), "guest test failed ({st}):\n{console}\n{logs}");
+    let doctor = std::fs::read_to_string(s.join("out/doctor.log")).unwrap();
+    let cam = doctor.lines().find(|l| l.starts_with("  ") && l.contains(" camera ")).unwrap_or("");
+    assert!(cam.contains("PASS") && cam.contains("vivid") && cam.contains("YUYV"), "mien doctor:\n{doctor}");
     let missing = std::fs::read_to_string(s.join("out/missing.log")).unwrap();
     assert!(missing.contains("/dev/video9: no such device"), "{missing}");
 

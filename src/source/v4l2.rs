@@ -46,6 +46,20 @@ fn describe_io(path: &str, e: &std::io::Error) -> String {
     }
 }
 
+/// What the device is and which pixel formats it offers (for `mien doctor`).
+pub fn probe(path: &str) -> Result<String, String> {
+    let dev = Device::with_path(path).map_err(|e| describe_io(path, &e))?;
+    let caps = dev.query_caps().map_err(|e| describe_io(path, &e))?;
+    let formats: Vec<String> = dev
+        .enum_formats()
+        .map_err(|e| describe_io(path, &e))?
+        .iter()
+        .map(|d| d.fourcc.to_string().trim().to_string())
+        .filter(|f| !f.is_empty() && f.chars().all(|c| c.is_ascii_graphic()))
+        .collect();
+    Ok(format!("{} ({}), formats {}", caps.card, caps.driver, formats.join(" ")))
+}
+
 impl V4l2Source {
     /// Open the device now; a missing or busy device is a fatal, clearly worded error.
     pub fn open(path: &str, cam: &CameraConfig) -> Result<Self, SourceError> {

@@ -17,6 +17,8 @@ echo pull-up > $S/sim_gpio5/pull                # the button is released
 sed "s#@CHIP@#/dev/$CHIP#" board.toml > /tmp/board.toml
 echo "MIEN_GUEST: fb0 $(cat /sys/class/graphics/fb0/virtual_size) at $(cat /sys/class/graphics/fb0/bits_per_pixel) bpp, gpio /dev/$CHIP"
 
+# mien doctor finds the framebuffer and both GPIO lines (exit 1 on any failed check).
+/bin/mien doctor --config /tmp/board.toml --source clip > out/doctor.log 2>&1 || exit 35
 led() { cat $S/sim_gpio3/value; }
 wait_led_on() { i=0; while [ $i -lt 600 ]; do [ "$(led)" = 1 ] && return 0; sleep 0.2; i=$((i+1)); done; return 1; }
 wait_log() { i=0; while [ $i -lt 600 ]; do [ "$(grep -c "$1" "$2")" -ge "${3:-1}" ] && return 0; sleep 0.2; i=$((i+1)); done; return 1; }

@@ -20,6 +20,8 @@ while read -r n fmt ext; do
     echo "MIEN_GUEST: case $n $fmt: mien exit $r, $(wc -l < out/$n-$fmt.jsonl) labels"
     [ $r -eq 0 ] || rc=$r
 done < cases
+# mien doctor sees the camera, its formats and a frame (it exits 1 on any failed check)
+/bin/mien doctor --config guest.toml --source $C > out/doctor.log 2>&1 || rc=21
 # the camera must be refused cleanly when it is missing
 /bin/mien run --config guest.toml --source /dev/video9 --max-frames 1 2> out/missing.log && rc=20
 exit $rc

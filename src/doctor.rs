@@ -1,0 +1,261 @@
+//! `mien doctor`: what a technician runs after flashing a board. Checks the camera (device, formats, one real
+//! frame), the models (hash against SHA256SUMS, and that they load), the broker (TCP reachability), the clock,
+//! the disk under the spool and outputs, the display and the GPIO lines, and prints a pass/fail list.
+
+use crate::config::Config;
+use crate::display::{self, DisplayKind};
+use crate::frame::Frame;
+use crate::{expression, pipeline, source};
+use std::fmt;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    Warn,
+    Fail,
+    Skip,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            Verdict::Pass => "PASS",
+            Verdict::Warn => "WARN",
+            Verdict::Fail => "FAIL",
+            Verdict::Skip => "SKIP",
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: &'static str,
+    pub verdict: Verdict,
+    pub detail: String,
+}
+
+fn check(name: &'static str, r: Result<String, String>) -> Check {
+    match r {
+        Ok(detail) => Check { name, verdict: Verdict::Pass, detail },
+        Err(detail) => Check { name, verdict: Verdict::Fail, detail },
+    }
+}
+
+/// Timestamps before this mean the clock was never set (a board without RTC that has not reached NTP).
+const CLOCK_FLOOR_S: u64 = 1_735_689_600; // 2025-01-01
+
+/// Run every check for `cfg`. Nothing here changes the system (the display is drawn on, no more).
+pub fn run(cfg: &Config) -> Vec<Check> {
+    let mut out = Vec::new();
+    out.push(check("camera", camera(cfg)));
+    let det = pipeline::load_detector(cfg);
+    out.push(check(
+        "detect model",
+        det.as_ref().map(|d| format!("{} (hash as in SHA256SUMS; loads)", d.describe())).map_err(|e| format!("{e} (frames would be masked whole)")),
+    ));
+    out.push(if cfg.expression.enabled {
+        check(
+            "expression model",
+            expression::load(cfg.expression.kind, Path::new(&cfg.expression.model))
+                .map(|c| format!("{} (hash as in SHA256SUMS; loads)", c.describe()))
+                .map_err(|e| e.to_string()),
+        )
+    } else {
+        Check { name: "expression model", verdict: Verdict::Skip, detail: "expression.enabled = false".into() }
+    });
+    out.push(broker(cfg));
+    out.push(clock());
+    out.extend(disks(cfg));
+    out.push(screen(cfg));
+    out.push(gpio(cfg));
+    out
+}
+
+fn camera(cfg: &Config) -> Result<String, String> {
+    let src = &cfg.camera.source;
+    let what = if src.starts_with("/dev/") { source::v4l2::probe(src)? } else { format!("image directory {src}") };
+    let t = Instant::now();
+    let mut s = source::open(src, &cfg.camera, 0.0, false).map_err(|e| e.to_string())?;
+    let mut f = Frame::new(cfg.camera.width, cfg.camera.height);
+    match s.next_frame(&mut f) {
+        Ok(true) => Ok(format!("{what}; got a {}x{} frame in {} ms", f.width, f.height, t.elapsed().as_millis())),
+        Ok(false) => Err(format!("{what}: no frames")),
+        Err(e) => Err(format!("{what}: {e}")),
+    }
+}
+
+fn broker(cfg: &Config) -> Check {
+    let u = &cfg.uplink;
+    if !u.enabled {
+        return Check { name: "broker", verdict: Verdict::Skip, detail: "uplink.enabled = false".into() };
+    }
+    let r = (|| {
+        if u.tls && !u.ca_file.is_empty() {
+            std::fs::metadata(&u.ca_file).map_err(|e| format!("uplink.ca_file {}: {e}", u.ca_file))?;
+        }
+        let addrs: Vec<_> = (u.host.as_str(), u.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("{}:{}: cannot resolve: {e}", u.host, u.port))?
+            .collect();
+        let mut last = String::new();
+        for a in &addrs {
+            match TcpStream::connect_timeout(a, Duration::from_secs(3)) {
+                Ok(_) => return Ok(format!("{}:{} reachable ({a}){}", u.host, u.port, if u.tls { ", TLS" } else { "" })),
+                Err(e) => last = format!("{a}: {e}"),
+            }
+        }
+        Err(format!("{}:{} unreachable ({last}); labels will spool to {}", u.host, u.port, u.spool_dir))
+    })();
+    check("broker", r)
+}
+
+fn clock() -> Check {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    if now >= CLOCK_FLOOR_S {
+        Check { name: "clock", verdict: Verdict::Pass, detail: format!("{now} s since the epoch") }
+    } else {
+        Check {
+            name: "clock",
+            verdict: Verdict::Fail,
+            detail: format!("{now} s since the epoch: the clock is not set (no RTC or NTP?); label times would be wrong"),
+        }
+    }
+}
+
+/// Free bytes on the filesystem holding `dir` (or its nearest existing parent).
+fn free_bytes(dir: &Path) -> Result<u64, String> {
+    let mut p = dir.to_path_buf();
+    while !p.exists() {
+        if !p.pop() {
+            return Err(format!("{}: no existing parent", dir.display()));
+        }
+    }
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: statvfs fills the zeroed struct; `c` is a valid NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(format!("{}: {}", p.display(), std::io::Error::last_os_error()));
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+fn disks(cfg: &Config) -> Vec<Check> {
+    let mut v = Vec::new();
+    if cfg.uplink.enabled {
+        let need = cfg.uplink.spool_max_bytes;
+        let dir = Path::new(&cfg.uplink.spool_dir);
+        v.push(match free_bytes(dir) {
+            Ok(free) if free >= need.saturating_mul(2) => Check {
+                name: "spool disk",
+                verdict: Verdict::Pass,
+                detail: format!("{}: {} MiB free (spool up to {} MiB)", dir.display(), free >> 20, need >> 20),
+            },
+            Ok(free) => Check {
+                name: "spool disk",
+                verdict: Verdict::Warn,
+                detail: format!("{}: only {} MiB free for a spool of up to {} MiB", dir.display(), free >> 20, need >> 20),
+            },
+            Err(e) => Check { name: "spool disk", verdict: Verdict::Fail, detail: e },
+        });
+    }
+    let labels = &cfg.output.labels;
+    if !labels.is_empty() && labels != "-" {
+        let dir = Path::new(labels).parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        v.push(check(
+            "labels file",
+            free_bytes(dir).and_then(|free| {
+                if free < 1 << 20 {
+                    Err(format!("{labels}: under 1 MiB free"))
+                } else {
+                    Ok(format!("{labels}: {} MiB free", free >> 20))
+                }
+            }),
+        ));
+    }
+    v
+}
+
+fn screen(cfg: &Config) -> Check {
+    if cfg.display.kind == DisplayKind::None {
+        return Check { name: "display", verdict: Verdict::Skip, detail: "display.kind = none".into() };
+    }
+    check(
+        "display",
+        display::open_screen(&cfg.display)
+            .map(|s| s.map(|s| format!("{} ({}x{})", s.describe(), s.size().0, s.size().1)).unwrap_or_default())
+            .map_err(|e| e.to_string()),
+    )
+}
+
+fn gpio(cfg: &Config) -> Check {
+    let g = &cfg.gpio;
+    if g.led.is_none() && g.button.is_none() {
+        return Check { name: "gpio", verdict: Verdict::Skip, detail: "no gpio.led or gpio.button".into() };
+    }
+    let r = (|| {
+        let mut chip = linux_embedded_hal::gpio_cdev::Chip::new(&g.chip).map_err(|e| format!("{}: {e}", g.chip))?;
+        let mut parts = Vec::new();
+        for (what, line) in [("led", g.led), ("button", g.button)] {
+            let Some(off) = line else { continue };
+            let info = chip
+                .get_line(off)
+                .and_then(|l| l.info())
+                .map_err(|e| format!("{} line {off} ({what}): {e}", g.chip))?;
+            if let Some(user) = info.consumer().filter(|_| info.is_used()) {
+                return Err(format!("{} line {off} ({what}) is in use by {user:?}", g.chip));
+            }
+            parts.push(format!("{what} line {off}"));
+        }
+        Ok(format!("{} ({}): {}", g.chip, chip.label(), parts.join(", ")))
+    })();
+    check("gpio", r)
+}
+
+/// Print the list; true when nothing failed.
+pub fn report(origin: &str, cfg: &Config, checks: &[Check]) -> bool {
+    println!("mien doctor: board {} ({origin})", cfg.board.name);
+    for c in checks {
+        println!("  {}  {:<17} {}", c.verdict, c.name, c.detail);
+    }
+    let n = |v| checks.iter().filter(|c| c.verdict == v).count();
+    println!(
+        "{} passed, {} warnings, {} failed, {} skipped",
+        n(Verdict::Pass),
+        n(Verdict::Warn),
+        n(Verdict::Fail),
+        n(Verdict::Skip)
+    );
+    n(Verdict::Fail) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_bytes_walks_up_to_an_existing_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let deep = d.path().join("a/b/c");
+        assert!(free_bytes(&deep).unwrap() > 0);
+    }
+
+    #[test]
+    fn an_unreachable_broker_fails_with_the_address() {
+        // A port nothing listens on: bind, note the port, close.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut cfg = Config::embedded_default();
+        cfg.uplink.enabled = true;
+        cfg.uplink.tls = false;
+        cfg.uplink.host = "127.0.0.1".into();
+        cfg.uplink.port = port;
+        let c = broker(&cfg);
+        assert_eq!(c.verdict, Verdict::Fail, "{c:?}");
+        assert!(c.detail.contains(&format!("127.0.0.1:{port}")), "{c:?}");
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        cfg.uplink.port = l.local_addr().unwrap().port();
+        assert_eq!(broker(&cfg).verdict, Verdict::Pass);
+    }
+}
