@@ -14,6 +14,7 @@ pub mod eval;
 pub mod expression;
 pub mod frame;
 pub mod model;
+pub mod notify;
 pub mod pipeline;
 pub mod pixels;
 pub mod privacy;

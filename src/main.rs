@@ -240,7 +240,13 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     };
     let mut p = Pipeline::new(stages, &cfg);
     let t = std::time::Instant::now();
-    let s = p.run_until(cfg.runtime.max_frames, stop_on_signals())?;
+    // Under systemd (Type=notify): ready once models and camera are up; the watchdog is fed every loop turn.
+    let mut notifier = mien::notify::Notifier::from_env();
+    notifier.ready();
+    p.on_turn(Box::new(move || notifier.alive()));
+    let s = p.run_until(cfg.runtime.max_frames, stop_on_signals());
+    mien::notify::Notifier::from_env().stopping();
+    let s = s?;
     let secs = t.elapsed().as_secs_f64();
     let per = |d: std::time::Duration| d.as_secs_f64() * 1e3 / s.frames.max(1) as f64;
     log::info!(

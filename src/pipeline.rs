@@ -77,6 +77,7 @@ pub struct Pipeline {
     seq: u64,
     status: Status,
     last_frame: Option<Instant>,
+    on_turn: Option<Box<dyn FnMut() + Send>>,
     pub stats: RunStats,
 }
 
@@ -131,6 +132,7 @@ impl Pipeline {
             seq: 0,
             status: Status::default(),
             last_frame: None,
+            on_turn: None,
             stats: RunStats::default(),
             st,
         }
@@ -288,6 +290,11 @@ impl Pipeline {
         }
     }
 
+    /// Called after every loop turn of `run` (frame or not): the service watchdog's heartbeat.
+    pub fn on_turn(&mut self, f: Box<dyn FnMut() + Send>) {
+        self.on_turn = Some(f);
+    }
+
     /// What the screen and LED show now.
     pub fn status(&self) -> &Status {
         &self.status
@@ -309,7 +316,11 @@ impl Pipeline {
                 log::info!("stopping on request after {} frames", self.stats.frames);
                 break;
             }
-            if self.step(&mut timing)? == StepOutcome::End {
+            let outcome = self.step(&mut timing)?;
+            if let Some(f) = self.on_turn.as_mut() {
+                f();
+            }
+            if outcome == StepOutcome::End {
                 break;
             }
         }
