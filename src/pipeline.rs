@@ -13,7 +13,7 @@ use crate::privacy::{PrivacyGuard, PrivacyState};
 use crate::save::FrameSaver;
 use crate::source::{FrameSource, SourceError};
 use crate::track::Tracker;
-use crate::uplink::{LabelEvent, LabelSink};
+use crate::uplink::{Health, LabelEvent, LabelSink};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -158,6 +158,8 @@ impl Pipeline {
                 self.status.faces.clear();
                 self.status.fps = 0.0;
                 self.last_frame = None;
+                let reconnects = self.st.source.reconnects();
+                self.st.sink.health(Health { camera_ok: false, masking: false, reconnects });
                 self.show(None);
                 return Ok(StepOutcome::Unavailable);
             }
@@ -254,6 +256,8 @@ impl Pipeline {
         }
         self.status.camera = CameraState::Ok;
         self.status.privacy = state;
+        let reconnects = self.st.source.reconnects();
+        self.st.sink.health(Health { camera_ok: true, masking: state == PrivacyState::MaskedWhole, reconnects });
         if let Some(d) = self.st.display.as_mut() {
             self.status.uplink = self.st.sink.link();
             d.update(Some(&protected), &self.status);

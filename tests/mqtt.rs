@@ -189,6 +189,40 @@ fn labels_arrive_once_in_order_with_only_schema_fields() {
 }
 
 #[test]
+fn status_reports_camera_and_privacy_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _b = Broker::start(dir.path(), port);
+    let rx = subscribe(port, "mien/site/cam1/status");
+    let cfg = profile(dir.path(), port, "");
+    // No detector: every frame masked whole. The status says so without waiting for the 30 s period.
+    let mut run = mien()
+        .args(["run", "--config", cfg.to_str().unwrap(), "--detect-model", "/nonexistent.onnx", "--loop", "--fps", "10"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let mut got = None;
+    while got.is_none() && t.elapsed() < Duration::from_secs(20) {
+        if let Ok((_, v)) = rx.recv_timeout(Duration::from_millis(200)) {
+            assert_eq!(keys(&v), sorted(&mien::uplink::mqtt::STATUS_FIELDS), "status fields: {v}");
+            if v["state"] == "online" && v["privacy"] == "masking" {
+                got = Some(v);
+            }
+        }
+    }
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(run.id() as i32, libc::SIGTERM) };
+    let st = run.wait().unwrap();
+    let v = got.expect("no status with privacy = masking within 20 s");
+    assert!(t.elapsed() < Duration::from_secs(20));
+    assert_eq!(v["camera"], "ok", "{v}");
+    assert_eq!(v["camera_reconnects"], 0, "{v}");
+    assert_eq!(v["v"], mien::uplink::mqtt::STATUS_VERSION, "{v}");
+    assert!(st.success(), "{st}");
+}
+
+#[test]
 fn broker_outage_loses_no_label() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();

@@ -22,6 +22,10 @@ pub trait FrameSource: Send {
     /// Fill `frame` with the next frame. `Ok(false)` means the source has ended (replay only).
     fn next_frame(&mut self, frame: &mut Frame) -> Result<bool, SourceError>;
     fn describe(&self) -> String;
+    /// Times the source came back after being lost (cameras).
+    fn reconnects(&self) -> u64 {
+        0
+    }
 }
 
 /// Pixel formats mien negotiates, in order of preference.

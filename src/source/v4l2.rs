@@ -82,10 +82,6 @@ impl V4l2Source {
         })
     }
 
-    pub fn reconnects(&self) -> u64 {
-        self.reconnects
-    }
-
     fn try_open(path: &str, cam: &CameraConfig) -> Result<Open, String> {
         let dev = Device::with_path(path).map_err(|e| describe_io(path, &e))?;
         let caps = dev.query_caps().map_err(|e| describe_io(path, &e))?;
@@ -190,6 +186,10 @@ impl FrameSource for V4l2Source {
 
     fn describe(&self) -> String {
         format!("v4l2 {} ({}x{} {:?})", self.path, self.cam.width, self.cam.height, self.cam.format)
+    }
+
+    fn reconnects(&self) -> u64 {
+        self.reconnects
     }
 }
 

@@ -85,6 +85,17 @@ impl LinkState {
     }
 }
 
+/// What the camera and privacy stages are doing, reported to the sinks after every loop turn (the MQTT status
+/// message carries it, and a change is published at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Health {
+    pub camera_ok: bool,
+    /// Frames are being masked whole (no working detector).
+    pub masking: bool,
+    /// Times the camera came back after being lost.
+    pub reconnects: u64,
+}
+
 pub trait LabelSink: Send {
     fn send(&mut self, ev: &LabelEvent) -> Result<(), SinkError>;
     /// Called once per processed frame (for rates in status messages).
@@ -93,6 +104,7 @@ pub trait LabelSink: Send {
     fn link(&self) -> LinkState {
         LinkState::Local
     }
+    fn health(&mut self, _h: Health) {}
 }
 
 /// Several sinks at once (e.g. MQTT and a local JSON-lines file).
@@ -110,6 +122,9 @@ impl LabelSink for TeeSink {
     }
     fn link(&self) -> LinkState {
         self.0.iter().fold(LinkState::Local, |acc, s| acc.worst(s.link()))
+    }
+    fn health(&mut self, h: Health) {
+        self.0.iter_mut().for_each(|s| s.health(h))
     }
 }
 

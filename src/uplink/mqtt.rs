@@ -9,7 +9,7 @@
 //! last will that turns it to `offline` when the device drops off.
 
 use super::spool::{Fsync, Spool, SpoolConfig};
-use super::{LabelEvent, LabelSink, LinkState, SinkError};
+use super::{Health, LabelEvent, LabelSink, LinkState, SinkError};
 use crate::expression::Emotion;
 use rumqttc::{Client, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS, TlsConfiguration, Transport};
 use serde::{Deserialize, Serialize};
@@ -20,14 +20,28 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Status message schema version.
-pub const STATUS_VERSION: u32 = 1;
+pub const STATUS_VERSION: u32 = 2;
 /// Fields of a label message on MQTT: the label fields plus the spool sequence number.
 pub const MQTT_LABEL_FIELDS: [&str; 8] = ["v", "seq", "ts_ms", "frame", "face", "track", "label", "confidence"];
 /// Fields of an aggregate message (`mien/<site>/<device>/aggregate`).
 pub const AGGREGATE_FIELDS: [&str; 5] = ["v", "seq", "from_ms", "to_ms", "tracks"];
 /// Fields of the status message.
-pub const STATUS_FIELDS: [&str; 10] =
-    ["v", "state", "device", "firmware", "models", "fps", "uptime_s", "pending", "dropped", "sent"];
+/// v2 added `camera` ("ok" or "lost"), `camera_reconnects` and `privacy` ("ok" or "masking").
+pub const STATUS_FIELDS: [&str; 13] = [
+    "v",
+    "state",
+    "device",
+    "firmware",
+    "models",
+    "fps",
+    "uptime_s",
+    "pending",
+    "dropped",
+    "sent",
+    "camera",
+    "camera_reconnects",
+    "privacy",
+];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -273,12 +287,18 @@ struct StatusMessage<'a> {
     pending: u64,
     dropped: u64,
     sent: u64,
+    camera: &'a str,
+    camera_reconnects: u64,
+    privacy: &'a str,
 }
 
 /// What the network thread and the pipeline share.
 struct Shared {
     spool: Mutex<Spool>,
     frames: AtomicU64,
+    /// Last reported health (camera lost, masking, reconnects) and whether it changed since the last status.
+    health: Mutex<Option<Health>>,
+    health_changed: AtomicBool,
     sent: AtomicU64,
     stop: AtomicBool,
     connected: AtomicBool,
@@ -318,6 +338,9 @@ impl MqttSink {
             uptime_s: 0,
             pending: 0,
             dropped: 0,
+            camera: "unknown",
+            camera_reconnects: 0,
+            privacy: "unknown",
             sent: 0,
         })?;
         let opts = cfg.options(&client_id, offline)?;
@@ -334,6 +357,8 @@ impl MqttSink {
         let shared = Arc::new(Shared {
             spool: Mutex::new(spool),
             frames: AtomicU64::new(0),
+            health: Mutex::new(None),
+            health_changed: AtomicBool::new(false),
             sent: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             connected: AtomicBool::new(false),
@@ -419,6 +444,15 @@ impl LabelSink for MqttSink {
         Ok(())
     }
 
+    fn health(&mut self, h: Health) {
+        let mut cur = self.shared.health.lock().unwrap_or_else(|p| p.into_inner());
+        let changed = cur.is_none_or(|c| (c.camera_ok, c.masking) != (h.camera_ok, h.masking));
+        *cur = Some(h);
+        if changed {
+            self.shared.health_changed.store(true, Ordering::Relaxed);
+        }
+    }
+
     fn link(&self) -> LinkState {
         if self.shared.connected.load(Ordering::Relaxed) {
             LinkState::Up
@@ -460,6 +494,7 @@ const WINDOW: usize = 64;
 
 impl NetThread {
     fn status(&self, state: &str, fps: f32) -> Vec<u8> {
+        let h = *self.shared.health.lock().unwrap_or_else(|p| p.into_inner());
         let s = self.shared.spool.lock().unwrap_or_else(|p| p.into_inner());
         serde_json::to_vec(&StatusMessage {
             v: STATUS_VERSION,
@@ -472,6 +507,17 @@ impl NetThread {
             pending: s.pending_len() as u64,
             dropped: s.dropped(),
             sent: self.shared.sent.load(Ordering::Relaxed),
+            camera: match h {
+                None => "unknown",
+                Some(h) if h.camera_ok => "ok",
+                Some(_) => "lost",
+            },
+            camera_reconnects: h.map_or(0, |h| h.reconnects),
+            privacy: match h {
+                None => "unknown",
+                Some(h) if h.masking => "masking",
+                Some(_) => "ok",
+            },
         })
         .unwrap_or_default()
     }
@@ -588,7 +634,8 @@ impl NetThread {
                     order.push_back(Some(seq));
                     sent_upto = seq;
                 }
-                if last_status.elapsed() >= self.status_every {
+                // Periodically, and at once when the camera or privacy state changed.
+                if last_status.elapsed() >= self.status_every || self.shared.health_changed.swap(false, Ordering::Relaxed) {
                     let frames = self.shared.frames.load(Ordering::Relaxed);
                     let dt = fps_mark.0.elapsed().as_secs_f32();
                     fps = (frames - fps_mark.1) as f32 / dt.max(1e-3);
