@@ -66,6 +66,7 @@ pub fn run(cfg: &Config) -> Vec<Check> {
     } else {
         Check { name: "expression model", verdict: Verdict::Skip, detail: "expression.enabled = false".into() }
     });
+    out.push(kernels());
     out.push(broker(cfg));
     out.push(clock());
     out.extend(disks(cfg));
@@ -84,6 +85,21 @@ fn camera(cfg: &Config) -> Result<String, String> {
         Ok(true) => Ok(format!("{what}; got a {}x{} frame in {} ms", f.width, f.height, t.elapsed().as_millis())),
         Ok(false) => Err(format!("{what}: no frames")),
         Err(e) => Err(format!("{what}: {e}")),
+    }
+}
+
+/// Which CPU features tract found and the matrix-kernel tiers it will pick from, best first (NEON on ARM:
+/// `arm64simd`, `armv7neon`; a board without them gets the generic kernels, several times slower).
+pub fn kernels() -> Check {
+    use tract_onnx::tract_core::tract_linalg::{isa, mmm_tiers};
+    let set = isa::native();
+    let feats: Vec<&str> = set.iter().map(|i| i.name()).collect();
+    let tiers: Vec<&str> = mmm_tiers::for_isa(&set).iter().map(|t| t.name).collect();
+    let simd = tiers.iter().any(|t| *t != "generic");
+    Check {
+        name: "tract kernels",
+        verdict: if simd { Verdict::Pass } else { Verdict::Warn },
+        detail: format!("{} [{}]; matmul tiers {}", set.nickname(), feats.join(" "), tiers.join(" > ")),
     }
 }
 
@@ -234,6 +250,22 @@ pub fn report(origin: &str, cfg: &Config, checks: &[Check]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tract_finds_simd_kernels_on_this_target() {
+        let c = kernels();
+        println!("tract kernels: {}", c.detail);
+        #[cfg(target_arch = "aarch64")]
+        assert!(c.detail.contains("arm64simd"), "{c:?}");
+        // qemu-user shows the host's /proc/cpuinfo: CI forces NEON on (TRACT_CPU_ARM32_NEON=true), as a board
+        // profile's tract_env can.
+        #[cfg(target_arch = "arm")]
+        if std::env::var("TRACT_CPU_ARM32_NEON").is_ok_and(|v| v == "true") {
+            assert!(c.detail.contains("armv7neon"), "{c:?}");
+        }
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(c.verdict, Verdict::Pass, "{c:?}");
+    }
 
     #[test]
     fn free_bytes_walks_up_to_an_existing_directory() {

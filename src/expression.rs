@@ -182,11 +182,16 @@ impl FaceApiExpression {
     pub const SIZE: u32 = 112;
 
     pub fn load(path: &Path) -> Result<Self, ModelError> {
+        Self::from_parsed(model::Parsed::open(path)?)
+    }
+
+    pub fn from_parsed(p: model::Parsed) -> Result<Self, ModelError> {
         let s = Self::SIZE as usize;
-        let (model, sha256) = model::load_f32(path, &[1, s, s, 3])?;
+        let path = p.path.clone();
+        let l = p.load(Some(&[1, s, s, 3]))?;
         Ok(FaceApiExpression {
-            model,
-            sha256,
+            model: l.model,
+            sha256: l.sha256,
             name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             input: vec![0.0; s * s * 3],
         })
@@ -217,7 +222,12 @@ impl MienExpression {
     pub const CROP_SHIFT: f32 = -0.04;
 
     pub fn load(path: &Path) -> Result<Self, ModelError> {
-        let (model, sha256, shape, input_name) = model::load_f32_declared(path)?;
+        Self::from_parsed(model::Parsed::open(path)?)
+    }
+
+    pub fn from_parsed(p: model::Parsed) -> Result<Self, ModelError> {
+        let path = p.path.clone();
+        let model::Loaded { model, sha256, shape, input_name } = p.load(None)?;
         let size = match shape[..] {
             [1, 1, h, w] if h == w && (16..=256).contains(&h) => h as u32,
             _ => {
@@ -319,12 +329,14 @@ pub fn load(kind: ExpressionKind, path: &Path) -> Result<Box<dyn ExpressionClass
     })
 }
 
-/// The kind a model file is, from its declared input (1x1xSxS grey: mien; 1x112x112x3: face-api).
-pub fn kind_of(path: &Path) -> Result<ExpressionKind, ModelError> {
-    let (_, dims) = model::declared_input(path)?;
+/// Load a model file of either kind, told apart by its declared input (1x1xSxS grey: mien; 1x112x112x3:
+/// face-api). The file is read and hashed once.
+pub fn load_any(path: &Path) -> Result<Box<dyn ExpressionClassifier>, ModelError> {
+    let p = model::Parsed::open(path)?;
+    let (_, dims) = p.input()?;
     match dims[..] {
-        [_, Some(1), Some(_), Some(_)] => Ok(ExpressionKind::Mien),
-        [_, Some(_), Some(_), Some(3)] => Ok(ExpressionKind::Faceapi),
+        [_, Some(1), Some(_), Some(_)] => Ok(Box::new(MienExpression::from_parsed(p)?)),
+        [_, Some(_), Some(_), Some(3)] => Ok(Box::new(FaceApiExpression::from_parsed(p)?)),
         _ => Err(ModelError::Tract {
             path: path.into(),
             msg: format!("input shape {dims:?} is neither mien's 1x1xSxS nor face-api's 1x112x112x3"),

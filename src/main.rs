@@ -291,8 +291,8 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let model = a.model.clone().unwrap_or_else(|| PathBuf::from(&cfg.expression.model));
-    let kind = mien::expression::kind_of(&model).with_context(|| format!("--model {}", model.display()))?;
-    let mut classifier = mien::expression::load(kind, &model).with_context(|| format!("--model {}", model.display()))?;
+    let mut classifier =
+        mien::expression::load_any(&model).with_context(|| format!("--model {}", model.display()))?;
     let mut detector;
     let mode = if a.ferplus.is_some() || a.crops {
         CropMode::Crops

@@ -53,52 +53,71 @@ pub fn read_verified(path: &Path) -> Result<VerifiedModel, ModelError> {
     Ok(VerifiedModel { path: path.into(), sha256: actual, bytes })
 }
 
+/// A verified model file parsed by tract, not yet optimized: its input can be looked at before choosing how to
+/// run it. Every loader goes through this, so a file is read and hashed once.
+pub struct Parsed {
+    pub path: PathBuf,
+    pub sha256: String,
+    model: InferenceModel,
+}
+
+/// A runnable model with the f32 input shape it was optimized for.
+pub struct Loaded {
+    pub model: Runnable,
+    pub sha256: String,
+    pub shape: Vec<usize>,
+    pub input_name: String,
+}
+
+impl Parsed {
+    pub fn open(path: &Path) -> Result<Parsed, ModelError> {
+        let m = read_verified(path)?;
+        let model = tract_onnx::onnx()
+            .model_for_read(&mut m.bytes.as_slice())
+            .map_err(|e| ModelError::Tract { path: path.into(), msg: format!("{e:#}") })?;
+        Ok(Parsed { path: m.path, sha256: m.sha256, model })
+    }
+
+    fn err(&self, msg: String) -> ModelError {
+        ModelError::Tract { path: self.path.clone(), msg }
+    }
+
+    /// The first input's name and declared dimensions (`None` where symbolic or unknown).
+    pub fn input(&self) -> Result<(String, Vec<Option<usize>>), ModelError> {
+        use tract_onnx::tract_hir::infer::Factoid;
+        let go = || -> TractResult<(String, Vec<Option<usize>>)> {
+            let name = self.model.node(self.model.input_outlets()?[0].node).name.clone();
+            let dims = self.model.input_fact(0)?.shape.dims().map(|d| d.concretize().and_then(|d| d.as_i64()).map(|d| d as usize));
+            Ok((name, dims.collect()))
+        };
+        go().map_err(|e| self.err(format!("{e:#}")))
+    }
+
+    /// Optimize for `shape` (None: the shape the file declares, which must then be fully fixed).
+    pub fn load(self, shape: Option<&[usize]>) -> Result<Loaded, ModelError> {
+        let (input_name, dims) = self.input()?;
+        let shape: Vec<usize> = match shape {
+            Some(s) => s.to_vec(),
+            None => dims
+                .iter()
+                .copied()
+                .collect::<Option<Vec<usize>>>()
+                .ok_or_else(|| self.err(format!("input shape {dims:?} is not fixed")))?,
+        };
+        let Parsed { path, sha256, model } = self;
+        let model = model
+            .with_input_fact(0, f32::fact(&shape).into())
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| ModelError::Tract { path, msg: format!("{e:#}") })?;
+        Ok(Loaded { model, sha256, shape, input_name })
+    }
+}
+
 /// Load a verified ONNX model with one fixed f32 input shape, optimize it and make it runnable.
 pub fn load_f32(path: &Path, input_shape: &[usize]) -> Result<(Runnable, String), ModelError> {
-    let m = read_verified(path)?;
-    let tract_err = |e: TractError| ModelError::Tract { path: path.into(), msg: format!("{e:#}") };
-    let model = tract_onnx::onnx()
-        .model_for_read(&mut m.bytes.as_slice())
-        .map_err(tract_err)?
-        .with_input_fact(0, f32::fact(input_shape).into())
-        .map_err(tract_err)?
-        .into_optimized()
-        .map_err(tract_err)?
-        .into_runnable()
-        .map_err(tract_err)?;
-    Ok((model, m.sha256))
-}
-
-/// Load a verified ONNX model at the f32 input shape the file declares (it must be fully fixed).
-/// Returns the runnable model, its SHA-256, that shape and the input's name.
-pub fn load_f32_declared(path: &Path) -> Result<(Runnable, String, Vec<usize>, String), ModelError> {
-    let m = read_verified(path)?;
-    let err = |msg: String| ModelError::Tract { path: path.into(), msg };
-    let inference = tract_onnx::onnx().model_for_read(&mut m.bytes.as_slice()).map_err(|e| err(format!("{e:#}")))?;
-    let (name, dims) = input_info(&inference).map_err(|e| err(format!("{e:#}")))?;
-    let shape: Vec<usize> =
-        dims.iter().copied().collect::<Option<Vec<usize>>>().ok_or_else(|| err(format!("input shape {dims:?} is not fixed")))?;
-    let model = inference
-        .with_input_fact(0, f32::fact(&shape).into())
-        .and_then(|m| m.into_optimized())
-        .and_then(|m| m.into_runnable())
-        .map_err(|e| err(format!("{e:#}")))?;
-    Ok((model, m.sha256, shape, name))
-}
-
-/// The first input's name and declared dimensions (`None` where symbolic or unknown).
-pub fn input_info(model: &InferenceModel) -> TractResult<(String, Vec<Option<usize>>)> {
-    use tract_onnx::tract_hir::infer::Factoid;
-    let name = model.node(model.input_outlets()?[0].node).name.clone();
-    let dims = model.input_fact(0)?.shape.dims().map(|d| d.concretize().and_then(|d| d.as_i64()).map(|d| d as usize));
-    Ok((name, dims.collect()))
-}
-
-/// The first input's name and declared dimensions of a verified model file.
-pub fn declared_input(path: &Path) -> Result<(String, Vec<Option<usize>>), ModelError> {
-    let m = read_verified(path)?;
-    let err = |e: TractError| ModelError::Tract { path: path.into(), msg: format!("{e:#}") };
-    input_info(&tract_onnx::onnx().model_for_read(&mut m.bytes.as_slice()).map_err(err)?).map_err(err)
+    let l = Parsed::open(path)?.load(Some(input_shape))?;
+    Ok((l.model, l.sha256))
 }
 
 /// One output of a run as a flat f32 slice.

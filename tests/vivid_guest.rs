@@ -8,7 +8,7 @@
 mod common;
 use common::*;
 use mien::pixels::detail;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 /// One guest at a time: two TCG guests on a 2-core machine slow each other past the tests' time budgets.

@@ -33,46 +33,46 @@ class Block(nn.Module):
         return F.relu(y + (x if self.skip is None else self.skip(x)), inplace=True)
 
 
-class Teacher(nn.Module):
-    """ResNet-style encoder for 48x48 grey faces; `features` is what SSL pretrains."""
+class Classifier(nn.Module):
+    """An encoder (`features`, what SSL pretrains, ending in a `dim`-vector) + dropout + linear head."""
+
+    def __init__(self, features, dim, dropout, classes):
+        super().__init__()
+        self.features = features
+        self.dim = dim
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        return self.head(self.drop(self.features(x)))
+
+
+class Teacher(Classifier):
+    """ResNet-style encoder for 48x48 grey faces."""
 
     def __init__(self, width=32, classes=8):
-        super().__init__()
         w = width
-        self.features = nn.Sequential(
+        super().__init__(nn.Sequential(
             conv_bn(1, w),                      # 48
             Block(w, 2 * w, 2), Block(2 * w, 2 * w, 1),   # 24
             Block(2 * w, 4 * w, 2), Block(4 * w, 4 * w, 1),  # 12
             Block(4 * w, 8 * w, 2), Block(8 * w, 8 * w, 1),  # 6
             nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        )
-        self.dim = 8 * w
-        self.drop = nn.Dropout(0.3)
-        self.head = nn.Linear(self.dim, classes)
-
-    def forward(self, x):
-        return self.head(self.drop(self.features(x)))
+        ), 8 * w, 0.3, classes)
 
 
-class Student(nn.Module):
+class Student(Classifier):
     """Plain-convolution student: 7 convs + pool + linear. Input 1x{48|64}x{48|64}, values in [0, 1]."""
 
     def __init__(self, width=16, classes=8):
-        super().__init__()
         w = width
-        self.features = nn.Sequential(
+        super().__init__(nn.Sequential(
             conv_bn(1, w),
             conv_bn(w, 2 * w, 2), conv_bn(2 * w, 2 * w),
             conv_bn(2 * w, 4 * w, 2), conv_bn(4 * w, 4 * w),
             conv_bn(4 * w, 8 * w, 2), conv_bn(8 * w, 8 * w),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        )
-        self.dim = 8 * w
-        self.drop = nn.Dropout(0.2)
-        self.head = nn.Linear(self.dim, classes)
-
-    def forward(self, x):
-        return self.head(self.drop(self.features(x)))
+        ), 8 * w, 0.2, classes)
 
 
 def macs(model, size=48):
