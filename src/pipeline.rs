@@ -9,7 +9,7 @@ use crate::detect::{BlazeFace, DetectError, Detections, FaceDetector, MAX_FACES}
 use crate::display::{CameraState, DisplayStage, FaceView, Status};
 use crate::expression::{self, CropSet, ExpressionClassifier};
 use crate::frame::Frame;
-use crate::privacy::{PrivacyGuard, PrivacyState};
+use crate::privacy::{PrivacyGuard, PrivacyState, Protected};
 use crate::save::FrameSaver;
 use crate::source::{FrameSource, SourceError};
 use crate::track::Tracker;
@@ -79,6 +79,17 @@ pub struct Pipeline {
     last_frame: Option<Instant>,
     on_turn: Option<Box<dyn FnMut() + Send>>,
     pub stats: RunStats,
+}
+
+/// The board's own outputs: the screen (a blurred frame, or none when the camera is away) and the status LED.
+/// A free function over the two fields, so it can run while `frame` still borrows the pipeline's buffer.
+fn present(display: &mut Option<DisplayStage>, board: &Option<BoardIo>, frame: Option<&Protected>, st: &Status) {
+    if let Some(d) = display.as_mut() {
+        d.update(frame, st);
+    }
+    if let Some(b) = board {
+        b.show(st);
+    }
 }
 
 /// Load the detector the config names. A failure here is not fatal: privacy masks every frame instead.
@@ -160,7 +171,8 @@ impl Pipeline {
                 self.last_frame = None;
                 let reconnects = self.st.source.reconnects();
                 self.st.sink.health(Health { camera_ok: false, masking: false, reconnects });
-                self.show(None);
+                self.status.uplink = self.st.sink.link();
+                present(&mut self.st.display, &self.st.board, None, &self.status);
                 return Ok(StepOutcome::Unavailable);
             }
             Err(SourceError::Fatal(why)) => anyhow::bail!("source: {why}"),
@@ -258,14 +270,8 @@ impl Pipeline {
         self.status.privacy = state;
         let reconnects = self.st.source.reconnects();
         self.st.sink.health(Health { camera_ok: true, masking: state == PrivacyState::MaskedWhole, reconnects });
-        if let Some(d) = self.st.display.as_mut() {
-            self.status.uplink = self.st.sink.link();
-            d.update(Some(&protected), &self.status);
-        }
-        if let Some(b) = &self.st.board {
-            self.status.uplink = self.st.sink.link();
-            b.show(&self.status);
-        }
+        self.status.uplink = self.st.sink.link();
+        present(&mut self.st.display, &self.st.board, Some(&protected), &self.status);
         timing.output += now.elapsed();
 
         self.stats.frames += 1;
@@ -281,17 +287,6 @@ impl Pipeline {
         tt.classify += timing.classify;
         tt.output += timing.output;
         Ok(StepOutcome::Processed { faces: self.dets.len(), labels, state })
-    }
-
-    /// Status without a frame (camera away): screen and LED still say what is going on.
-    fn show(&mut self, frame: Option<&crate::privacy::Protected>) {
-        self.status.uplink = self.st.sink.link();
-        if let Some(d) = self.st.display.as_mut() {
-            d.update(frame, &self.status);
-        }
-        if let Some(b) = &self.st.board {
-            b.show(&self.status);
-        }
     }
 
     /// Called after every loop turn of `run` (frame or not): the service watchdog's heartbeat.

@@ -8,8 +8,7 @@
 
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 const BG: [u8; 3] = [16, 16, 20];
 const GREEN: [u8; 3] = [40, 200, 90];
@@ -96,16 +95,8 @@ fn led_samples(dir: &Path, name: &str) -> Vec<u8> {
 #[test]
 #[ignore = "boots a qemu guest (about two minutes under TCG); .ci/run runs it"]
 fn framebuffer_led_and_button_on_real_kernel_devices() {
-    let mien_bin = PathBuf::from(env!("CARGO_BIN_EXE_mien"));
-    let st = Command::new(repo("tests/guest/build.sh")).status().expect("tests/guest/build.sh");
-    assert!(st.success(), "guest build failed");
-
-    let share = tempfile::Builder::new().prefix("mien-board-").tempdir_in(repo("target")).unwrap();
+    let share = guest_share("mien-board-", "tests/guest/board-io.sh");
     let s = share.path();
-    std::fs::create_dir_all(s.join("models")).unwrap();
-    for f in ["blazeface_full_range.onnx", "mien_student_int8.onnx", "SHA256SUMS"] {
-        std::fs::copy(repo(&format!("models/{f}")), s.join("models").join(f)).unwrap();
-    }
     std::fs::create_dir_all(s.join("clip")).unwrap();
     for p in images(&repo("samples/clip")).iter().take(3) {
         std::fs::copy(p, s.join("clip").join(p.file_name().unwrap())).unwrap();
@@ -120,16 +111,9 @@ fn framebuffer_led_and_button_on_real_kernel_devices() {
     let check = mien::config::Config::from_toml(&cfg.replace("@CHIP@", "/dev/gpiochip0"), "board.toml").expect("valid config");
     assert_eq!((check.display.kind, check.gpio.led, check.display.refresh_ms), (mien::display::DisplayKind::Framebuffer, Some(3), 20));
     std::fs::write(s.join("board.toml"), cfg).unwrap();
-    std::fs::copy(repo("tests/guest/board-io.sh"), s.join("test.sh")).unwrap();
 
-    let mut cmd = Command::new(repo("tests/guest/run.sh"));
-    cmd.args(["-t", "600", "-x", &format!("{}:/bin/mien", mien_bin.display())]);
-    for a in lib_args(&mien_bin) {
-        cmd.args(["-x", &a]);
-    }
-    let st = cmd.arg(s).status().expect("tests/guest/run.sh");
+    let (st, console) = run_guest(s, &[]);
     let out = s.join("out");
-    let console = std::fs::read_to_string(s.join("console.log")).unwrap_or_default();
     let logs: String = ["mien.log", "mien-fault.log"]
         .iter()
         .map(|f| format!("--- {f}\n{}\n", std::fs::read_to_string(out.join(f)).unwrap_or_default()))

@@ -9,7 +9,6 @@ mod common;
 use common::*;
 use mien::pixels::detail;
 use std::path::PathBuf;
-use std::process::Command;
 
 /// One guest at a time: two TCG guests on a 2-core machine slow each other past the tests' time budgets.
 static GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -26,16 +25,10 @@ fn vivid_loopback_capture_matches_replay_and_is_blurred() {
     let mien_bin = PathBuf::from(env!("CARGO_BIN_EXE_mien"));
     let vfeed = mien_bin.parent().unwrap().join("examples/vfeed");
     assert!(vfeed.exists(), "{} missing (cargo test builds examples)", vfeed.display());
-    let st = Command::new(repo("tests/guest/build.sh")).status().expect("tests/guest/build.sh");
-    assert!(st.success(), "guest build failed");
 
     // The share: models, a guest config with TCG-sized time budgets, raw frames, the case list, the script.
-    let share = tempfile::Builder::new().prefix("mien-guest-").tempdir_in(repo("target")).unwrap();
+    let share = guest_share("mien-guest-", "tests/guest/vivid-loop.sh");
     let s = share.path();
-    std::fs::create_dir_all(s.join("models")).unwrap();
-    for f in ["blazeface_full_range.onnx", "mien_student_int8.onnx", "SHA256SUMS"] {
-        std::fs::copy(repo(&format!("models/{f}")), s.join("models").join(f)).unwrap();
-    }
     // Under TCG a detection takes ~100x longer than on the board: widen the budgets, keep everything else.
     let cfg = mien::config::DEFAULT_PROFILE
         .replace("timeout_ms = 500", "timeout_ms = 60000")
@@ -50,15 +43,8 @@ fn vivid_loopback_capture_matches_replay_and_is_blurred() {
         cases.push_str(&format!("{n} {fmt} {ext}\n"));
     }
     std::fs::write(s.join("cases"), cases).unwrap();
-    std::fs::copy(repo("tests/guest/vivid-loop.sh"), s.join("test.sh")).unwrap();
 
-    let mut cmd = Command::new(repo("tests/guest/run.sh"));
-    cmd.args(["-t", "600", "-x", &format!("{}:/bin/mien", mien_bin.display()), "-x", &format!("{}:/bin/vfeed", vfeed.display())]);
-    for a in lib_args(&mien_bin) {
-        cmd.args(["-x", &a]);
-    }
-    let st = cmd.arg(s).status().expect("tests/guest/run.sh");
-    let console = std::fs::read_to_string(s.join("console.log")).unwrap_or_default();
+    let (st, console) = run_guest(s, &[format!("{}:/bin/vfeed", vfeed.display())]);
     let logs: String = ["mien-0-RGB3.log", "mien-0-YUYV.log", "missing.log"]
         .iter()
         .map(|f| format!("--- {f}\n{}\n", std::fs::read_to_string(s.join("out").join(f)).unwrap_or_default()))
@@ -123,26 +109,12 @@ fn vivid_loopback_capture_matches_replay_and_is_blurred() {
 #[ignore = "boots a qemu guest (about a minute under TCG); .ci/run runs it"]
 fn camera_faults_are_survived_and_the_camera_reconnects_within_two_seconds() {
     let _one = GUEST.lock().unwrap_or_else(|p| p.into_inner());
-    let mien_bin = PathBuf::from(env!("CARGO_BIN_EXE_mien"));
-    let st = Command::new(repo("tests/guest/build.sh")).status().expect("tests/guest/build.sh");
-    assert!(st.success(), "guest build failed");
-    let share = tempfile::Builder::new().prefix("mien-faults-").tempdir_in(repo("target")).unwrap();
+    let share = guest_share("mien-faults-", "tests/guest/vivid-faults.sh");
     let s = share.path();
-    std::fs::create_dir_all(s.join("models")).unwrap();
-    for f in ["blazeface_full_range.onnx", "mien_student_int8.onnx", "SHA256SUMS"] {
-        std::fs::copy(repo(&format!("models/{f}")), s.join("models").join(f)).unwrap();
-    }
     // Detection budget widened for TCG; the camera keeps its real 2 s timeout.
     let cfg = mien::config::DEFAULT_PROFILE.replace("timeout_ms = 500", "timeout_ms = 60000");
     std::fs::write(s.join("faults.toml"), cfg).unwrap();
-    std::fs::copy(repo("tests/guest/vivid-faults.sh"), s.join("test.sh")).unwrap();
-    let mut cmd = Command::new(repo("tests/guest/run.sh"));
-    cmd.args(["-t", "600", "-x", &format!("{}:/bin/mien", mien_bin.display())]);
-    for a in lib_args(&mien_bin) {
-        cmd.args(["-x", &a]);
-    }
-    let st = cmd.arg(s).status().expect("tests/guest/run.sh");
-    let console = std::fs::read_to_string(s.join("console.log")).unwrap_or_default();
+    let (st, console) = run_guest(s, &[]);
     let log = std::fs::read_to_string(s.join("out/faults.log")).unwrap_or_default();
     assert!(st.success(), "guest fault test failed ({st}):\n{console}\n--- mien log\n{log}");
     // Three faults, each said and followed by a reconnect: failed stream start, disconnect, unplug.

@@ -58,8 +58,9 @@ pub enum SinkError {
     Io(#[from] std::io::Error),
 }
 
-/// Whether labels are reaching their destination (shown on the board's display and LED).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether labels are reaching their destination (shown on the board's display and LED), in order of
+/// concern: the larger of two states is the worse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LinkState {
     /// Local output only (stdout or a file): nothing to be connected to.
     Local,
@@ -67,22 +68,6 @@ pub enum LinkState {
     Up,
     /// Not connected: labels are being spooled to disk.
     Down,
-}
-
-impl LinkState {
-    /// The worse of two states (Down > Up > Local).
-    pub fn worst(self, other: LinkState) -> LinkState {
-        let rank = |s| match s {
-            LinkState::Local => 0,
-            LinkState::Up => 1,
-            LinkState::Down => 2,
-        };
-        if rank(other) > rank(self) {
-            other
-        } else {
-            self
-        }
-    }
 }
 
 /// What the camera and privacy stages are doing, reported to the sinks after every loop turn (the MQTT status
@@ -121,7 +106,7 @@ impl LabelSink for TeeSink {
         self.0.iter_mut().try_for_each(|s| s.flush())
     }
     fn link(&self) -> LinkState {
-        self.0.iter().fold(LinkState::Local, |acc, s| acc.worst(s.link()))
+        self.0.iter().map(|s| s.link()).max().unwrap_or(LinkState::Local)
     }
     fn health(&mut self, h: Health) {
         self.0.iter_mut().for_each(|s| s.health(h))
@@ -173,6 +158,26 @@ pub fn open_sink(target: &str) -> std::io::Result<Box<dyn LabelSink>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_worst_link_of_several_sinks_wins() {
+        struct Fixed(LinkState);
+        impl LabelSink for Fixed {
+            fn send(&mut self, _: &LabelEvent) -> Result<(), SinkError> {
+                Ok(())
+            }
+            fn flush(&mut self) -> Result<(), SinkError> {
+                Ok(())
+            }
+            fn link(&self) -> LinkState {
+                self.0
+            }
+        }
+        let tee = |v: &[LinkState]| TeeSink(v.iter().map(|&l| Box::new(Fixed(l)) as Box<dyn LabelSink>).collect()).link();
+        assert_eq!(tee(&[]), LinkState::Local);
+        assert_eq!(tee(&[LinkState::Local, LinkState::Up]), LinkState::Up);
+        assert_eq!(tee(&[LinkState::Down, LinkState::Up, LinkState::Local]), LinkState::Down);
+    }
 
     #[test]
     fn json_line_has_exactly_the_schema_fields() {

@@ -131,3 +131,31 @@ pub fn lib_args(bin: &Path) -> Vec<String> {
     }
     args
 }
+
+/// A share directory for a qemu guest test (tests/guest/), under target/: the guest is built first, the models
+/// the default profile uses are copied in, and `script` becomes the guest's test.sh.
+pub fn guest_share(prefix: &str, script: &str) -> tempfile::TempDir {
+    let st = Command::new(repo("tests/guest/build.sh")).status().expect("tests/guest/build.sh");
+    assert!(st.success(), "guest build failed");
+    let share = tempfile::Builder::new().prefix(prefix).tempdir_in(repo("target")).unwrap();
+    let s = share.path();
+    std::fs::create_dir_all(s.join("models")).unwrap();
+    for f in ["blazeface_full_range.onnx", "mien_student_int8.onnx", "SHA256SUMS"] {
+        std::fs::copy(repo(&format!("models/{f}")), s.join("models").join(f)).unwrap();
+    }
+    std::fs::copy(repo(script), s.join("test.sh")).unwrap();
+    share
+}
+
+/// Boot the guest on `share` with the host's `mien` binary (and its libraries) as /bin/mien plus `extra`
+/// `HOST:GUEST` files; returns run.sh's status and the guest console.
+pub fn run_guest(share: &Path, extra: &[String]) -> (std::process::ExitStatus, String) {
+    let mien_bin = PathBuf::from(env!("CARGO_BIN_EXE_mien"));
+    let mut cmd = Command::new(repo("tests/guest/run.sh"));
+    cmd.args(["-t", "600", "-x", &format!("{}:/bin/mien", mien_bin.display())]);
+    for a in extra.iter().cloned().chain(lib_args(&mien_bin)) {
+        cmd.args(["-x", &a]);
+    }
+    let st = cmd.arg(share).status().expect("tests/guest/run.sh");
+    (st, std::fs::read_to_string(share.join("console.log")).unwrap_or_default())
+}
