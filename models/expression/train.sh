@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The expression recipe with its pinned environment:
-#   models/expression/train.sh all          # SSL -> teacher -> SSL student -> distilled student -> ONNX (about an hour on 2 cores)
+#   models/expression/train.sh all          # SSL -> teacher -> SSL student -> distilled student -> ONNX (~8 h on 2 cores, --resume
+#                                           #   across sessions; ~6 min on one GPU: models/expression/gpu/run.sh)
 #   models/expression/train.sh smoke        # every step on a few hundred images into a scratch dir (CI)
 #   models/expression/train.sh ablation     # SSL vs scratch students with 1/10/100% of the labels
 #   models/expression/train.sh <step> ...   # ssl --arch teacher|student, teacher, student, export
