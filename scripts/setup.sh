@@ -6,10 +6,10 @@ SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 # build: a C toolchain (tract's kernels, linking), libclang (bindgen for the v4l crate)
-# tests: qemu + cpio/kmod/xz for the vivid guest, python3-venv for the model scripts, curl for npm tarballs,
+# tests: qemu (x86 and arm) + cpio/kmod/xz for the vivid guests, python3-venv for the model scripts, curl for npm tarballs,
 #        mosquitto (the tests start their own broker on a loopback port; the packaged service is not used)
 for p in build-essential pkg-config libclang-dev python3 python3-venv curl ca-certificates \
-         qemu-system-x86 cpio kmod xz-utils binutils mosquitto openssl; do
+         qemu-system-x86 qemu-system-arm cpio kmod xz-utils binutils mosquitto openssl; do
     have "$p" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -95,7 +95,8 @@ fn led_samples(dir: &Path, name: &str) -> Vec<u8> {
 #[test]
 #[ignore = "boots a qemu guest (about two minutes under TCG); .ci/run runs it"]
 fn framebuffer_led_and_button_on_real_kernel_devices() {
-    let share = guest_share("mien-board-", "tests/guest/board-io.sh");
+    let guest = Guest::host();
+    let share = guest_share(&guest, "mien-board-", "tests/guest/board-io.sh");
     let s = share.path();
     std::fs::create_dir_all(s.join("clip")).unwrap();
     for p in images(&repo("samples/clip")).iter().take(3) {
@@ -112,7 +113,7 @@ fn framebuffer_led_and_button_on_real_kernel_devices() {
     assert_eq!((check.display.kind, check.gpio.led, check.display.refresh_ms), (mien::display::DisplayKind::Framebuffer, Some(3), 20));
     std::fs::write(s.join("board.toml"), cfg).unwrap();
 
-    let (st, console) = run_guest(s, &[]);
+    let (st, console) = run_guest(&guest, s, &[]);
     let out = s.join("out");
     let logs: String = ["mien.log", "mien-fault.log"]
         .iter()

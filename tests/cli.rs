@@ -49,7 +49,7 @@ fn bad_config_values_are_named() {
 fn sigterm_stops_cleanly_and_keeps_every_label() {
     let dir = tempfile::tempdir().unwrap();
     let labels = dir.path().join("labels.jsonl");
-    let mut child = mien()
+    let child = mien()
         .args(["run", "--loop", "--fps", "20", "--labels", labels.to_str().unwrap()])
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -1,14 +1,15 @@
 //! Real V4L2: the `mien` binary captures from the kernel's `vivid` driver in a qemu guest (Debian's kernel,
 //! TCG), fed known face frames through vivid's output->capture loopback. Its labels must equal those of a
-//! replay run on the same frames, and its saved frames must be blurred where the faces are.
+//! replay run on the same frames, and its saved frames must be blurred where the faces are. Camera faults
+//! (vivid's error-injection controls and a real unplug) must be survived. Each test runs twice: the host build
+//! in an amd64 guest, and the aarch64 build in an arm64 guest (qemu-system-aarch64, Cortex-A72, Debian arm64).
 //!
-//! Needs qemu-system-x86 and the guest kit (tests/guest/build.sh downloads Debian's kernel .debs):
-//! `.ci/run` installs both and runs this test with `--include-ignored`.
+//! Needs qemu-system-x86 / qemu-system-arm, the guest kit (tests/guest/build.sh downloads Debian's kernel
+//! .debs) and the aarch64 build: `.ci/run` provides all three and runs these tests with `--include-ignored`.
 
 mod common;
 use common::*;
 use mien::pixels::detail;
-use std::path::PathBuf;
 
 /// One guest at a time: two TCG guests on a 2-core machine slow each other past the tests' time budgets.
 static GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -21,13 +22,33 @@ const SKIP: u64 = 2;
 #[test]
 #[ignore = "boots a qemu guest (about a minute under TCG); .ci/run runs it"]
 fn vivid_loopback_capture_matches_replay_and_is_blurred() {
+    loopback(Guest::host());
+}
+
+#[test]
+#[ignore = "boots an arm64 qemu guest with the aarch64 build; .ci/run builds it and runs this"]
+fn arm64_vivid_loopback_capture_matches_x86_replay_and_is_blurred() {
+    loopback(Guest::arm64());
+}
+
+#[test]
+#[ignore = "boots a qemu guest (about a minute under TCG); .ci/run runs it"]
+fn camera_faults_are_survived_and_the_camera_reconnects_within_two_seconds() {
+    faults(Guest::host());
+}
+
+#[test]
+#[ignore = "boots an arm64 qemu guest with the aarch64 build; .ci/run builds it and runs this"]
+fn arm64_camera_faults_are_survived_and_the_camera_reconnects_within_two_seconds() {
+    faults(Guest::arm64());
+}
+
+fn loopback(guest: Guest) {
     let _one = GUEST.lock().unwrap_or_else(|p| p.into_inner());
-    let mien_bin = PathBuf::from(env!("CARGO_BIN_EXE_mien"));
-    let vfeed = mien_bin.parent().unwrap().join("examples/vfeed");
-    assert!(vfeed.exists(), "{} missing (cargo test builds examples)", vfeed.display());
+    assert!(guest.vfeed.exists(), "{} missing (cargo test builds examples)", guest.vfeed.display());
 
     // The share: models, a guest config with TCG-sized time budgets, raw frames, the case list, the script.
-    let share = guest_share("mien-guest-", "tests/guest/vivid-loop.sh");
+    let share = guest_share(&guest, &format!("mien-guest-{}-", guest.arch), "tests/guest/vivid-loop.sh");
     let s = share.path();
     // Under TCG a detection takes ~100x longer than on the board: widen the budgets, keep everything else.
     let cfg = mien::config::DEFAULT_PROFILE
@@ -44,12 +65,12 @@ fn vivid_loopback_capture_matches_replay_and_is_blurred() {
     }
     std::fs::write(s.join("cases"), cases).unwrap();
 
-    let (st, console) = run_guest(s, &[format!("{}:/bin/vfeed", vfeed.display())]);
+    let (st, console) = run_guest(&guest, s, &[format!("{}:/bin/vfeed", guest.vfeed.display())]);
     let logs: String = ["mien-0-RGB3.log", "mien-0-YUYV.log", "missing.log"]
         .iter()
         .map(|f| format!("--- {f}\n{}\n", std::fs::read_to_string(s.join("out").join(f)).unwrap_or_default()))
         .collect();
-    assert!(st.success(), "guest test failed ({st}):\n{console}\n{logs}");
+    assert!(st.success(), "{} guest test failed ({st}):\n{console}\n{logs}", guest.arch);
     let doctor = std::fs::read_to_string(s.join("out/doctor.log")).unwrap();
     let cam = doctor.lines().find(|l| l.starts_with("  ") && l.contains(" camera ")).unwrap_or("");
     assert!(cam.contains("PASS") && cam.contains("vivid") && cam.contains("YUYV"), "mien doctor:\n{doctor}");
@@ -105,29 +126,29 @@ fn vivid_loopback_capture_matches_replay_and_is_blurred() {
     assert!(rgb_labels.contains_key(&14));
 }
 
-#[test]
-#[ignore = "boots a qemu guest (about a minute under TCG); .ci/run runs it"]
-fn camera_faults_are_survived_and_the_camera_reconnects_within_two_seconds() {
+fn faults(guest: Guest) {
     let _one = GUEST.lock().unwrap_or_else(|p| p.into_inner());
-    let share = guest_share("mien-faults-", "tests/guest/vivid-faults.sh");
+    let share = guest_share(&guest, &format!("mien-faults-{}-", guest.arch), "tests/guest/vivid-faults.sh");
     let s = share.path();
     // Detection budget widened for TCG; the camera keeps its real 2 s timeout.
     let cfg = mien::config::DEFAULT_PROFILE.replace("timeout_ms = 500", "timeout_ms = 60000");
     std::fs::write(s.join("faults.toml"), cfg).unwrap();
-    let (st, console) = run_guest(s, &[]);
+    let (st, console) = run_guest(&guest, s, &[]);
     let log = std::fs::read_to_string(s.join("out/faults.log")).unwrap_or_default();
-    assert!(st.success(), "guest fault test failed ({st}):\n{console}\n--- mien log\n{log}");
+    assert!(st.success(), "{} guest fault test failed ({st}):\n{console}\n--- mien log\n{log}", guest.arch);
     // Three faults, each said and followed by a reconnect: failed stream start, disconnect, unplug.
     assert!(log.matches("reconnecting in").count() >= 3, "{log}");
     assert!(log.matches("reconnected").count() >= 3, "{log}");
     assert!(log.contains("gone") || log.contains("no such device"), "the unplug is named in the log:\n{log}");
+    // The old node was held through the re-plug: the camera came back under another number and mien followed it.
+    assert!(log.contains("back as /dev/video"), "mien did not follow the camera to its new node:\n{log}");
     let t: Vec<f64> = std::fs::read_to_string(s.join("out/reconnect.txt"))
         .unwrap()
         .split_whitespace()
         .map(|x| x.parse().unwrap())
         .collect();
     let took = t[1] - t[0];
-    eprintln!("camera back -> mien reconnected in {took:.2} s (guest uptime clock)");
+    eprintln!("{}: camera back -> mien reconnected in {took:.2} s (guest uptime clock)", guest.arch);
     assert!(took <= 2.0, "reconnect took {took:.2} s after the device came back\n{log}");
     // Every frame that went through was saved whole (nothing half-written reached the output).
     let frames = images(&s.join("out/frames"));

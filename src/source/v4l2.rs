@@ -1,6 +1,7 @@
 //! V4L2 capture through the `v4l` crate: format negotiation, MMAP streaming with several buffers, poll with a
 //! timeout before each dequeue (the crate opens devices non-blocking), and reconnection with backoff when the
-//! camera disappears.
+//! camera disappears. A camera that comes back under another node (re-plugged while its old node was still
+//! held open, so the kernel gave it the next free number) is found again by its card name and bus.
 
 use super::{FrameSource, PixelFormat, SourceError};
 use crate::config::CameraConfig;
@@ -14,7 +15,9 @@ use v4l::video::Capture;
 use v4l::FourCC;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
+// Retries stay cheap (a failed open and a scan of /dev), so a camera that comes back is picked up within about
+// half a second.
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
 const V4L2_BUF_FLAG_ERROR: u32 = 0x40;
 
 struct Open {
@@ -25,6 +28,15 @@ struct Open {
     width: u32,
     height: u32,
     stride: usize,
+    id: Identity,
+}
+
+/// Which camera a node is: V4L2's card name and bus_info (e.g. "usb-0000:01:00.0-1.2"), stable across re-plugs
+/// into the same port.
+#[derive(Clone, Debug, PartialEq)]
+struct Identity {
+    card: String,
+    bus: String,
 }
 
 pub struct V4l2Source {
@@ -34,7 +46,12 @@ pub struct V4l2Source {
     backoff: Duration,
     next_try: Instant,
     reconnects: u64,
+    id: Identity,
+    /// The last failure logged at warn level and when: a camera away for hours logs a line a minute, not two a second.
+    said: Option<(String, Instant)>,
 }
+
+const REPEAT_LOG: Duration = Duration::from_secs(60);
 
 fn describe_io(path: &str, e: &std::io::Error) -> String {
     match e.raw_os_error() {
@@ -75,11 +92,35 @@ impl V4l2Source {
         Ok(V4l2Source {
             path: path.into(),
             cam: cam.clone(),
+            id: open.id.clone(),
             open: Some(open),
             backoff: BACKOFF_MIN,
             next_try: Instant::now(),
             reconnects: 0,
+            said: None,
         })
+    }
+
+    /// Reopen the camera: at its node if that node is still this camera, else at whichever capture node now
+    /// has the same card name and bus (the camera came back as /dev/videoN+k).
+    fn reopen(&mut self) -> Result<Open, String> {
+        let first = match Self::try_open(&self.path, &self.cam) {
+            Ok(o) if o.id == self.id => return Ok(o),
+            Ok(o) => format!("{}: now another camera ({} at {})", self.path, o.id.card, o.id.bus),
+            Err(e) => e,
+        };
+        for node in capture_nodes().into_iter().filter(|n| *n != self.path) {
+            let same = Device::with_path(&node).and_then(|d| d.query_caps()).is_ok_and(|c| {
+                c.card == self.id.card && c.bus == self.id.bus && c.capabilities.contains(v4l::capability::Flags::VIDEO_CAPTURE)
+            });
+            if same {
+                let o = Self::try_open(&node, &self.cam)?;
+                log::warn!("camera {}: back as {node} (same card {:?} on bus {}); following it", self.path, self.id.card, self.id.bus);
+                self.path = node;
+                return Ok(o);
+            }
+        }
+        Err(first)
     }
 
     fn try_open(path: &str, cam: &CameraConfig) -> Result<Open, String> {
@@ -126,14 +167,21 @@ impl V4l2Source {
         let mut stream = MmapStream::with_buffers(&dev, Type::VideoCapture, cam.buffers)
             .map_err(|e| describe_io(path, &e))?;
         stream.set_timeout(Duration::from_millis(cam.timeout_ms as u64));
-        Ok(Open { stream, _dev: dev, format, width: fmt.width, height: fmt.height, stride: fmt.stride as usize })
+        let id = Identity { card: caps.card, bus: caps.bus };
+        Ok(Open { stream, _dev: dev, format, width: fmt.width, height: fmt.height, stride: fmt.stride as usize, id })
     }
 
     fn lose(&mut self, why: String) -> SourceError {
         // Dropping the stream may fail with ENODEV on an unplugged camera; the v4l crate ignores that case.
         self.open = None;
         self.next_try = Instant::now() + self.backoff;
-        log::warn!("camera {}: {why}; reconnecting in {:?}", self.path, self.backoff);
+        let repeat = self.said.as_ref().is_some_and(|(w, t)| *w == why && t.elapsed() < REPEAT_LOG);
+        if repeat {
+            log::debug!("camera {}: {why}; reconnecting in {:?}", self.path, self.backoff);
+        } else {
+            log::warn!("camera {}: {why}; reconnecting in {:?}", self.path, self.backoff);
+            self.said = Some((why.clone(), Instant::now()));
+        }
         SourceError::Unavailable(why)
     }
 }
@@ -145,10 +193,11 @@ impl FrameSource for V4l2Source {
             if self.next_try > now {
                 std::thread::sleep(self.next_try - now);
             }
-            match Self::try_open(&self.path, &self.cam) {
+            match self.reopen() {
                 Ok(o) => {
                     self.reconnects += 1;
                     self.backoff = BACKOFF_MIN;
+                    self.said = None;
                     log::info!("camera {}: reconnected ({}x{})", self.path, o.width, o.height);
                     self.open = Some(o);
                 }
@@ -191,6 +240,23 @@ impl FrameSource for V4l2Source {
     fn reconnects(&self) -> u64 {
         self.reconnects
     }
+}
+
+/// /dev/video* in number order.
+fn capture_nodes() -> Vec<String> {
+    let mut nodes: Vec<(u32, String)> = std::fs::read_dir("/dev")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    let n = name.strip_prefix("video")?.parse().ok()?;
+                    Some((n, format!("/dev/{name}")))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    nodes.sort();
+    nodes.into_iter().map(|(_, p)| p).collect()
 }
 
 fn decode_jpeg(data: &[u8], frame: &mut Frame) -> Result<(), pixels::PixelError> {

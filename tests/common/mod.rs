@@ -132,10 +132,52 @@ pub fn lib_args(bin: &Path) -> Vec<String> {
     args
 }
 
+/// Which qemu guest a test boots (tests/guest/), and the `mien` and `vfeed` builds it runs there.
+pub struct Guest {
+    pub arch: &'static str,
+    pub mien: PathBuf,
+    pub vfeed: PathBuf,
+    /// The host's shared libraries go in with the binary (amd64); the arm64 guest image already holds Debian
+    /// arm64's own glibc, which the aarch64 build links against.
+    host_libs: bool,
+}
+
+impl Guest {
+    /// amd64 guest: this test run's own `mien` and the `vfeed` example next to it.
+    pub fn host() -> Guest {
+        let mien = PathBuf::from(env!("CARGO_BIN_EXE_mien"));
+        let vfeed = mien.parent().unwrap().join("examples/vfeed");
+        Guest { arch: "amd64", mien, vfeed, host_libs: true }
+    }
+
+    /// arm64 guest (qemu-system-aarch64, Cortex-A72): the aarch64 build in target/, which must be there and
+    /// newer than every source file (`.ci/run` builds it before the host tests).
+    pub fn arm64() -> Guest {
+        let dir = repo("target/aarch64-unknown-linux-gnu/release");
+        let g = Guest { arch: "arm64", mien: dir.join("mien"), vfeed: dir.join("examples/vfeed"), host_libs: false };
+        let hint = "build it first: cargo build --release --target aarch64-unknown-linux-gnu --bins --examples";
+        let built = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).unwrap_or_else(|_| panic!("{} missing: {hint}", p.display()));
+        let newest_src = walk(&repo("src")).iter().map(|p| std::fs::metadata(p).unwrap().modified().unwrap()).max().unwrap();
+        for p in [&g.mien, &g.vfeed] {
+            assert!(built(p) >= newest_src, "{} is older than the sources: {hint}", p.display());
+        }
+        g
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+    }
+    out
+}
+
 /// A share directory for a qemu guest test (tests/guest/), under target/: the guest is built first, the models
 /// the default profile uses are copied in, and `script` becomes the guest's test.sh.
-pub fn guest_share(prefix: &str, script: &str) -> tempfile::TempDir {
-    let st = Command::new(repo("tests/guest/build.sh")).status().expect("tests/guest/build.sh");
+pub fn guest_share(guest: &Guest, prefix: &str, script: &str) -> tempfile::TempDir {
+    let st = Command::new(repo("tests/guest/build.sh")).arg(guest.arch).status().expect("tests/guest/build.sh");
     assert!(st.success(), "guest build failed");
     let share = tempfile::Builder::new().prefix(prefix).tempdir_in(repo("target")).unwrap();
     let s = share.path();
@@ -147,13 +189,13 @@ pub fn guest_share(prefix: &str, script: &str) -> tempfile::TempDir {
     share
 }
 
-/// Boot the guest on `share` with the host's `mien` binary (and its libraries) as /bin/mien plus `extra`
+/// Boot the guest on `share` with its `mien` as /bin/mien (plus the host's libraries for amd64) and `extra`
 /// `HOST:GUEST` files; returns run.sh's status and the guest console.
-pub fn run_guest(share: &Path, extra: &[String]) -> (std::process::ExitStatus, String) {
-    let mien_bin = PathBuf::from(env!("CARGO_BIN_EXE_mien"));
+pub fn run_guest(guest: &Guest, share: &Path, extra: &[String]) -> (std::process::ExitStatus, String) {
     let mut cmd = Command::new(repo("tests/guest/run.sh"));
-    cmd.args(["-t", "600", "-x", &format!("{}:/bin/mien", mien_bin.display())]);
-    for a in extra.iter().cloned().chain(lib_args(&mien_bin)) {
+    cmd.args(["-a", guest.arch, "-t", "600", "-x", &format!("{}:/bin/mien", guest.mien.display())]);
+    let libs = if guest.host_libs { lib_args(&guest.mien) } else { Vec::new() };
+    for a in extra.iter().cloned().chain(libs) {
         cmd.args(["-x", &a]);
     }
     let st = cmd.arg(share).status().expect("tests/guest/run.sh");

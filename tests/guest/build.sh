@@ -2,7 +2,7 @@
 # Build the V4L2 test guest: Debian's own kernel (with the vivid driver as a module) and a busybox initramfs
 # with v4l2-ctl, for qemu-system under TCG. Adapted from ../shared/v4l2-guest (a reference kit).
 # Downloads .debs with apt-get download (never installs them on the host); output in tests/guest/work/.
-# usage: build.sh [amd64]      (idempotent: skips what is already built)
+# usage: build.sh [amd64|arm64]      (idempotent: skips what is already built)
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ARCH=${1:-amd64}
@@ -15,12 +15,21 @@ GUEST_VERSION=2
     { echo "guest $ARCH: already built in $OUT"; exit 0; }
 
 cd "$W/debs"
-KPKG=$(apt-cache depends "linux-image-$ARCH:$ARCH" | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+# A foreign guest (arm64 on an amd64 host) reads its own package lists from a private apt state under work/,
+# so the host's dpkg architectures and lists stay as they are.
+APT=()
+if [ "$ARCH" != "$(dpkg --print-architecture)" ]; then
+    APT=(-o "APT::Architecture=$ARCH" -o "APT::Architectures=$ARCH" -o "Dir::State::Lists=$W/apt/lists"
+         -o "Dir::Cache=$W/apt/cache" -o "Dir::State::Status=$W/apt/status")
+    mkdir -p "$W/apt/lists/partial" "$W/apt/cache/archives/partial"; : > "$W/apt/status"
+    apt-get "${APT[@]}" update -qq 2>&1 | grep -v unsandboxed || true
+fi
+KPKG=$(apt-cache "${APT[@]}" depends "linux-image-$ARCH:$ARCH" | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
 KPKG=${KPKG%%:*}
 [ -n "$KPKG" ] || { echo "cannot resolve linux-image-$ARCH (apt-get update?)" >&2; exit 1; }
 PKGS="$KPKG busybox-static v4l-utils libv4l-0 libv4lconvert0 libv4l2rds0 libjpeg62-turbo libstdc++6 libgcc-s1 libc6 libudev1"
 for p in $PKGS; do
-    ls "${p}"_*_"$ARCH".deb >/dev/null 2>&1 || apt-get download "$p:$ARCH" 2>&1 | grep -v unsandboxed || true
+    ls "${p}"_*_"$ARCH".deb >/dev/null 2>&1 || apt-get "${APT[@]}" download "$p:$ARCH" 2>&1 | grep -v unsandboxed || true
 done
 KROOT=$W/kernel SYSROOT=$W/sysroot
 rm -rf "$KROOT" "$SYSROOT"
@@ -36,7 +45,9 @@ install -m755 "$HERE/init" "$ROOT/init"
 # Modules: the dependency closure of vivid, virtio-9p and configfs, flattened, in load order (vivid last, by
 # /init). vfb (a real /dev/fb0) and gpio-sim (built here) are loaded by the tests that use them, with options.
 : > "$ROOT/lib/modules/order"
-for top in vivid virtio_pci 9pnet_virtio 9p configfs vfb; do
+TOPS="vivid virtio_pci 9pnet_virtio 9p configfs"
+[ "$ARCH" = amd64 ] && TOPS="$TOPS vfb"   # Debian's arm64 kernel has no vfb; the board guest is amd64 only
+for top in $TOPS; do
     modprobe -d "$KROOT" -S "$KVER" --show-depends "$top" | awk '$1=="insmod"{print $2}'
 done | awk '!seen[$0]++' | while read -r ko; do
     name=$(basename "$ko")

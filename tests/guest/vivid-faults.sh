@@ -27,17 +27,22 @@ before=$(logged reconnected)
 v4l2-ctl -d $C --set-ctrl disconnect=1
 i=0; while [ "$(logged reconnected)" -le "$before" ] && [ $i -lt 300 ]; do sleep 0.2; i=$((i+1)); done
 more_frames 2 || { stop; exit 54; }
-# 4. Unplugged for two seconds (the driver unbound: the nodes vanish), then plugged back (bound again).
+# 4. Unplugged for two seconds (the driver unbound: the nodes vanish), then plugged back (bound again). The old
+# node is still held open meanwhile (as a slow reader would hold it), so the kernel cannot reuse its number: the
+# camera comes back as another /dev/videoN, and mien must find it by card and bus.
 D=$(basename "$(readlink -f /sys/class/video4linux/video0/device)")
+exec 3< $C
 echo "$D" > /sys/bus/platform/drivers/vivid/unbind || { stop; exit 55; }
 sleep 2
 before=$(logged reconnected)
 echo "$D" > /sys/bus/platform/drivers/vivid/bind || { stop; exit 56; }
-i=0; while [ ! -e $C ] && [ $i -lt 250 ]; do usleep 20000; i=$((i+1)); done
+i=0; while [ -z "$(ls /sys/devices/platform/$D/video4linux 2>/dev/null)" ] && [ $i -lt 250 ]; do usleep 20000; i=$((i+1)); done
 t0=$(up)
 i=0; while [ "$(logged reconnected)" -le "$before" ] && [ $i -lt 1000 ]; do usleep 20000; i=$((i+1)); done
 t1=$(up)
+exec 3<&-
 echo "$t0 $t1" > out/reconnect.txt
+echo "MIEN_GUEST: nodes after re-plug: $(ls /sys/devices/platform/$D/video4linux | tr '\n' ' ')"
 more_frames 2 || { stop; exit 58; }
 echo "MIEN_GUEST: reconnected after re-plug: $t0 -> $t1"
 kill -0 $pid || exit 57
