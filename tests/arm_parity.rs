@@ -2,7 +2,10 @@
 //! (NEON kernels in tract, SIMD pixel crates) runs under qemu-aarch64 with a Cortex-A72 (Pi 4) CPU and is
 //! compared with the host build.
 //!
-//! Needs `cargo build --release --target aarch64-unknown-linux-gnu` and qemu-user first: `.ci/run` does both.
+//! The static musl build is checked the same way on part of the clip.
+//!
+//! Needs `cargo build --release --target aarch64-unknown-linux-gnu` (and `...-musl`) and qemu-user first:
+//! `.ci/run` does all three.
 
 mod common;
 use common::*;
@@ -55,5 +58,44 @@ fn aarch64_build_matches_x86_labels_and_blur() {
             / ia.data.len() as f64;
         assert!(mad < 1.0, "{}: arm and x86 frames differ by {mad:.3} on average", pa.display());
         assert!(cf.detect(&ia, 0.5).is_empty(), "{}: a face is detectable in the ARM output", pa.display());
+    }
+}
+
+/// The static aarch64 musl build (`boards/generic-aarch64.toml`: safest for old board images) has no dynamic
+/// loader and reads the clip as the host build does.
+#[test]
+#[ignore = "needs the aarch64-musl build and qemu-aarch64; .ci/run builds it and runs this"]
+fn aarch64_musl_static_build_matches_x86_labels() {
+    let bin = repo("target/aarch64-unknown-linux-musl/release/mien");
+    assert!(bin.exists(), "{} missing: cargo build --release --target aarch64-unknown-linux-musl", bin.display());
+    let hdr = Command::new("readelf").args(["-lW"]).arg(&bin).output().expect("readelf (binutils)");
+    let hdr = String::from_utf8_lossy(&hdr.stdout);
+    assert!(hdr.contains("LOAD") && !hdr.contains("INTERP"), "not a static executable:\n{hdr}");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("qemu.toml");
+    std::fs::write(&cfg, mien::config::DEFAULT_PROFILE.replace("timeout_ms = 500", "timeout_ms = 60000")).unwrap();
+    let args = ["run", "--config", cfg.to_str().unwrap(), "--max-frames", "8"];
+    // No -L: nothing to load from a sysroot.
+    let out = Command::new("qemu-aarch64")
+        .args(["-cpu", "cortex-a72"])
+        .arg(&bin)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("qemu-aarch64 (apt install qemu-user)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let host = run_ok(&args);
+    let parse = |s: &[u8]| -> Vec<serde_json::Value> {
+        String::from_utf8_lossy(s).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let (m, x) = (parse(&out.stdout), parse(&host.stdout));
+    assert!(x.len() >= 8, "{} labels from the host", x.len());
+    assert_eq!(m.len(), x.len(), "label count");
+    for (lm, lx) in m.iter().zip(&x) {
+        for k in ["frame", "face", "track", "label"] {
+            assert_eq!(lm[k], lx[k], "{k}: musl {lm} vs x86 {lx}");
+        }
+        let d = (lm["confidence"].as_f64().unwrap() - lx["confidence"].as_f64().unwrap()).abs();
+        assert!(d <= 0.01, "confidence: musl {lm} vs x86 {lx}");
     }
 }
