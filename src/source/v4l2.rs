@@ -111,11 +111,13 @@ impl V4l2Source {
         };
         for node in capture_nodes().into_iter().filter(|n| *n != self.path) {
             let same = Device::with_path(&node).and_then(|d| d.query_caps()).is_ok_and(|c| {
-                c.card == self.id.card && c.bus == self.id.bus && c.capabilities.contains(v4l::capability::Flags::VIDEO_CAPTURE)
+                let capture = c.capabilities.contains(v4l::capability::Flags::VIDEO_CAPTURE);
+                c.card == self.id.card && c.bus == self.id.bus && capture
             });
             if same {
                 let o = Self::try_open(&node, &self.cam)?;
-                log::warn!("camera {}: back as {node} (same card {:?} on bus {}); following it", self.path, self.id.card, self.id.bus);
+                let (card, bus) = (&self.id.card, &self.id.bus);
+                log::warn!("camera {}: back as {node} (same card {card:?} on bus {bus}); following it", self.path);
                 self.path = node;
                 return Ok(o);
             }

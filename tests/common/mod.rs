@@ -156,8 +156,9 @@ impl Guest {
         let dir = repo("target/aarch64-unknown-linux-gnu/release");
         let g = Guest { arch: "arm64", mien: dir.join("mien"), vfeed: dir.join("examples/vfeed"), host_libs: false };
         let hint = "build it first: cargo build --release --target aarch64-unknown-linux-gnu --bins --examples";
-        let built = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).unwrap_or_else(|_| panic!("{} missing: {hint}", p.display()));
-        let newest_src = walk(&repo("src")).iter().map(|p| std::fs::metadata(p).unwrap().modified().unwrap()).max().unwrap();
+        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified());
+        let built = |p: &Path| mtime(p).unwrap_or_else(|_| panic!("{} missing: {hint}", p.display()));
+        let newest_src = walk(&repo("src")).iter().map(|p| mtime(p).unwrap()).max().unwrap();
         for p in [&g.mien, &g.vfeed] {
             assert!(built(p) >= newest_src, "{} is older than the sources: {hint}", p.display());
         }
@@ -169,7 +170,11 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
-        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+        if p.is_dir() {
+            out.extend(walk(&p))
+        } else {
+            out.push(p)
+        }
     }
     out
 }
