@@ -9,7 +9,34 @@
 
 mod common;
 use common::*;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// The default profile with the detector's time budget widened for qemu-user (it runs the models ~80x slower
+/// than the host), nothing else.
+fn qemu_config(dir: &Path) -> PathBuf {
+    let cfg = dir.join("qemu.toml");
+    std::fs::write(&cfg, mien::config::DEFAULT_PROFILE.replace("timeout_ms = 500", "timeout_ms = 60000")).unwrap();
+    cfg
+}
+
+/// Label lines of `arm` (an ARM build's stdout) and `x86` (the host's) agree: same count, frame, face, track and
+/// label, confidence within 0.01.
+fn assert_same_labels(who: &str, arm: &[u8], x86: &[u8]) -> usize {
+    let parse = |s: &[u8]| -> Vec<serde_json::Value> {
+        String::from_utf8_lossy(s).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let (a, x) = (parse(arm), parse(x86));
+    assert_eq!(a.len(), x.len(), "label count");
+    for (la, lx) in a.iter().zip(&x) {
+        for k in ["frame", "face", "track", "label"] {
+            assert_eq!(la[k], lx[k], "{k}: {who} {la} vs x86 {lx}");
+        }
+        let d = (la["confidence"].as_f64().unwrap() - lx["confidence"].as_f64().unwrap()).abs();
+        assert!(d <= 0.01, "confidence: {who} {la} vs x86 {lx}");
+    }
+    x.len()
+}
 
 #[test]
 #[ignore = "needs the aarch64 build and qemu-aarch64 (about a minute); .ci/run runs it"]
@@ -17,9 +44,7 @@ fn aarch64_build_matches_x86_labels_and_blur() {
     let arm = repo("target/aarch64-unknown-linux-gnu/release/mien");
     assert!(arm.exists(), "{} missing: cargo build --release --target aarch64-unknown-linux-gnu", arm.display());
     let dir = tempfile::tempdir().unwrap();
-    // qemu-user runs the models ~80x slower than the host: widen the detector's time budget, nothing else.
-    let cfg = dir.path().join("qemu.toml");
-    std::fs::write(&cfg, mien::config::DEFAULT_PROFILE.replace("timeout_ms = 500", "timeout_ms = 60000")).unwrap();
+    let cfg = qemu_config(dir.path());
     let (arm_saved, x86_saved) = (dir.path().join("arm"), dir.path().join("x86"));
     let out = Command::new("qemu-aarch64")
         .args(["-L", "/usr/aarch64-linux-gnu", "-cpu", "cortex-a72"])
@@ -36,19 +61,7 @@ fn aarch64_build_matches_x86_labels_and_blur() {
         eprintln!("aarch64: {}", l.split_once("] ").map_or(l, |x| x.1));
     }
     let host = run_ok(&["run", "--config", cfg.to_str().unwrap(), "--save-blurred", x86_saved.to_str().unwrap()]);
-    let parse = |s: &[u8]| -> Vec<serde_json::Value> {
-        String::from_utf8_lossy(s).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-    };
-    let (a, x) = (parse(&out.stdout), parse(&host.stdout));
-    assert_eq!(a.len(), x.len(), "label count");
-    assert!(x.len() >= 20);
-    for (la, lx) in a.iter().zip(&x) {
-        for k in ["frame", "face", "track", "label"] {
-            assert_eq!(la[k], lx[k], "{k}: arm {la} vs x86 {lx}");
-        }
-        let d = (la["confidence"].as_f64().unwrap() - lx["confidence"].as_f64().unwrap()).abs();
-        assert!(d <= 0.01, "confidence: arm {la} vs x86 {lx}");
-    }
+    assert!(assert_same_labels("arm", &out.stdout, &host.stdout) >= 20);
     let cf = CenterFace::load(640, 480);
     let (fa, fx) = (images(&arm_saved), images(&x86_saved));
     assert_eq!(fa.len(), fx.len());
@@ -72,8 +85,7 @@ fn aarch64_musl_static_build_matches_x86_labels() {
     let hdr = String::from_utf8_lossy(&hdr.stdout);
     assert!(hdr.contains("LOAD") && !hdr.contains("INTERP"), "not a static executable:\n{hdr}");
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("qemu.toml");
-    std::fs::write(&cfg, mien::config::DEFAULT_PROFILE.replace("timeout_ms = 500", "timeout_ms = 60000")).unwrap();
+    let cfg = qemu_config(dir.path());
     let args = ["run", "--config", cfg.to_str().unwrap(), "--max-frames", "8"];
     // No -L: nothing to load from a sysroot.
     let out = Command::new("qemu-aarch64")
@@ -85,17 +97,6 @@ fn aarch64_musl_static_build_matches_x86_labels() {
         .expect("qemu-aarch64 (apt install qemu-user)");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let host = run_ok(&args);
-    let parse = |s: &[u8]| -> Vec<serde_json::Value> {
-        String::from_utf8_lossy(s).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-    };
-    let (m, x) = (parse(&out.stdout), parse(&host.stdout));
-    assert!(x.len() >= 8, "{} labels from the host", x.len());
-    assert_eq!(m.len(), x.len(), "label count");
-    for (lm, lx) in m.iter().zip(&x) {
-        for k in ["frame", "face", "track", "label"] {
-            assert_eq!(lm[k], lx[k], "{k}: musl {lm} vs x86 {lx}");
-        }
-        let d = (lm["confidence"].as_f64().unwrap() - lx["confidence"].as_f64().unwrap()).abs();
-        assert!(d <= 0.01, "confidence: musl {lm} vs x86 {lx}");
-    }
+    let n = assert_same_labels("musl", &out.stdout, &host.stdout);
+    assert!(n >= 8, "{n} labels from the host");
 }
