@@ -1,5 +1,6 @@
 //! `mien eval` end to end: the committed student on FER+ test (the CI accuracy gate stated in models/README.md),
-//! the uncropped-image path through the detector, and clear errors on bad input.
+//! the uncropped-image path through the detector, tract against onnxruntime on the shipped students, and clear
+//! errors on bad input.
 //!
 //! Needs FER+ (`../shared/data/ferplus`, or MIEN_FERPLUS): these tests fail, not skip, when it is missing.
 
@@ -139,4 +140,57 @@ fn bad_eval_input_is_refused_with_a_clear_error() {
     let out = mien().args(["eval", "--ferplus", "/nonexistent"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("/nonexistent/labels.csv"), "{err}");
+}
+
+/// tract must execute what onnxruntime executes: the same 64 FER+ val faces through both shipped students, against
+/// onnxruntime's logits that the recipe stored (`tests/golden/student_onnxruntime.json`, written by
+/// `train.sh quantize` / `export` with the file's SHA-256). Input goes through the firmware's own standardization.
+#[test]
+fn tract_matches_onnxruntime_on_the_shipped_students() {
+    let data = ferplus();
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo("tests/golden/student_onnxruntime.json")).unwrap()).unwrap();
+    let images = std::fs::read(data.join("images.u8")).unwrap();
+    let index: Vec<usize> = golden["index"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    assert_eq!(index.len(), 64);
+    // int8: onnxruntime and tract may round an intermediate value to the neighbouring uint8 step (the f32 first
+    // layer's sums differ in the last bits), which moves a logit by a few hundredths; fp32: float noise only.
+    // Largest / mean |difference| allowed:
+    for (name, tolerance, mean_tolerance) in
+        [("mien_student_int8.onnx", 0.1f32, 0.01f32), ("mien_student_fp32.onnx", 1e-3, 1e-4)]
+    {
+        let entry = &golden["models"][name];
+        let shape = [1usize, 1, 48, 48];
+        let (model, sha) = mien::model::load_f32(&repo(&format!("models/{name}")), &shape).unwrap();
+        assert_eq!(
+            entry["sha256"].as_str().unwrap(),
+            sha,
+            "{name} changed since its onnxruntime logits were stored: run models/expression/train.sh quantize"
+        );
+        let (mut worst, mut sum, mut same_class) = (0f32, 0f32, 0);
+        let mut input = vec![0f32; 48 * 48];
+        for (i, &idx) in index.iter().enumerate() {
+            let rgb: Vec<u8> = images[idx * 2304..(idx + 1) * 2304].iter().flat_map(|&g| [g, g, g]).collect();
+            mien::expression::grey_standardized(&rgb, &mut input);
+            let out = mien::model::run_f32(&model, &shape, &input).unwrap();
+            let got = mien::model::output_f32(&out[0]).unwrap();
+            let want: Vec<f32> = entry["logits"][i].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+            assert_eq!(got.len(), want.len());
+            for (a, b) in got.iter().zip(&want) {
+                worst = worst.max((a - b).abs());
+                sum += (a - b).abs();
+            }
+            let top = |v: &[f32]| (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
+            // A near tie in onnxruntime's logits (closer than the tolerance) may go either way.
+            let (t, mut rest) = (top(&want), want.clone());
+            rest[t] = f32::MIN;
+            let tie = want[t] - rest[top(&rest)] <= 2.0 * tolerance;
+            same_class += (top(got) == t || tie) as usize;
+        }
+        let mean = sum / (64.0 * 8.0);
+        println!("{name}: logit difference tract vs onnxruntime: largest {worst:.2e}, mean {mean:.2e}; same class {same_class}/64");
+        assert!(worst <= tolerance, "{name}: tract's logits differ from onnxruntime's by up to {worst} (> {tolerance})");
+        assert!(mean <= mean_tolerance, "{name}: tract's logits differ from onnxruntime's by {mean} on average");
+        assert_eq!(same_class, 64, "{name}: tract and onnxruntime disagree on the class");
+    }
 }

@@ -354,13 +354,24 @@ class Calib:
 
 def quantize(fp32, int8, ds, n=512, seed=0):
     """Static QOperator quantization with standard ops only (QLinearConv, QLinearMatMul): tract runs these as int8.
-    Calibrated on train images (never val/test)."""
+    Calibrated on train images (never val/test).
+
+    Two choices, both measured with `cargo run --release --example op_profile` (models/README.md):
+    - "Relu" is quantized too, which lets onnxruntime fold each ReLU into the QLinearConv before it (the output
+      range starts at 0). Otherwise every layer dequantizes to f32, applies ReLU and quantizes again.
+    - The first convolution (1 input channel, k=9) stays f32: as a matrix product it is 16x9 by 9x2304, too thin
+      for int8 kernels (on an AMX x86 it took 0.55-0.75 ms alone, 6x its f32 time) and int8 there saves nothing.
+      It is also where quantizing the input image costs accuracy."""
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
+    graph = onnx.load(fp32).graph
+    first = [node.name for node in graph.node if node.op_type == "Conv" and graph.input[0].name in node.input][:1]
     pre = int8 + ".pre.onnx"
     quant_pre_process(fp32, pre, skip_optimization=True)
     idx = np.random.default_rng(seed).choice(ds.indices("train", False), n, replace=False)
-    quantize_static(pre, int8, Calib(ds, idx), quant_format=QuantFormat.QOperator, op_types_to_quantize=["Conv", "MatMul"],
+    quantize_static(pre, int8, Calib(ds, idx), quant_format=QuantFormat.QOperator,
+                    op_types_to_quantize=["Conv", "Relu", "MatMul"], nodes_to_exclude=first,
                     per_channel=False, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.Percentile, extra_options={"CalibPercentile": 99.99})
     os.remove(pre)
@@ -395,10 +406,46 @@ def cmd_export(a, ds):
             report[name]["val_int8_ort"] = ort_eval(int8, ds, "val")
         report[name]["val_fp32_ort"] = ort_eval(fp32, ds, "val")
     update_sums(out, [os.path.join(out, f) for f in ("mien_student_int8.onnx", "mien_student_fp32.onnx", "mien_teacher_fp32.onnx")])
+    if os.path.abspath(out) == os.path.abspath(os.path.join(HERE, "..")):
+        write_ort_reference(out, ds)
     for k, v in report.items():
         print(k, {kk: (fmt(vv) if isinstance(vv, dict) else vv) for kk, vv in v.items()})
     with open(os.path.join(a.work, "export.json"), "w") as f:
         json.dump(report, f, indent=1)
+
+
+def write_ort_reference(out, ds, n=64):
+    """onnxruntime's logits for the first `n` FER+ val faces through each shipped student, with the file's SHA-256:
+    `tests/eval.rs` runs the same faces through tract and requires the same answers (tract must execute what
+    onnxruntime executes). Only image indices and logits are stored, never pixels."""
+    import hashlib
+    import onnxruntime as ort
+    idx = [int(i) for i in ds.indices("val")[:n]]
+    x = standardize(ds.batch(idx)).numpy()
+    ref = {"faces": "FER+ image indices (row of labels.csv), val split", "index": idx, "models": {}}
+    for name in ("mien_student_int8.onnx", "mien_student_fp32.onnx"):
+        path = os.path.join(out, name)
+        s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        logits = np.concatenate([s.run(None, {"face": x[i:i + 1]})[0] for i in range(len(idx))])
+        ref["models"][name] = {"sha256": hashlib.sha256(open(path, "rb").read()).hexdigest(),
+                               "onnxruntime": ort.__version__,
+                               "logits": [[round(float(v), 6) for v in row] for row in logits]}
+    dst = os.path.join(HERE, "..", "..", "tests", "golden", "student_onnxruntime.json")
+    with open(dst, "w") as f:
+        json.dump(ref, f, indent=None, separators=(",", ":"))
+        f.write("\n")
+    print(f"onnxruntime reference logits for {len(idx)} val faces: {os.path.relpath(dst)}")
+
+
+def cmd_quantize(a, ds):
+    """Re-quantize the exported fp32 student (OUT/mien_student_fp32.onnx) without training: for a change to the
+    quantization itself."""
+    fp32, int8 = os.path.join(a.out, "mien_student_fp32.onnx"), os.path.join(a.out, "mien_student_int8.onnx")
+    quantize(fp32, int8, ds)
+    update_sums(a.out, [int8])
+    print("int8 student, val (onnxruntime):", fmt(ort_eval(int8, ds, "val")))
+    if os.path.abspath(a.out) == os.path.abspath(os.path.join(HERE, "..")):
+        write_ort_reference(a.out, ds)
 
 
 def update_sums(out, files):
@@ -416,7 +463,7 @@ def update_sums(out, files):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("cmd", choices=["ssl", "teacher", "student", "export", "ablation", "all", "smoke"])
+    p.add_argument("cmd", choices=["ssl", "teacher", "student", "export", "quantize", "ablation", "all", "smoke"])
     p.add_argument("--data", default=os.path.join(HERE, "..", "..", "..", "shared", "data", "ferplus"))
     p.add_argument("--work", default=os.path.join(HERE, "work"))
     p.add_argument("--out", default=os.path.join(HERE, ".."))
@@ -450,7 +497,7 @@ def main():
         b.lr = b.lr or lr
         t = time.time()
         {"ssl": cmd_ssl, "teacher": cmd_teacher, "student": cmd_student, "export": cmd_export,
-         "ablation": cmd_ablation}[cmd](b, ds)
+         "quantize": cmd_quantize, "ablation": cmd_ablation}[cmd](b, ds)
         print(f"[{cmd}{' ' + b.arch if cmd == 'ssl' else ''}] {time.time() - t:.0f} s", flush=True)
 
     if a.cmd == "all":
