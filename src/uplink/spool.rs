@@ -4,7 +4,14 @@
 //! Files in the spool directory:
 //! - `spool.dat`: `MIENSPL1` then records `[len u32 LE][crc32 u32 LE][seq u64 LE][payload]`, the CRC over
 //!   seq and payload. Append-only; rewritten only to compact (all acknowledged, or over the size bound).
-//! - `spool.state`: `acked=<seq>\ndropped=<n>\n`, replaced atomically (write, fsync, rename).
+//! - `spool.state`: `acked=<seq>\ndropped=<n>\n`, replaced atomically (write, fsync, rename): on every
+//!   acknowledgement under `always`, with the data file's sync under `interval` (at most every
+//!   `fsync_interval_ms`), on every acknowledgement without fsync under `never`.
+//!
+//! Ordering rule: the data file is emptied (everything acknowledged) only once the state saying so is on disk.
+//! A power cut can then leave an older `acked` (acknowledged labels are sent again, with their old `seq`, which
+//! a consumer drops as duplicates) but never an emptied file with an older `acked`, which would make the next
+//! labels reuse sequence numbers.
 //!
 //! On open, records are read until the first one that is incomplete or fails its CRC; that tail (a write cut
 //! off by a power loss) is truncated away and the rest is replayed in order.
@@ -63,7 +70,12 @@ pub struct Spool {
     dropped: u64,
     bytes: u64,
     last_sync: Instant,
+    /// Appended data not yet fsynced.
     dirty: bool,
+    /// Acknowledgements not yet in `spool.state` (`interval`: written with the next sync).
+    state_dirty: bool,
+    /// Everything is acknowledged: empty the data file once the state is synced.
+    empty_when_synced: bool,
 }
 
 fn crc(seq: u64, payload: &[u8]) -> u32 {
@@ -145,6 +157,8 @@ impl Spool {
             bytes,
             last_sync: Instant::now(),
             dirty: false,
+            state_dirty: false,
+            empty_when_synced: false,
         };
         Ok((spool, rec))
     }
@@ -184,7 +198,16 @@ impl Spool {
         if self.dirty {
             self.file.sync_data()?;
             self.dirty = false;
-            self.last_sync = Instant::now();
+        }
+        if self.state_dirty {
+            self.write_state(true)?;
+        }
+        self.last_sync = Instant::now();
+        if self.empty_when_synced {
+            self.empty_when_synced = false;
+            if self.pending.is_empty() {
+                self.empty_data()?;
+            }
         }
         Ok(())
     }
@@ -197,7 +220,9 @@ impl Spool {
         self.dropped
     }
 
-    /// Mark every record up to and including `seq` as delivered.
+    /// Mark every record up to and including `seq` as delivered. Under `always` the new state is written and
+    /// fsynced at once; under `interval` it is written with the next sync (a PUBACK then costs no disk write; a
+    /// power cut or a kill may send that window's labels again, with their own `seq`, but loses none).
     pub fn ack_through(&mut self, seq: u64) -> io::Result<()> {
         if seq <= self.acked {
             return Ok(());
@@ -206,13 +231,29 @@ impl Spool {
         while self.pending.front().is_some_and(|r| r.seq <= seq) {
             self.pending.pop_front();
         }
-        if self.pending.is_empty() {
-            // Everything delivered: start the data file afresh (cheap, keeps it small).
-            self.file.set_len(8)?;
-            self.file.seek(SeekFrom::End(0))?;
-            self.bytes = 8;
+        let deferred = self.cfg.fsync == Fsync::Interval;
+        if deferred {
+            self.state_dirty = true;
+        } else {
+            self.write_state(self.cfg.fsync == Fsync::Always)?;
         }
-        self.write_state()
+        if self.pending.is_empty() {
+            // Everything delivered: start the data file afresh (keeps it small), but only once the state that
+            // says so is on disk (see the ordering rule above).
+            if deferred {
+                self.empty_when_synced = true;
+            } else {
+                self.empty_data()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn empty_data(&mut self) -> io::Result<()> {
+        self.file.set_len(8)?;
+        self.file.seek(SeekFrom::End(0))?;
+        self.bytes = 8;
+        Ok(())
     }
 
     /// fsync now if the policy says so (also called on a timer by the uplink).
@@ -222,10 +263,8 @@ impl Spool {
             Fsync::Interval => self.last_sync.elapsed() >= self.cfg.fsync_interval,
             Fsync::Never => false,
         };
-        if due && self.dirty {
-            self.file.sync_data()?;
-            self.dirty = false;
-            self.last_sync = Instant::now();
+        if due && (self.dirty || self.state_dirty || self.empty_when_synced) {
+            self.sync_now()?;
         }
         Ok(())
     }
@@ -259,17 +298,21 @@ impl Spool {
         self.file = OpenOptions::new().read(true).write(true).open(self.cfg.dir.join("spool.dat"))?;
         self.file.seek(SeekFrom::End(0))?;
         self.bytes = buf.len() as u64;
-        self.write_state()
+        self.empty_when_synced = false;
+        self.write_state(self.cfg.fsync != Fsync::Never)
     }
 
-    fn write_state(&self) -> io::Result<()> {
+    /// Replace `spool.state` (write, optionally fsync, rename).
+    fn write_state(&mut self, sync: bool) -> io::Result<()> {
         let tmp = self.cfg.dir.join("spool.state.tmp");
         let mut f = File::create(&tmp)?;
         write!(f, "acked={}\ndropped={}\n", self.acked, self.dropped)?;
-        if self.cfg.fsync != Fsync::Never {
+        if sync {
             f.sync_all()?;
         }
-        std::fs::rename(&tmp, self.cfg.dir.join("spool.state"))
+        std::fs::rename(&tmp, self.cfg.dir.join("spool.state"))?;
+        self.state_dirty = false;
+        Ok(())
     }
 }
 
@@ -308,6 +351,45 @@ mod tests {
         let seqs: Vec<u64> = s.pending().map(|r| r.seq).collect();
         assert_eq!(seqs, (5..=10).collect::<Vec<_>>());
         assert_eq!(s.pending().next().unwrap().payload, b"label 4");
+    }
+
+    #[test]
+    fn data_is_emptied_only_after_the_state_saying_so_is_synced() {
+        let d = tempfile::tempdir().unwrap();
+        let dat = d.path().join("spool.dat");
+        let interval =
+            SpoolConfig { fsync: Fsync::Interval, fsync_interval: Duration::from_secs(3600), ..cfg(d.path(), 1 << 20) };
+        let (mut s, _) = Spool::open(interval.clone()).unwrap();
+        for i in 0..3 {
+            s.append(format!("label {i}").as_bytes()).unwrap();
+        }
+        s.ack_through(3).unwrap();
+        // Until the sync, neither the state nor the data file changes.
+        assert_eq!(read_state(&d.path().join("spool.state")).unwrap(), (0, 0));
+        assert!(std::fs::metadata(&dat).unwrap().len() > 8);
+        // A power cut or a kill here: the acknowledged labels come back with their own sequence numbers (a
+        // consumer drops them as duplicates), and the next label does not reuse one.
+        let saved = std::fs::read(&dat).unwrap();
+        drop(s);
+        let (mut s, rec) = Spool::open(interval.clone()).unwrap();
+        assert_eq!(rec.pending, 3);
+        assert_eq!(s.pending().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(s.append(b"next").unwrap(), 4);
+        s.ack_through(4).unwrap();
+        assert!(std::fs::metadata(&dat).unwrap().len() > saved.len() as u64);
+        s.sync_now().unwrap();
+        assert_eq!(read_state(&d.path().join("spool.state")).unwrap(), (4, 0));
+        assert_eq!(std::fs::metadata(&dat).unwrap().len(), 8, "emptied once the state is synced");
+        drop(s);
+        let (mut s, rec) = Spool::open(interval).unwrap();
+        assert_eq!(rec.pending, 0);
+        assert_eq!(s.append(b"after").unwrap(), 5);
+        // Under `always` the state is synced with each acknowledgement and the data file emptied at once.
+        let d = tempfile::tempdir().unwrap();
+        let (mut s, _) = Spool::open(cfg(d.path(), 1 << 20)).unwrap();
+        s.append(b"one").unwrap();
+        s.ack_through(1).unwrap();
+        assert_eq!(std::fs::metadata(d.path().join("spool.dat")).unwrap().len(), 8);
     }
 
     #[test]
