@@ -16,7 +16,7 @@ use std::process::Command;
 /// than the host), nothing else.
 fn qemu_config(dir: &Path) -> PathBuf {
     let cfg = dir.join("qemu.toml");
-    std::fs::write(&cfg, mien::config::DEFAULT_PROFILE.replace("timeout_ms = 500", "timeout_ms = 60000")).unwrap();
+    std::fs::write(&cfg, replaced(mien::config::DEFAULT_PROFILE, &[("timeout_ms = 500", "timeout_ms = 60000")])).unwrap();
     cfg
 }
 

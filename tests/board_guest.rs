@@ -103,12 +103,16 @@ fn framebuffer_led_and_button_on_real_kernel_devices() {
         std::fs::copy(p, s.join("clip").join(p.file_name().unwrap())).unwrap();
     }
     // Under TCG a detection takes ~100x longer than on the board: widen the budgets, keep everything else.
-    let cfg = mien::config::DEFAULT_PROFILE
-        .replace("timeout_ms = 500", "timeout_ms = 60000")
-        .replace("timeout_ms = 2000", "timeout_ms = 20000")
-        .replace("kind = \"none\"", "kind = \"framebuffer\"")
-        .replace("refresh_ms = 200", "refresh_ms = 20")
-        .replace("chip = \"/dev/gpiochip0\"", "chip = \"@CHIP@\"\nled = 3\nbutton = 5\nbutton_active_low = true");
+    let cfg = replaced(
+        mien::config::DEFAULT_PROFILE,
+        &[
+            ("timeout_ms = 500", "timeout_ms = 60000"),
+            ("timeout_ms = 2000", "timeout_ms = 20000"),
+            ("kind = \"none\"", "kind = \"framebuffer\""),
+            ("refresh_ms = 200", "refresh_ms = 20"),
+            ("chip = \"/dev/gpiochip0\"", "chip = \"@CHIP@\"\nled = 3\nbutton = 5\nbutton_active_low = true"),
+        ],
+    );
     let check = mien::config::Config::from_toml(&cfg.replace("@CHIP@", "/dev/gpiochip0"), "board.toml").expect("valid config");
     assert_eq!((check.display.kind, check.gpio.led, check.display.refresh_ms), (mien::display::DisplayKind::Framebuffer, Some(3), 20));
     std::fs::write(s.join("board.toml"), cfg).unwrap();

@@ -154,17 +154,27 @@ fn collect(rx: &mpsc::Receiver<(String, serde_json::Value)>, n: usize, timeout: 
     c
 }
 
-fn profile(dir: &Path, port: u16, extra: &str) -> PathBuf {
+/// Rewrite the profile at `path` (see `replaced`).
+fn edit(path: &Path, edits: &[(&str, &str)]) {
+    std::fs::write(path, replaced(&std::fs::read_to_string(path).unwrap(), edits)).unwrap();
+}
+
+/// The default profile with the uplink on, pointed at 127.0.0.1:`port` without TLS, spooling under `dir`.
+fn profile(dir: &Path, port: u16) -> PathBuf {
     let p = dir.join("mqtt.toml");
-    let text = mien::config::DEFAULT_PROFILE
-        .replace("enabled = false\nhost", "enabled = true\nhost")
-        .replace("port = 8883", &format!("port = {port}"))
-        .replace("tls = true", "tls = false")
-        .replace("device = \"\"", "device = \"cam1\"")
-        .replace("spool_dir = \"/var/lib/mien/spool\"", &format!("spool_dir = \"{}/spool\"", dir.display()))
-        .replace("drain_s = 5", "drain_s = 20")
-        .replace("host = \"localhost\"", "host = \"127.0.0.1\"");
-    let text = if extra.is_empty() { text } else { format!("{text}\n# test overrides\n{extra}") };
+    let spool = format!("spool_dir = \"{}/spool\"", dir.display());
+    let text = replaced(
+        mien::config::DEFAULT_PROFILE,
+        &[
+            ("enabled = false\nhost", "enabled = true\nhost"),
+            ("port = 8883", &format!("port = {port}")),
+            ("tls = true", "tls = false"),
+            ("device = \"\"", "device = \"cam1\""),
+            ("spool_dir = \"/var/lib/mien/spool\"", &spool),
+            ("drain_s = 5", "drain_s = 20"),
+            ("host = \"localhost\"", "host = \"127.0.0.1\""),
+        ],
+    );
     std::fs::write(&p, &text).unwrap();
     p
 }
@@ -175,7 +185,7 @@ fn labels_arrive_once_in_order_with_only_schema_fields() {
     let port = free_port();
     let _b = Broker::start(dir.path(), port);
     let rx = subscribe(port, "mien/site/cam1/#");
-    let cfg = profile(dir.path(), port, "");
+    let cfg = profile(dir.path(), port);
     let labels = dir.path().join("labels.jsonl");
     run_ok(&["run", "--config", cfg.to_str().unwrap(), "--labels", labels.to_str().unwrap()]);
     let local = label_lines(&labels);
@@ -194,7 +204,7 @@ fn status_reports_camera_and_privacy_at_once() {
     let port = free_port();
     let _b = Broker::start(dir.path(), port);
     let rx = subscribe(port, "mien/site/cam1/status");
-    let cfg = profile(dir.path(), port, "");
+    let cfg = profile(dir.path(), port);
     // No detector: every frame masked whole. The status says so without waiting for the 30 s period.
     let mut run = mien()
         .args(["run", "--config", cfg.to_str().unwrap(), "--detect-model", "/nonexistent.onnx", "--loop", "--fps", "10"])
@@ -228,7 +238,7 @@ fn broker_outage_loses_no_label() {
     let port = free_port();
     let mut b = Broker::start(dir.path(), port);
     let rx = subscribe(port, "mien/site/cam1/expression");
-    let cfg = profile(dir.path(), port, "");
+    let cfg = profile(dir.path(), port);
     let labels = dir.path().join("labels.jsonl");
     // ~4 s of frames at 20 fps; the broker is away for about 1.5 s of it.
     let mut mien_run = mien()
@@ -257,7 +267,7 @@ fn broker_outage_loses_no_label() {
 fn unreachable_broker_spools_and_the_pipeline_keeps_blurring() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port(); // nothing listens there
-    let cfg = profile(dir.path(), port, "");
+    let cfg = profile(dir.path(), port);
     let saved = dir.path().join("saved");
     let out = mien()
         .args(["run", "--config", cfg.to_str().unwrap(), "--labels", "-", "--save-blurred", saved.to_str().unwrap()])
@@ -280,9 +290,8 @@ fn bad_tls_files_and_wrong_password_are_clear() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     // TLS on with a CA file that does not exist: refused at start, naming the field.
-    let cfg = profile(dir.path(), port, "");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("tls = false", "tls = true").replace("/etc/mien/ca.pem", "/nonexistent/ca.pem");
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = profile(dir.path(), port);
+    edit(&cfg, &[("tls = false", "tls = true"), ("/etc/mien/ca.pem", "/nonexistent/ca.pem")]);
     let out = mien().args(["run", "--config", cfg.to_str().unwrap()]).output().unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -290,8 +299,7 @@ fn bad_tls_files_and_wrong_password_are_clear() {
     // A CA file that is not PEM.
     let junk = dir.path().join("junk.pem");
     std::fs::write(&junk, "not a certificate").unwrap();
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("/nonexistent/ca.pem", junk.to_str().unwrap());
-    std::fs::write(&cfg, text).unwrap();
+    edit(&cfg, &[("/nonexistent/ca.pem", junk.to_str().unwrap())]);
     let out = mien().args(["run", "--config", cfg.to_str().unwrap()]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no PEM certificate"));
@@ -303,13 +311,12 @@ fn bad_tls_files_and_wrong_password_are_clear() {
     let _b = Broker::start_with(dir.path(), port, &format!("allow_anonymous false\npassword_file {}\n", pwfile.display()));
     let wrong = dir.path().join("wrong");
     std::fs::write(&wrong, "wrong\n").unwrap();
-    let cfg = profile(dir.path(), port, "");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("username = \"\"", "username = \"mien\"")
-        .replace("password_file = \"\"", &format!("password_file = \"{}\"", wrong.display()))
-        .replace("drain_s = 20", "drain_s = 1");
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = profile(dir.path(), port);
+    let password_file = format!("password_file = \"{}\"", wrong.display());
+    edit(
+        &cfg,
+        &[("username = \"\"", "username = \"mien\""), ("password_file = \"\"", &password_file), ("drain_s = 20", "drain_s = 1")],
+    );
     let out = mien().args(["run", "--config", cfg.to_str().unwrap(), "--labels", "-"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
@@ -321,9 +328,8 @@ fn bad_tls_files_and_wrong_password_are_clear() {
 fn sigkill_while_spooling_loses_nothing_with_fsync_always() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cfg = profile(dir.path(), port, "");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("fsync = \"interval\"", "fsync = \"always\"");
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = profile(dir.path(), port);
+    edit(&cfg, &[("fsync = \"interval\"", "fsync = \"always\"")]);
     // Broker down: every label goes to the spool. Kill mien with SIGKILL at awkward moments, five times.
     let data = dir.path().join("spool/spool.dat");
     let size = || std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0);
@@ -402,13 +408,18 @@ fn tls_with_client_certificate_delivers_and_a_wrong_ca_is_refused() {
         ),
     );
     let rx = subscribe(plain_port, "mien/site/cam1/expression");
-    let cfg = profile(d, port, "");
+    let cfg = profile(d, port);
     let base = std::fs::read_to_string(&cfg).unwrap();
     let tls = |ca: &str| {
-        base.replace("tls = false", "tls = true")
-            .replace("/etc/mien/ca.pem", &format!("{}/{ca}", d.display()))
-            .replace("client_cert = \"\"", &format!("client_cert = \"{}/client.pem\"", d.display()))
-            .replace("client_key = \"\"", &format!("client_key = \"{}/client.key\"", d.display()))
+        replaced(
+            &base,
+            &[
+                ("tls = false", "tls = true"),
+                ("/etc/mien/ca.pem", &format!("{}/{ca}", d.display())),
+                ("client_cert = \"\"", &format!("client_cert = \"{}/client.pem\"", d.display())),
+                ("client_key = \"\"", &format!("client_key = \"{}/client.key\"", d.display())),
+            ],
+        )
     };
     std::fs::write(&cfg, tls("ca.pem")).unwrap();
     let labels = d.join("labels.jsonl");
@@ -421,7 +432,8 @@ fn tls_with_client_certificate_delivers_and_a_wrong_ca_is_refused() {
 
     // A CA that did not sign the broker's certificate: the handshake fails, mien says so and keeps going.
     let cfg2 = d.join("wrong-ca.toml");
-    std::fs::write(&cfg2, tls("other-ca.pem").replace(&format!("{}/spool", d.display()), &format!("{}/spool2", d.display())).replace("drain_s = 20", "drain_s = 1")).unwrap();
+    let (spool, spool2) = (format!("{}/spool", d.display()), format!("{}/spool2", d.display()));
+    std::fs::write(&cfg2, replaced(&tls("other-ca.pem"), &[(&spool, &spool2), ("drain_s = 20", "drain_s = 1")])).unwrap();
     let out = run_ok(&["run", "--config", cfg2.to_str().unwrap(), "--labels", "-"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unreachable") && (err.contains("UnknownIssuer") || err.to_lowercase().contains("certificate")), "{err}");
@@ -434,8 +446,8 @@ fn per_track_aggregates_count_the_labels() {
     let port = free_port();
     let _b = Broker::start(dir.path(), port);
     let rx = subscribe(port, "mien/site/cam1/#");
-    let cfg = profile(dir.path(), port, "");
-    std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace("aggregate_s = 0", "aggregate_s = 1")).unwrap();
+    let cfg = profile(dir.path(), port);
+    edit(&cfg, &[("aggregate_s = 0", "aggregate_s = 1")]);
     let labels = dir.path().join("labels.jsonl");
     // 40 frames at 10 fps: about four one-second windows.
     run_ok(&["run", "--config", cfg.to_str().unwrap(), "--labels", labels.to_str().unwrap(), "--fps", "10", "--loop", "--max-frames", "40"]);
@@ -470,12 +482,8 @@ fn per_track_aggregates_count_the_labels() {
 fn full_spool_drops_oldest_and_status_reports_the_count() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cfg = profile(dir.path(), port, "");
-    std::fs::write(
-        &cfg,
-        std::fs::read_to_string(&cfg).unwrap().replace("spool_max_bytes = 16777216", "spool_max_bytes = 4096").replace("drain_s = 20", "drain_s = 1"),
-    )
-    .unwrap();
+    let cfg = profile(dir.path(), port);
+    edit(&cfg, &[("spool_max_bytes = 16777216", "spool_max_bytes = 4096"), ("drain_s = 20", "drain_s = 1")]);
     // Broker away: 100 labels (~13 KB) into a 4 KiB spool.
     let out = run_ok(&["run", "--config", cfg.to_str().unwrap(), "--labels", "-", "--loop", "--max-frames", "100"]);
     let total = String::from_utf8_lossy(&out.stdout).lines().count() as u64;
@@ -484,7 +492,7 @@ fn full_spool_drops_oldest_and_status_reports_the_count() {
     let _b = Broker::start(dir.path(), port);
     let rx = subscribe(port, "mien/site/cam1/#");
     let cfg2 = dir.path().join("drain.toml");
-    std::fs::write(&cfg2, std::fs::read_to_string(&cfg).unwrap().replace("drain_s = 1", "drain_s = 20")).unwrap();
+    std::fs::write(&cfg2, replaced(&std::fs::read_to_string(&cfg).unwrap(), &[("drain_s = 1", "drain_s = 20")])).unwrap();
     run_ok(&["run", "--config", cfg2.to_str().unwrap(), "--labels", "-", "--max-frames", "1"]);
     let c = collect(&rx, usize::MAX, Duration::from_secs(5));
     let delivered: Vec<u64> = c.seen.keys().copied().filter(|&s| s <= total).collect();

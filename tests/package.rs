@@ -3,7 +3,7 @@
 //! binary runs `mien doctor` clean against the packaged models.
 
 mod common;
-use common::repo;
+use common::{replaced, repo};
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
@@ -106,11 +106,10 @@ fn deb_contents_unit_and_packaged_binary() {
     // The packaged binary with the packaged models and config (paths moved to the extraction): doctor passes
     // the models, and the config is the board profile it says it is.
     let share = x.join("usr/share/mien");
-    let cfg = std::fs::read_to_string(x.join("etc/mien/mien.toml"))
-        .unwrap()
-        .replace("/usr/share/mien", share.to_str().unwrap())
-        .replace("enabled = true", "enabled = false")
-        .replace("labels = \"\"", "labels = \"-\"");
+    let cfg = replaced(
+        &std::fs::read_to_string(x.join("etc/mien/mien.toml")).unwrap(),
+        &[("/usr/share/mien", share.to_str().unwrap()), ("enabled = true", "enabled = false"), ("labels = \"\"", "labels = \"-\"")],
+    );
     assert!(cfg.contains("name = \"generic-aarch64\""), "{cfg}");
     let cfg_path = out.path().join("mien.toml");
     std::fs::write(&cfg_path, cfg).unwrap();

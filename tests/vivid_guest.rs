@@ -51,9 +51,10 @@ fn loopback(guest: Guest) {
     let share = guest_share(&guest, &format!("mien-guest-{}-", guest.arch), "tests/guest/vivid-loop.sh");
     let s = share.path();
     // Under TCG a detection takes ~100x longer than on the board: widen the budgets, keep everything else.
-    let cfg = mien::config::DEFAULT_PROFILE
-        .replace("timeout_ms = 500", "timeout_ms = 60000")
-        .replace("timeout_ms = 2000", "timeout_ms = 20000");
+    let cfg = replaced(
+        mien::config::DEFAULT_PROFILE,
+        &[("timeout_ms = 500", "timeout_ms = 60000"), ("timeout_ms = 2000", "timeout_ms = 20000")],
+    );
     std::fs::write(s.join("guest.toml"), cfg).unwrap();
     let clip = images(&repo("samples/clip"));
     let mut cases = String::new();
@@ -131,7 +132,7 @@ fn faults(guest: Guest) {
     let share = guest_share(&guest, &format!("mien-faults-{}-", guest.arch), "tests/guest/vivid-faults.sh");
     let s = share.path();
     // Detection budget widened for TCG; the camera keeps its real 2 s timeout.
-    let cfg = mien::config::DEFAULT_PROFILE.replace("timeout_ms = 500", "timeout_ms = 60000");
+    let cfg = replaced(mien::config::DEFAULT_PROFILE, &[("timeout_ms = 500", "timeout_ms = 60000")]);
     std::fs::write(s.join("faults.toml"), cfg).unwrap();
     let (st, console) = run_guest(&guest, s, &[]);
     let log = std::fs::read_to_string(s.join("out/faults.log")).unwrap_or_default();

@@ -15,6 +15,17 @@ pub fn mien() -> Command {
     c
 }
 
+/// `text` (a profile) with each `(from, to)` replaced. A `from` that is not there fails the test: the profile
+/// changed, and the test would otherwise go on testing something else.
+pub fn replaced(text: &str, edits: &[(&str, &str)]) -> String {
+    let mut text = text.to_string();
+    for (from, to) in edits {
+        assert!(text.contains(from), "{from:?} is not in the profile any more");
+        text = text.replace(from, to);
+    }
+    text
+}
+
 pub fn run_ok(args: &[&str]) -> Output {
     let out = mien().args(args).output().expect("run mien");
     assert!(
