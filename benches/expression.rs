@@ -80,6 +80,6 @@ fn main() {
     let (lo, hi) = ratios.iter().fold((f64::MAX, 0f64), |(l, h), &r| (l.min(r), h.max(r)));
     println!(
         "ratio int8 / fp32 latency: {:.2} (median of {ROUNDS} rounds, range {lo:.2}-{hi:.2}; below 1: int8 is faster)",
-        median(ratios.clone())
+        median(ratios)
     );
 }

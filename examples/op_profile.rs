@@ -4,8 +4,8 @@
 //!
 //! Each model runs `--runs` times (default 2000) on a 1x1x48x48 input after a warm-up; every node's eval is
 //! timed and the totals are printed per op type, most expensive first (`--nodes N` adds the N most expensive
-//! single nodes). This is how models/README.md explains
-//! why the int8 student is slower than its fp32 twin on x86.
+//! single nodes, each with the kernel tract chose). This is how models/README.md explains why the int8 student
+//! is slower than its fp32 twin on x86.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
