@@ -153,8 +153,8 @@ fn tract_matches_onnxruntime_on_the_shipped_students() {
     let images = std::fs::read(data.join("images.u8")).unwrap();
     let index: Vec<usize> = golden["index"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
     assert_eq!(index.len(), 64);
-    // int8: onnxruntime and tract may round an intermediate value to the neighbouring uint8 step (the f32 first
-    // layer's sums differ in the last bits), which moves a logit by a few hundredths; fp32: float noise only.
+    // int8: onnxruntime and tract may round an intermediate value to the neighbouring uint8 step (their float
+    // parts differ in the last bits), which moves a logit by a few hundredths; fp32: float noise only.
     // Largest / mean |difference| allowed:
     for (name, tolerance, mean_tolerance) in
         [("mien_student_int8.onnx", 0.1f32, 0.01f32), ("mien_student_fp32.onnx", 1e-3, 1e-4)]
