@@ -15,7 +15,8 @@ fn payload(i: u64) -> Vec<u8> {
     serde_json::to_vec(&LabelEvent::new(1_795_000_000_000 + i, i, 0, 3, Emotion::Neutral, 0.8731)).unwrap()
 }
 
-fn spool_rate(policy: Fsync, n: u64) -> f64 {
+/// A fresh spool under `policy` with `n` labels appended, and the append rate in labels/s.
+fn filled_spool(policy: Fsync, n: u64) -> (tempfile::TempDir, Spool, f64) {
     let d = tempfile::tempdir().unwrap();
     let cfg = SpoolConfig { dir: d.path().into(), max_bytes: 1 << 30, fsync: policy, fsync_interval: Duration::from_millis(1000) };
     let (mut s, _) = Spool::open(cfg).unwrap();
@@ -23,17 +24,17 @@ fn spool_rate(policy: Fsync, n: u64) -> f64 {
     for i in 0..n {
         s.append(&payload(i)).unwrap();
     }
-    n as f64 / t.elapsed().as_secs_f64()
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    (d, s, rate)
+}
+
+fn spool_rate(policy: Fsync, n: u64) -> f64 {
+    filled_spool(policy, n).2
 }
 
 /// Acknowledgements per second: `n` labels appended, then acknowledged one at a time (one PUBACK each).
 fn ack_rate(policy: Fsync, n: u64) -> f64 {
-    let d = tempfile::tempdir().unwrap();
-    let cfg = SpoolConfig { dir: d.path().into(), max_bytes: 1 << 30, fsync: policy, fsync_interval: Duration::from_millis(1000) };
-    let (mut s, _) = Spool::open(cfg).unwrap();
-    for i in 0..n {
-        s.append(&payload(i)).unwrap();
-    }
+    let (_d, mut s, _) = filled_spool(policy, n);
     s.sync_now().unwrap();
     let t = Instant::now();
     for seq in 1..=n {

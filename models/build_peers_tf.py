@@ -171,8 +171,9 @@ def facex(cache, out):
     onnx.checker.check_model(model)
     onnx.save(model, path)
     # Against the TFLite interpreter. Its hybrid kernels quantize activations on the fly while the ONNX file
-    # computes in float, so they are close, not equal: on 20 FER+ val faces probabilities differed by up to 0.13
-    # and the top class agreed on 18 (the other two were near ties). A wrong conversion (no int8 fix) is far off.
+    # computes in float, so they are close, not equal: on 20 FER+ val faces (a one-off check, not kept)
+    # probabilities differed by up to 0.13 and the top class agreed on 18 (the other two were near ties). A wrong
+    # conversion (no int8 fix) is far off.
     interp = tf.lite.Interpreter(model_path=tfl)
     interp.allocate_tensors()
     i, o = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]

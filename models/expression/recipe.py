@@ -377,12 +377,16 @@ def quantize(fp32, int8, ds, n=512, seed=0):
     os.remove(pre)
 
 
-def ort_eval(path, ds, split):
+def ort_logits(path, ds, idx):
+    """onnxruntime's logits for the faces `idx`, one at a time, as the firmware runs them."""
     import onnxruntime as ort
     s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return np.concatenate([s.run(None, {"face": standardize(ds.batch(idx[i:i + 1])).numpy()})[0] for i in range(len(idx))])
+
+
+def ort_eval(path, ds, split):
     idx = ds.indices(split)
-    lg = np.concatenate([s.run(None, {"face": standardize(ds.batch(idx[i:i + 1])).numpy()})[0] for i in range(len(idx))])
-    return metrics(lg.argmax(1), ds.label[idx])
+    return metrics(ort_logits(path, ds, idx).argmax(1), ds.label[idx])
 
 
 def cmd_export(a, ds):
@@ -406,8 +410,7 @@ def cmd_export(a, ds):
             report[name]["val_int8_ort"] = ort_eval(int8, ds, "val")
         report[name]["val_fp32_ort"] = ort_eval(fp32, ds, "val")
     update_sums(out, [os.path.join(out, f) for f in ("mien_student_int8.onnx", "mien_student_fp32.onnx", "mien_teacher_fp32.onnx")])
-    if os.path.abspath(out) == os.path.abspath(os.path.join(HERE, "..")):
-        write_ort_reference(out, ds)
+    write_ort_reference(out, ds)
     for k, v in report.items():
         print(k, {kk: (fmt(vv) if isinstance(vv, dict) else vv) for kk, vv in v.items()})
     with open(os.path.join(a.work, "export.json"), "w") as f:
@@ -420,13 +423,13 @@ def write_ort_reference(out, ds, n=64):
     onnxruntime executes). Only image indices and logits are stored, never pixels."""
     import hashlib
     import onnxruntime as ort
+    if os.path.abspath(out) != os.path.abspath(os.path.join(HERE, "..")):
+        return  # a scratch export (smoke run): the reference belongs to the repository's models only
     idx = [int(i) for i in ds.indices("val")[:n]]
-    x = standardize(ds.batch(idx)).numpy()
     ref = {"faces": "FER+ image indices (row of labels.csv), val split", "index": idx, "models": {}}
     for name in ("mien_student_int8.onnx", "mien_student_fp32.onnx"):
         path = os.path.join(out, name)
-        s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        logits = np.concatenate([s.run(None, {"face": x[i:i + 1]})[0] for i in range(len(idx))])
+        logits = ort_logits(path, ds, idx)
         ref["models"][name] = {"sha256": hashlib.sha256(open(path, "rb").read()).hexdigest(),
                                "onnxruntime": ort.__version__,
                                "logits": [[round(float(v), 6) for v in row] for row in logits]}
@@ -444,8 +447,7 @@ def cmd_quantize(a, ds):
     quantize(fp32, int8, ds)
     update_sums(a.out, [int8])
     print("int8 student, val (onnxruntime):", fmt(ort_eval(int8, ds, "val")))
-    if os.path.abspath(a.out) == os.path.abspath(os.path.join(HERE, "..")):
-        write_ort_reference(a.out, ds)
+    write_ort_reference(a.out, ds)
 
 
 def update_sums(out, files):
