@@ -6,10 +6,9 @@
 //! 10 interleaved rounds)
 
 use mien::config::ExpressionKind;
-use mien::expression::{self, CropSet, ExpressionClassifier};
+use mien::expression::{self, Timing};
 use mien::frame::BBox;
 use std::path::Path;
-use std::time::Instant;
 
 fn frames() -> Vec<mien::frame::Frame> {
     let mut v = Vec::new();
@@ -21,27 +20,6 @@ fn frames() -> Vec<mien::frame::Frame> {
         v.push(f);
     }
     v
-}
-
-/// Mean ms per face over `n` classifications.
-fn measure(c: &mut dyn ExpressionClassifier, frames: &[mien::frame::Frame], n: usize) -> f64 {
-    let (w, h) = c.input_size();
-    let mut crops = CropSet::new(1, w, h);
-    let mut slots = Vec::new();
-    let face = BBox { x0: 260.0, y0: 120.0, x1: 380.0, y1: 260.0 };
-    let mut total = std::time::Duration::ZERO;
-    for i in 0..n {
-        crops.extract(&frames[i % frames.len()], std::iter::once(&face), |b| c.crop_box(b), 1, &mut slots).unwrap();
-        let t = Instant::now();
-        std::hint::black_box(c.classify(crops.get(0)).unwrap());
-        total += t.elapsed();
-    }
-    total.as_secs_f64() * 1e3 / n as f64
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() {
@@ -58,28 +36,16 @@ fn main() {
         .iter()
         .map(|(_, kind, path)| expression::load(*kind, Path::new(path)).unwrap_or_else(|e| panic!("{path}: {e}")))
         .collect();
-    for c in loaded.iter_mut() {
-        measure(c.as_mut(), &frames, 50); // warm-up
-    }
     // The models take turns in ROUNDS rounds, so a change in machine load hits all of them alike; each figure is
     // the median of its round means, and the ratio is the median of the per-round ratios.
     const ROUNDS: usize = 10;
-    let per_round = n.div_ceil(ROUNDS);
-    let mut rounds: Vec<Vec<f64>> = vec![Vec::new(); models.len()];
-    for _ in 0..ROUNDS {
-        for (i, c) in loaded.iter_mut().enumerate() {
-            rounds[i].push(measure(c.as_mut(), &frames, per_round));
-        }
-    }
-    for ((name, _, path), r) in models.iter().zip(&rounds) {
-        let t = median(r.clone());
+    let face = BBox { x0: 260.0, y0: 120.0, x1: 380.0, y1: 260.0 };
+    let timing = Timing::measure(&mut loaded, &frames, &face, 50, ROUNDS, n.div_ceil(ROUNDS)).unwrap();
+    for (i, (name, _, path)) in models.iter().enumerate() {
+        let t = timing.median_ms(i);
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         println!("{name:<30} {t:>8.3} ms/face  {:>7.0} faces/s  {:>8.1} KB", 1e3 / t, size as f64 / 1e3);
     }
-    let ratios: Vec<f64> = rounds[0].iter().zip(&rounds[1]).map(|(a, b)| a / b).collect();
-    let (lo, hi) = ratios.iter().fold((f64::MAX, 0f64), |(l, h), &r| (l.min(r), h.max(r)));
-    println!(
-        "ratio int8 / fp32 latency: {:.2} (median of {ROUNDS} rounds, range {lo:.2}-{hi:.2}; below 1: int8 is faster)",
-        median(ratios)
-    );
+    let (ratio, lo, hi) = timing.ratio(0, 1);
+    println!("ratio int8 / fp32 latency: {ratio:.2} (median of {ROUNDS} rounds, range {lo:.2}-{hi:.2}; below 1: int8 is faster)");
 }

@@ -36,7 +36,7 @@ install -Dm755 "$BIN" "$ROOT/usr/bin/mien"
 # Strip with the target's binutils when they are there (Debian's cross gcc packages bring them).
 case $ARCH in amd64) STRIP=strip;; arm64) STRIP=aarch64-linux-gnu-strip;; armhf) STRIP=arm-linux-gnueabihf-strip;; esac
 if command -v "$STRIP" >/dev/null; then "$STRIP" --strip-unneeded "$ROOT/usr/bin/mien"; else echo "make-deb.sh: no $STRIP, binary left unstripped" >&2; fi
-for m in blazeface_full_range.onnx blazeface_short_range.onnx mien_student_int8.onnx faceapi_expression.onnx SHA256SUMS; do
+for m in blazeface_full_range.onnx blazeface_short_range.onnx mien_student_int8.onnx mien_student_fp32.onnx faceapi_expression.onnx SHA256SUMS; do
     install -Dm644 "models/$m" "$ROOT/usr/share/mien/models/$m"
 done
 for b in boards/*.toml; do

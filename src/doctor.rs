@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::display::{self, DisplayKind};
-use crate::frame::Frame;
+use crate::frame::{BBox, Frame};
 use crate::{expression, pipeline, source};
 use std::fmt;
 use std::net::{TcpStream, ToSocketAddrs};
@@ -56,16 +56,17 @@ pub fn run(cfg: &Config) -> Vec<Check> {
         "detect model",
         det.as_ref().map(|d| format!("{} (hash as in SHA256SUMS; loads)", d.describe())).map_err(|e| format!("{e} (frames would be masked whole)")),
     ));
-    out.push(if cfg.expression.enabled {
-        check(
-            "expression model",
-            expression::load(cfg.expression.kind, Path::new(&cfg.expression.model))
-                .map(|c| format!("{} (hash as in SHA256SUMS; loads)", c.describe()))
-                .map_err(|e| e.to_string()),
-        )
+    if cfg.expression.enabled {
+        match expression::load(cfg.expression.kind, Path::new(&cfg.expression.model)) {
+            Ok(c) => {
+                out.push(check("expression model", Ok(format!("{} (hash as in SHA256SUMS; loads)", c.describe()))));
+                out.push(expression_speed(cfg, c));
+            }
+            Err(e) => out.push(check("expression model", Err(e.to_string()))),
+        }
     } else {
-        Check { name: "expression model", verdict: Verdict::Skip, detail: "expression.enabled = false".into() }
-    });
+        out.push(Check { name: "expression model", verdict: Verdict::Skip, detail: "expression.enabled = false".into() });
+    }
     out.push(kernels());
     out.push(broker(cfg));
     out.push(clock());
@@ -86,6 +87,77 @@ fn camera(cfg: &Config) -> Result<String, String> {
         Ok(false) => Err(format!("{what}: no frames")),
         Err(e) => Err(format!("{what}: {e}")),
     }
+}
+
+/// The shipped student's other flavour next to `path` (`..._int8.onnx` <-> `..._fp32.onnx`), if it is there.
+fn twin(path: &Path) -> Option<(std::path::PathBuf, &'static str, &'static str)> {
+    let name = path.file_name()?.to_str()?;
+    let (this, other) = if name.contains("_int8.") { ("int8", "fp32") } else if name.contains("_fp32.") { ("fp32", "int8") } else { return None };
+    let p = path.with_file_name(name.replace(&format!("_{this}."), &format!("_{other}.")));
+    p.is_file().then_some((p, this, other))
+}
+
+/// How long the configured expression model takes per face on this board, single thread, against its int8 or
+/// fp32 twin when that file is next to it (the two take turns, as in `cargo bench --bench expression`): which
+/// flavour is faster depends on the CPU's int8 kernels, and only the board can say. Warns when one face alone
+/// does not fit in the camera's frame interval. About a second in all, whatever the board's speed.
+fn expression_speed(cfg: &Config, configured: Box<dyn expression::ExpressionClassifier>) -> Check {
+    const ROUNDS: usize = 5;
+    const ROUND_MS: f64 = 100.0;
+    let name = "expression speed";
+    let path = Path::new(&cfg.expression.model);
+    let mut models = vec![configured];
+    let mut note = String::new();
+    let twin = twin(path);
+    if let Some((p, _, _)) = &twin {
+        match expression::load(cfg.expression.kind, p) {
+            Ok(c) => models.push(c),
+            Err(e) => note = format!(" (its twin {} does not load: {e})", p.display()),
+        }
+    }
+    // A mid-grey frame with a gradient: the time per face does not depend on what the face shows.
+    let mut frame = Frame::new(320, 240);
+    for (i, px) in frame.data.chunks_exact_mut(3).enumerate() {
+        px.fill((64 + (i % 320) / 3 + (i / 320) / 4) as u8);
+    }
+    let frames = [frame];
+    let face = BBox { x0: 100.0, y0: 60.0, x1: 220.0, y1: 200.0 };
+    // 3 faces to learn the speed, then rounds of about ROUND_MS per model.
+    let probe = match expression::Timing::measure(&mut models[..1], &frames, &face, 1, 1, 3) {
+        Ok(t) => t.median_ms(0),
+        Err(e) => return check(name, Err(e.to_string())),
+    };
+    let per_round = ((ROUND_MS / probe.max(1e-3)) as usize).clamp(1, 200);
+    let t = match expression::Timing::measure(&mut models, &frames, &face, 0, ROUNDS, per_round) {
+        Ok(t) => t,
+        Err(e) => return check(name, Err(e.to_string())),
+    };
+    let ms = t.median_ms(0);
+    let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut detail = format!("{file}: {ms:.2} ms per face");
+    if let (Some((_, this, other)), 2) = (&twin, models.len()) {
+        let (ratio, lo, hi) = t.ratio(0, 1);
+        detail += &format!(
+            ", its {other} twin {:.2} ms: {this}/{other} = {ratio:.2} (range {lo:.2}-{hi:.2}; {} is faster here)",
+            t.median_ms(1),
+            if ratio <= 1.0 { this } else { other }
+        );
+    }
+    detail += &format!("; {ROUNDS} rounds of {per_round}, single thread{note}");
+    let verdict = match over_frame_interval(ms, cfg.camera.fps) {
+        Some(why) => {
+            detail += &format!("; {why}");
+            Verdict::Warn
+        }
+        None => Verdict::Pass,
+    };
+    Check { name, verdict, detail }
+}
+
+/// Why `ms` per face is too slow for a camera at `fps` (0: as fast as frames come, no limit), if it is.
+fn over_frame_interval(ms: f64, fps: f32) -> Option<String> {
+    let interval_ms = 1e3 / fps as f64;
+    (fps > 0.0 && ms > interval_ms).then(|| format!("one face takes longer than a frame at {fps} fps ({interval_ms:.1} ms)"))
 }
 
 /// Which CPU features tract found and the matrix-kernel tiers it will pick from, best first (NEON on ARM:
@@ -265,6 +337,26 @@ mod tests {
         }
         #[cfg(target_arch = "x86_64")]
         assert_eq!(c.verdict, Verdict::Pass, "{c:?}");
+    }
+
+    #[test]
+    fn expression_speed_warns_only_when_one_face_outlasts_a_frame() {
+        assert_eq!(over_frame_interval(1.2, 15.0), None);
+        assert_eq!(over_frame_interval(5.0, 0.0), None, "fps 0 sets no frame interval");
+        let why = over_frame_interval(5.0, 240.0).expect("5 ms per face at 240 fps is too slow");
+        assert!(why.contains("240 fps") && why.contains("4.2 ms"), "{why}");
+    }
+
+    #[test]
+    fn the_twin_is_the_other_flavour_of_the_same_student_when_it_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let (int8, fp32) = (dir.path().join("s_int8.onnx"), dir.path().join("s_fp32.onnx"));
+        std::fs::write(&int8, b"x").unwrap();
+        assert_eq!(twin(&int8), None, "no twin file yet");
+        std::fs::write(&fp32, b"x").unwrap();
+        assert_eq!(twin(&int8), Some((fp32.clone(), "int8", "fp32")));
+        assert_eq!(twin(&fp32), Some((int8, "fp32", "int8")));
+        assert_eq!(twin(&dir.path().join("faceapi_expression.onnx")), None);
     }
 
     #[test]

@@ -395,6 +395,74 @@ impl ExpressionClassifier for FaceApiExpression {
     }
 }
 
+/// Per-face latency of classifiers that take turns, single thread, through the firmware's whole classify path
+/// (crop cut and scaled from a frame outside the timing; grey conversion, standardization and tract inside it).
+/// Taking turns over rounds means a change in machine load hits every model alike; `cargo bench --bench
+/// expression` and `mien doctor` both measure this way.
+pub struct Timing {
+    /// `rounds[model][round]`: mean ms per face of that model in that round.
+    pub rounds: Vec<Vec<f64>>,
+}
+
+impl Timing {
+    /// `rounds` rounds of `per_round` classifications per model, after `warm_up` unmeasured ones; the crops are
+    /// `face` cut from `frames` in turn.
+    pub fn measure(
+        models: &mut [Box<dyn ExpressionClassifier>],
+        frames: &[Frame],
+        face: &BBox,
+        warm_up: usize,
+        rounds: usize,
+        per_round: usize,
+    ) -> Result<Timing, ExpressionError> {
+        let mut out = vec![Vec::with_capacity(rounds); models.len()];
+        for c in models.iter_mut() {
+            mean_ms(c.as_mut(), frames, face, warm_up)?;
+        }
+        for _ in 0..rounds {
+            for (i, c) in models.iter_mut().enumerate() {
+                out[i].push(mean_ms(c.as_mut(), frames, face, per_round)?);
+            }
+        }
+        Ok(Timing { rounds: out })
+    }
+
+    /// Median over the rounds of model `i`'s ms per face.
+    pub fn median_ms(&self, i: usize) -> f64 {
+        median(self.rounds[i].clone())
+    }
+
+    /// Model `a`'s time over model `b`'s: (median of the per-round ratios, lowest, highest).
+    pub fn ratio(&self, a: usize, b: usize) -> (f64, f64, f64) {
+        let r: Vec<f64> = self.rounds[a].iter().zip(&self.rounds[b]).map(|(x, y)| x / y).collect();
+        let (lo, hi) = r.iter().fold((f64::MAX, 0f64), |(l, h), &v| (l.min(v), h.max(v)));
+        (median(r), lo, hi)
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Mean ms per face over `n` classifications (0 for `n` = 0).
+fn mean_ms(c: &mut dyn ExpressionClassifier, frames: &[Frame], face: &BBox, n: usize) -> Result<f64, ExpressionError> {
+    let (w, h) = c.input_size();
+    let mut crops = CropSet::new(1, w, h);
+    let mut slots = Vec::new();
+    let mut total = std::time::Duration::ZERO;
+    for i in 0..n {
+        crops.extract(&frames[i % frames.len()], std::iter::once(face), |b| c.crop_box(b), 1, &mut slots)?;
+        if slots.first() != Some(&Some(0)) {
+            return Err(ExpressionError::Inference(format!("timing: face box {face:?} is outside the frame")));
+        }
+        let t = std::time::Instant::now();
+        std::hint::black_box(c.classify(crops.get(0))?);
+        total += t.elapsed();
+    }
+    Ok(if n == 0 { 0.0 } else { total.as_secs_f64() * 1e3 / n as f64 })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

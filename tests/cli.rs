@@ -83,6 +83,9 @@ fn doctor_passes_on_the_default_profile_and_names_each_failure() {
         assert!(text.contains(line), "no {line:?} in:\n{text}");
     }
     assert!(text.contains("0 failed"), "{text}");
+    // The shipped int8 student is timed against its fp32 twin on this machine (the figures are not checked).
+    let speed = text.lines().find(|l| l.contains("expression speed")).unwrap_or_else(|| panic!("no expression speed in:\n{text}"));
+    assert!(speed.contains("mien_student_int8.onnx: ") && speed.contains("its fp32 twin") && speed.contains("int8/fp32 = "), "{speed}");
 
     let out = mien().args(["doctor", "--source", "/dev/video9", "--detect-model", "/nonexistent.onnx"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
