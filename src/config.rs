@@ -140,6 +140,9 @@ pub struct ExpressionConfig {
     pub model: String,
     /// Faces whose crop is smaller than this (pixels) are blurred but not classified.
     pub min_face: u32,
+    /// Turn each face crop so that the eyes are level (the detector's eye keypoints give the head's roll): the
+    /// model was trained on upright faces and loses accuracy on tilted heads.
+    pub align: bool,
 }
 
 impl Default for ExpressionConfig {
@@ -149,6 +152,7 @@ impl Default for ExpressionConfig {
             kind: ExpressionKind::Mien,
             model: "models/mien_student_int8.onnx".into(),
             min_face: 32,
+            align: true,
         }
     }
 }

@@ -15,6 +15,30 @@ pub const MAX_FACES: usize = 32;
 pub struct Detection {
     pub bbox: BBox,
     pub score: f32,
+    /// In-plane rotation of the face (head roll), radians, from the detector's two eye keypoints: the angle of
+    /// the eye line against the image's x axis, in (-pi/2, pi/2], positive when the face leans clockwise on
+    /// screen (y points down). 0 for an upright face or a detector without keypoints.
+    pub roll: f32,
+}
+
+impl Detection {
+    /// An upright face (roll 0).
+    pub fn new(bbox: BBox, score: f32) -> Self {
+        Detection { bbox, score, roll: 0.0 }
+    }
+}
+
+/// The roll of the line through two eye points, whichever order they come in: (-pi/2, pi/2].
+pub fn eye_line_roll(a: [f32; 2], b: [f32; 2]) -> f32 {
+    let r = (b[1] - a[1]).atan2(b[0] - a[0]);
+    let pi = std::f32::consts::PI;
+    if r > pi / 2.0 {
+        r - pi
+    } else if r <= -pi / 2.0 {
+        r + pi
+    } else {
+        r
+    }
 }
 
 pub type Detections = heapless::Vec<Detection, MAX_FACES>;
@@ -146,25 +170,27 @@ pub fn weighted_nms(cands: &mut Vec<Detection>, iou: f32, out: &mut Detections) 
     out.clear();
     while !cands.is_empty() {
         let top = cands[0];
-        let (mut acc, mut wsum) = ([0f32; 4], 0f32);
+        let (mut acc, mut wsum) = ([0f32; 5], 0f32);
         cands.retain(|c| {
             if c.bbox.iou(&top.bbox) > iou {
                 acc[0] += c.bbox.x0 * c.score;
                 acc[1] += c.bbox.y0 * c.score;
                 acc[2] += c.bbox.x1 * c.score;
                 acc[3] += c.bbox.y1 * c.score;
+                // Overlapping candidates see the same face, so their rolls are close: a plain weighted mean.
+                acc[4] += c.roll * c.score;
                 wsum += c.score;
                 false
             } else {
                 true
             }
         });
-        let merged = if wsum > 0.0 {
-            BBox { x0: acc[0] / wsum, y0: acc[1] / wsum, x1: acc[2] / wsum, y1: acc[3] / wsum }
+        let (merged, roll) = if wsum > 0.0 {
+            (BBox { x0: acc[0] / wsum, y0: acc[1] / wsum, x1: acc[2] / wsum, y1: acc[3] / wsum }, acc[4] / wsum)
         } else {
-            top.bbox
+            (top.bbox, top.roll)
         };
-        if out.push(Detection { bbox: merged, score: top.score }).is_err() {
+        if out.push(Detection { bbox: merged, score: top.score, roll }).is_err() {
             log::warn!("more than {MAX_FACES} faces in one frame; the rest are not reported");
             break;
         }
@@ -222,8 +248,12 @@ impl FaceDetector for BlazeFace {
                 x1: (cx + w / 2.0) * back,
                 y1: (cy + h / 2.0) * back,
             };
+            // Keypoints 0 and 1 are the eyes, offsets from the anchor like the box centre (MediaPipe's layout).
+            let k = &reg[i * 16 + 4..i * 16 + 8];
+            let roll = eye_line_roll([k[0], k[1]], [k[2], k[3]]);
+            let roll = if roll.is_finite() { roll } else { 0.0 };
             if bbox.width() > 1.0 && bbox.height() > 1.0 && bbox.x0.is_finite() && bbox.y1.is_finite() {
-                self.candidates.push(Detection { bbox, score });
+                self.candidates.push(Detection { bbox, score, roll });
             }
         }
         weighted_nms(&mut self.candidates, self.nms_iou, out);
@@ -244,6 +274,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn roll_is_the_eye_line_angle_in_either_order() {
+        let deg = |r: f32| (r.to_degrees() * 10.0).round() / 10.0;
+        assert_eq!(deg(eye_line_roll([10.0, 10.0], [30.0, 10.0])), 0.0);
+        assert_eq!(deg(eye_line_roll([30.0, 10.0], [10.0, 10.0])), 0.0, "keypoint order does not matter");
+        // y points down: the right eye lower than the left means a clockwise lean, positive.
+        assert_eq!(deg(eye_line_roll([10.0, 10.0], [30.0, 30.0])), 45.0);
+        assert_eq!(deg(eye_line_roll([30.0, 30.0], [10.0, 10.0])), 45.0);
+        assert_eq!(deg(eye_line_roll([10.0, 30.0], [30.0, 10.0])), -45.0);
+    }
+
+    #[test]
+    fn weighted_nms_averages_the_roll_of_merged_candidates() {
+        let bbox = BBox { x0: 0.0, y0: 0.0, x1: 10.0, y1: 10.0 };
+        let mut c = vec![Detection { bbox, score: 0.75, roll: 0.2 }, Detection { bbox, score: 0.25, roll: 0.6 }];
+        let mut out = Detections::new();
+        weighted_nms(&mut c, 0.3, &mut out);
+        assert_eq!(out.len(), 1);
+        assert!((out[0].roll - 0.3).abs() < 1e-6, "{}", out[0].roll);
+    }
+
+    #[test]
     fn anchor_counts_match_mediapipe() {
         assert_eq!(anchors(128, BlazeFaceKind::ShortRange.anchor_spec()).len(), 896);
         assert_eq!(anchors(192, BlazeFaceKind::FullRange.anchor_spec()).len(), 2304);
@@ -251,7 +302,7 @@ mod tests {
 
     #[test]
     fn weighted_nms_merges_overlaps_and_keeps_separate_faces() {
-        let b = |x: f32, s: f32| Detection { bbox: BBox { x0: x, y0: 0.0, x1: x + 10.0, y1: 10.0 }, score: s };
+        let b = |x: f32, s: f32| Detection::new(BBox { x0: x, y0: 0.0, x1: x + 10.0, y1: 10.0 }, s);
         let mut c = vec![b(0.0, 0.9), b(1.0, 0.6), b(50.0, 0.7)];
         let mut out = Detections::new();
         weighted_nms(&mut c, 0.3, &mut out);

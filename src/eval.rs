@@ -216,8 +216,9 @@ impl Report {
 pub enum CropMode<'a> {
     /// Every image is already a face crop: it is the crop box.
     Crops,
-    /// Whole scenes: the detector finds faces, the largest one is classified through the classifier's crop box.
-    Detect(&'a mut dyn FaceDetector),
+    /// Whole scenes: the detector finds faces, the largest one is classified through the classifier's crop box,
+    /// turned by the face's roll when `align` is set (as the firmware does with `expression.align`).
+    Detect { detector: &'a mut dyn FaceDetector, align: bool },
 }
 
 /// Classify every item through the firmware's path (CropSet crop/resize, the classifier's own pre-processing).
@@ -251,10 +252,10 @@ pub fn evaluate(
         }
         let face = match &mut mode {
             CropMode::Crops => None,
-            CropMode::Detect(d) => {
-                d.detect(&frame, &mut dets).map_err(|e| EvalError::Classify(format!("{}: {e}", item.name)))?;
+            CropMode::Detect { detector, align } => {
+                detector.detect(&frame, &mut dets).map_err(|e| EvalError::Classify(format!("{}: {e}", item.name)))?;
                 match dets.iter().max_by(|a, b| a.bbox.area().total_cmp(&b.bbox.area())) {
-                    Some(best) => Some(best.bbox),
+                    Some(best) => Some((best.bbox, if *align { best.roll } else { 0.0 })),
                     None => {
                         rep.no_face += 1;
                         continue;
@@ -265,8 +266,10 @@ pub fn evaluate(
         let whole = BBox { x0: 0.0, y0: 0.0, x1: frame.width as f32, y1: frame.height as f32 };
         let crop_err = |e: crate::pixels::PixelError| EvalError::Classify(format!("{}: {e}", item.name));
         match face {
-            None => crops.extract(&frame, std::iter::once(&whole), |b| *b, 1, &mut slots).map_err(crop_err)?,
-            Some(b) => crops.extract(&frame, std::iter::once(&b), |b| classifier.crop_box(b), 1, &mut slots).map_err(crop_err)?,
+            None => crops.extract(&frame, std::iter::once((&whole, 0.0)), |b| *b, 1, &mut slots).map_err(crop_err)?,
+            Some((b, roll)) => {
+                crops.extract(&frame, std::iter::once((&b, roll)), |b| classifier.crop_box(b), 1, &mut slots).map_err(crop_err)?
+            }
         }
         let Some(Some(slot)) = slots.first().copied() else {
             rep.no_face += 1;

@@ -58,6 +58,9 @@ struct EvalArgs {
     /// Instead of classifying: measure where the detector's box sits on FER+ crops (for the crop box).
     #[arg(long, requires = "ferplus")]
     measure_crop: bool,
+    /// Cut detected faces upright, ignoring their roll (the firmware turns them level: expression.align).
+    #[arg(long, requires = "images", conflicts_with = "crops")]
+    no_align: bool,
 }
 
 #[derive(clap::Args, Default)]
@@ -298,7 +301,7 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
         CropMode::Crops
     } else {
         detector = load_detector()?;
-        CropMode::Detect(&mut detector)
+        CropMode::Detect { detector: &mut detector, align: cfg.expression.align && !a.no_align }
     };
     println!("model: {}", classifier.describe());
     let missing = classifier.missing_classes();

@@ -74,6 +74,8 @@ pub struct Pipeline {
     tracker: Tracker,
     detect_timeout: Duration,
     min_face: u32,
+    /// `expression.align`: crops follow each face's roll.
+    align: bool,
     seq: u64,
     status: Status,
     last_frame: Option<Instant>,
@@ -140,6 +142,7 @@ impl Pipeline {
             tracker: Tracker::new(cfg.privacy.hold_frames.max(5)),
             detect_timeout: Duration::from_millis(cfg.detect.timeout_ms as u64),
             min_face: cfg.expression.min_face,
+            align: cfg.expression.align,
             seq: 0,
             status: Status::default(),
             last_frame: None,
@@ -209,7 +212,7 @@ impl Pipeline {
         if let (Ok(()), Some(c)) = (&det, self.st.classifier.as_ref()) {
             if let Err(e) = self.crops.extract(
                 &self.frame,
-                self.dets.iter().map(|d| &d.bbox),
+                self.dets.iter().map(|d| (&d.bbox, if self.align { d.roll } else { 0.0 })),
                 |b| c.crop_box(b),
                 self.min_face,
                 &mut self.slots,

@@ -171,7 +171,7 @@ mod tests {
     }
 
     fn face(x: f32) -> Detection {
-        Detection { bbox: BBox { x0: x, y0: 20.0, x1: x + 40.0, y1: 60.0 }, score: 0.9 }
+        Detection::new(BBox { x0: x, y0: 20.0, x1: x + 40.0, y1: 60.0 }, 0.9)
     }
 
     #[test]

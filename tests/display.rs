@@ -62,7 +62,7 @@ fn blurred_sample() -> (Frame, Vec<BBox>) {
     let snap = |v: f32| (v / 4.0).round() * 4.0;
     let dets: Vec<Detection> = found
         .iter()
-        .map(|d| Detection { bbox: BBox { x0: snap(d.bbox.x0), y0: snap(d.bbox.y0), x1: snap(d.bbox.x1), y1: snap(d.bbox.y1) }, score: d.score })
+        .map(|d| Detection::new(BBox { x0: snap(d.bbox.x0), y0: snap(d.bbox.y0), x1: snap(d.bbox.x1), y1: snap(d.bbox.y1) }, d.score))
         .collect();
     let mut guard = PrivacyGuard::new(cfg.privacy.clone());
     let state = guard.protect(&mut frame, Ok(&dets)).state();
@@ -92,7 +92,7 @@ fn overlay_golden_preview_with_labels() {
     let st = status(&boxes, &[(Emotion::Happiness, 0.91), (Emotion::Neutral, 0.78), (Emotion::Surprise, 0.66)]);
     let mut canvas = Canvas::new(320, 240);
     // The frame is blurred already; protecting it again around the same boxes changes nothing more.
-    let dets: Vec<Detection> = boxes.iter().map(|b| Detection { bbox: *b, score: 0.9 }).collect();
+    let dets: Vec<Detection> = boxes.iter().map(|b| Detection::new(*b, 0.9)).collect();
     draw(&mut canvas, &mut frame, Some(&dets), &st);
     golden(&canvas, "overlay_320x240.png");
     // The bars say what the status says: green privacy bar on top, green uplink bar at the bottom.
