@@ -17,7 +17,8 @@ pub struct Detection {
     pub score: f32,
     /// In-plane rotation of the face (head roll), radians, from the detector's two eye keypoints: the angle of
     /// the eye line against the image's x axis, in (-pi/2, pi/2], positive when the face leans clockwise on
-    /// screen (y points down). 0 for an upright face or a detector without keypoints.
+    /// screen (y points down). 0 for an upright face, a face too small for its eyes to tell, or a detector
+    /// without keypoints.
     pub roll: f32,
 }
 
@@ -27,6 +28,11 @@ impl Detection {
         Detection { bbox, score, roll: 0.0 }
     }
 }
+
+/// Eye keypoints closer than this in the detector's input (model pixels: 192 for full range) give no roll. A
+/// pixel of keypoint error is then up to 5 degrees; on the sample clip's 45-pixel faces (eyes ~5 model pixels
+/// apart) upright heads read as 11-23 degrees.
+pub const MIN_EYE_DISTANCE: f32 = 12.0;
 
 /// The roll of the line through two eye points, whichever order they come in: (-pi/2, pi/2].
 pub fn eye_line_roll(a: [f32; 2], b: [f32; 2]) -> f32 {
@@ -170,26 +176,31 @@ pub fn weighted_nms(cands: &mut Vec<Detection>, iou: f32, out: &mut Detections) 
     out.clear();
     while !cands.is_empty() {
         let top = cands[0];
-        let (mut acc, mut wsum) = ([0f32; 5], 0f32);
+        let (mut acc, mut wsum, mut roll_w) = ([0f32; 5], 0f32, 0f32);
         cands.retain(|c| {
             if c.bbox.iou(&top.bbox) > iou {
                 acc[0] += c.bbox.x0 * c.score;
                 acc[1] += c.bbox.y0 * c.score;
                 acc[2] += c.bbox.x1 * c.score;
                 acc[3] += c.bbox.y1 * c.score;
-                // Overlapping candidates see the same face, so their rolls are close: a plain weighted mean.
-                acc[4] += c.roll * c.score;
+                // Overlapping candidates see the same face, so their rolls are close: a plain weighted mean of
+                // those that have one (a NaN roll is a candidate whose eyes were too close to tell).
+                if c.roll.is_finite() {
+                    acc[4] += c.roll * c.score;
+                    roll_w += c.score;
+                }
                 wsum += c.score;
                 false
             } else {
                 true
             }
         });
-        let (merged, roll) = if wsum > 0.0 {
-            (BBox { x0: acc[0] / wsum, y0: acc[1] / wsum, x1: acc[2] / wsum, y1: acc[3] / wsum }, acc[4] / wsum)
+        let merged = if wsum > 0.0 {
+            BBox { x0: acc[0] / wsum, y0: acc[1] / wsum, x1: acc[2] / wsum, y1: acc[3] / wsum }
         } else {
-            (top.bbox, top.roll)
+            top.bbox
         };
+        let roll = if roll_w > 0.0 { acc[4] / roll_w } else if top.roll.is_finite() { top.roll } else { 0.0 };
         if out.push(Detection { bbox: merged, score: top.score, roll }).is_err() {
             log::warn!("more than {MAX_FACES} faces in one frame; the rest are not reported");
             break;
@@ -249,9 +260,12 @@ impl FaceDetector for BlazeFace {
                 y1: (cy + h / 2.0) * back,
             };
             // Keypoints 0 and 1 are the eyes, offsets from the anchor like the box centre (MediaPipe's layout).
+            // On a small face they are a few model pixels apart and their angle is noise: such faces count
+            // as upright.
             let k = &reg[i * 16 + 4..i * 16 + 8];
             let roll = eye_line_roll([k[0], k[1]], [k[2], k[3]]);
-            let roll = if roll.is_finite() { roll } else { 0.0 };
+            let apart = (k[2] - k[0]).hypot(k[3] - k[1]);
+            let roll = if apart >= MIN_EYE_DISTANCE { roll } else { f32::NAN }; // NaN: no roll (NMS skips it)
             if bbox.width() > 1.0 && bbox.height() > 1.0 && bbox.x0.is_finite() && bbox.y1.is_finite() {
                 self.candidates.push(Detection { bbox, score, roll });
             }
@@ -287,11 +301,16 @@ mod tests {
     #[test]
     fn weighted_nms_averages_the_roll_of_merged_candidates() {
         let bbox = BBox { x0: 0.0, y0: 0.0, x1: 10.0, y1: 10.0 };
-        let mut c = vec![Detection { bbox, score: 0.75, roll: 0.2 }, Detection { bbox, score: 0.25, roll: 0.6 }];
+        let d = |score: f32, roll: f32| Detection { bbox, score, roll };
+        let mut c = vec![d(0.6, 0.2), d(0.2, 0.6), d(0.9, f32::NAN)];
         let mut out = Detections::new();
         weighted_nms(&mut c, 0.3, &mut out);
         assert_eq!(out.len(), 1);
-        assert!((out[0].roll - 0.3).abs() < 1e-6, "{}", out[0].roll);
+        assert!((out[0].roll - 0.3).abs() < 1e-6, "candidates without a roll do not count: {}", out[0].roll);
+        // No candidate with a roll: the face counts as upright.
+        let mut c = vec![d(0.9, f32::NAN), d(0.5, f32::NAN)];
+        weighted_nms(&mut c, 0.3, &mut out);
+        assert_eq!(out[0].roll, 0.0);
     }
 
     #[test]
