@@ -1,5 +1,6 @@
 //! `mien doctor`: what a technician runs after flashing a board. Checks the camera (device, formats, one real
-//! frame), the models (hash against SHA256SUMS, and that they load), the broker (TCP reachability), the clock,
+//! frame), the models (hash against SHA256SUMS, that they load, and the expression model's time per face against
+//! its int8/fp32 twin), the broker (TCP reachability), the clock,
 //! the disk under the spool and outputs, the display and the GPIO lines, and prints a pass/fail list.
 
 use crate::config::Config;
