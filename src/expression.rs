@@ -110,7 +110,8 @@ pub struct CropSet {
     crops: Vec<FaceCrop>,
     len: usize,
     scaler: Scaler,
-    /// Upright crops, rotated: the region around the crop at the crop's scale (reused; wiped with the crops).
+    /// For a turned crop: the frame region around it, scaled to the crop's resolution (reused; wiped with the
+    /// crops, since it holds face pixels).
     turned: Vec<u8>,
 }
 
