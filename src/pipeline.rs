@@ -249,7 +249,10 @@ impl Pipeline {
                     Ok(e) => {
                         let track = self.track_ids.get(face).copied().unwrap_or(u32::MAX);
                         let ev = LabelEvent::new(ts, seq, face as u16, track, e.label, e.confidence);
-                        self.st.sink.send(&ev)?;
+                        if let Err(e) = self.st.sink.send(&ev) {
+                            self.crops.wipe(); // no face pixels outlive the frame, even when it ends in an error
+                            return Err(e.into());
+                        }
                         if let Some(f) = self.status.faces.get_mut(face) {
                             f.label = Some((e.label, e.confidence));
                         }
