@@ -59,6 +59,7 @@ class Teacher(Classifier):
             Block(4 * w, 8 * w, 2), Block(8 * w, 8 * w, 1),  # 6
             nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         ), 8 * w, 0.3, classes)
+        self.width = width
 
 
 class Student(Classifier):
@@ -73,6 +74,7 @@ class Student(Classifier):
             conv_bn(4 * w, 8 * w, 2), conv_bn(8 * w, 8 * w),
             nn.AdaptiveAvgPool2d(1), nn.Flatten(),
         ), 8 * w, 0.2, classes)
+        self.width = width
 
 
 def macs(model, size=48):

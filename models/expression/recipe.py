@@ -39,7 +39,17 @@ if DEV == "cuda":  # a lent GPU: let cuDNN pick kernels for these fixed shapes, 
     torch.backends.cudnn.benchmark = True
     torch.backends.cudnn.allow_tf32 = True
     torch.backends.cuda.matmul.allow_tf32 = True
-ARCH = {"teacher": lambda: Teacher(24), "student": lambda: Student(16)}
+ARCH = {"teacher": Teacher, "student": Student}
+WIDTH = {"teacher": 24, "student": 16}  # the shipped widths; --width changes them
+
+
+def build(arch, width=0):
+    return ARCH[arch](width or WIDTH[arch])
+
+
+def width_of(state, arch):
+    """The width a saved network was built with (files from before --width existed hold the default)."""
+    return state.get("width", WIDTH[arch])
 
 
 def seed_all(s):
@@ -151,17 +161,35 @@ class ContraWarping(nn.Module):
 
 def cmd_ssl(a, ds):
     seed_all(a.seed)
-    net = ARCH[a.arch]()
+    net = build(a.arch, a.width)
     model = ContraWarping(net.features, net.dim).to(DEV)
     pool = np.concatenate([ds.indices("train", False), ds.indices("val", False)])  # labels ignored; never test
     if a.limit:
         pool = pool[:a.limit]
     steps = a.steps or max(1, a.epochs * len(pool) // a.bs)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=a.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=steps, pct_start=0.1)
+    make_opt = lambda m: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=a.lr, weight_decay=1e-4)
+
+    def train_step(m, o, idx):
+        loss, acc = m.loss(ds.batch(idx, DEV))
+        o.zero_grad(set_to_none=True)
+        loss.backward()
+        o.step()
+        return loss, acc
     rng = np.random.default_rng(a.seed)
     tag, start = f"ssl_{a.arch}", 0
     st = load_ckpt(a, tag, rng)
+    if st is not None:
+        steps = st.get("steps", steps)  # a --budget run keeps the schedule it fitted
+    elif a.budget:
+        model.train()
+        per = probe_step_time(model, make_opt, train_step, lambda r: r.choice(pool, a.bs, replace=False))
+        fit = max(1, int(a.budget / per))
+        if fit < steps:
+            print(f"ssl[{a.arch}]: --budget {a.budget:.0f} s at {per * 1e3:.1f} ms/step: {fit} steps instead of "
+                  f"{steps}", flush=True)
+            steps = fit
+    opt = make_opt(model)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=steps, pct_start=0.1)
     if st is not None:
         model.load_state_dict(st["model"]), opt.load_state_dict(st["opt"]), sched.load_state_dict(st["sched"])
         start = st["step"]
@@ -169,59 +197,107 @@ def cmd_ssl(a, ds):
     model.train()
     for step in bar:
         if step > start and step % 25 == 0:
-            save_ckpt(a, tag, rng, model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), step=step)
-        idx = rng.choice(pool, a.bs, replace=False)
-        loss, acc = model.loss(ds.batch(idx, DEV))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+            save_ckpt(a, tag, rng, model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), step=step,
+                      steps=steps)
+        loss, acc = train_step(model, opt, rng.choice(pool, a.bs, replace=False))
         sched.step()
         model.update_target(1 - (1 - 0.99) * (math.cos(math.pi * step / steps) + 1) / 2)
         bar.set_postfix(loss=f"{loss.item():.3f}", pos_gt_neg=f"{acc.item():.2f}")
-    save_ckpt(a, tag, rng, model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), step=steps)
-    save({"features": net.features.state_dict(), "arch": a.arch, "steps": steps, "images": len(pool)},
+    save_ckpt(a, tag, rng, model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), step=steps,
+              steps=steps)
+    save({"features": net.features.state_dict(), "arch": a.arch, "width": net.width, "steps": steps, "images": len(pool)},
          os.path.join(a.work, f"ssl_{a.arch}.pt"))
     print(f"ssl[{a.arch}]: {steps} steps of {a.bs} on {len(pool)} unlabelled faces -> {a.work}/ssl_{a.arch}.pt")
 
 
 # ----------------------------------------------------------------------------------------------- supervised
+def probe_step_time(model, make_opt, train_step, draw, n=30, warm=10):
+    """Seconds per training step of `model`, timed on a throwaway copy (the model itself is not touched): how
+    `--budget` turns a time limit into a schedule that still ends with its learning rate annealed."""
+    m = copy.deepcopy(model)
+    o = make_opt(m)
+    r = np.random.default_rng(12345)
+    for i in range(n):
+        if i == warm:
+            if DEV == "cuda":
+                torch.cuda.synchronize()
+            t = time.time()
+        train_step(m, o, draw(r))
+    if DEV == "cuda":
+        torch.cuda.synchronize()
+    del m, o
+    return (time.time() - t) / (n - warm)
+
+
+class Ensemble(nn.Module):
+    """Several teachers read as one: the mean of their class probabilities at temperature T, returned as
+    log-probabilities (so softmax(Ensemble(x) / 1) is that mean at T = 1; use `probs` for other temperatures)."""
+
+    def __init__(self, nets):
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+
+    def probs(self, x, T=1.0):
+        return torch.stack([F.softmax(n(x) / T, 1) for n in self.nets]).mean(0)
+
+    def forward(self, x):
+        return torch.log(self.probs(x).clamp_min(1e-8))
+
+
 def train_supervised(a, ds, net, train_idx, teacher=None, tag="", epochs=None):
-    """Soft-label (vote) cross-entropy, optionally plus distillation from a teacher; best epoch chosen on val."""
+    """Soft-label (vote) cross-entropy, optionally plus distillation from a teacher (a net or an `Ensemble`);
+    best epoch chosen on val."""
     net = net.to(DEV)
     epochs = epochs or a.epochs
     steps_per = max(1, len(train_idx) // a.bs)
-    opt = torch.optim.AdamW(net.parameters(), lr=a.lr, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=epochs * steps_per, pct_start=0.15)
+    make_opt = lambda m: torch.optim.AdamW(m.parameters(), lr=a.lr, weight_decay=5e-4)
+    opt = make_opt(net)
     rng = np.random.default_rng(a.seed)
     best, best_state, first = None, None, 0
     st = load_ckpt(a, tag, rng)
     if st is not None:
+        epochs = st.get("epochs", epochs)  # a --budget run keeps the schedule it fitted
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=epochs * steps_per, pct_start=0.15)
+    if st is not None:
         net.load_state_dict(st["model"]), opt.load_state_dict(st["opt"]), sched.load_state_dict(st["sched"])
         best, best_state, first = st["best"], st["best_state"], st["epoch"]
     T = 3.0
+
+    def train_step(m, o, idx):
+        x = standardize(augment(ds.batch(idx, DEV)))
+        y = torch.from_numpy(ds.soft(idx)).to(DEV)
+        out = m(x)
+        loss = -(w * y * F.log_softmax(out, 1)).sum(1).mean()
+        if teacher is not None:
+            with torch.no_grad():
+                tp = teacher.probs(x, T) if isinstance(teacher, Ensemble) else F.softmax(teacher(x) / T, 1)
+            kd = F.kl_div(F.log_softmax(out / T, 1), tp, reduction="batchmean") * T * T
+            loss = 0.3 * loss + 0.7 * kd
+        o.zero_grad(set_to_none=True)
+        loss.backward()
+        o.step()
+        return loss
     # Class weights prior^-balance (normalised to mean 1 under the prior): rare classes (disgust, contempt) get more
     # gradient than their share of FER+; the logit adjustment at export only shifts decisions, this shapes features.
     prior = ds.soft(train_idx).mean(0)
     w = np.power(np.maximum(prior, 1e-4), -a.balance)
     w = torch.from_numpy((w / (prior * w).sum()).astype(np.float32)).to(DEV)
+    if a.budget and st is None:
+        net.train()
+        per = probe_step_time(net, make_opt, train_step, lambda r: r.choice(train_idx, a.bs, replace=False))
+        val_s = 0.05 * per * steps_per  # the val pass per epoch, roughly
+        fit = max(1, int(a.budget / (per * steps_per + val_s)))
+        if fit < epochs:
+            print(f"{tag}: --budget {a.budget:.0f} s at {per * 1e3:.1f} ms/step: {fit} epochs instead of {epochs}",
+                  flush=True)
+            epochs = fit
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=epochs * steps_per, pct_start=0.15)
     for ep in range(first, epochs):
         net.train()
         perm = rng.permutation(train_idx)
         bar = tqdm(range(steps_per), desc=f"{tag} ep{ep + 1}/{epochs}", mininterval=5)
         for s in bar:
-            idx = perm[s * a.bs:(s + 1) * a.bs]
-            x = standardize(augment(ds.batch(idx, DEV)))
-            y = torch.from_numpy(ds.soft(idx)).to(DEV)
-            out = net(x)
-            loss = -(w * y * F.log_softmax(out, 1)).sum(1).mean()
-            if teacher is not None:
-                with torch.no_grad():
-                    tl = teacher(x)
-                kd = F.kl_div(F.log_softmax(out / T, 1), F.softmax(tl / T, 1), reduction="batchmean") * T * T
-                loss = 0.3 * loss + 0.7 * kd
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss = train_step(net, opt, perm[s * a.bs:(s + 1) * a.bs])
             sched.step()
             bar.set_postfix(loss=f"{loss.item():.3f}")
         m = evaluate(net, ds, "val")
@@ -229,40 +305,66 @@ def train_supervised(a, ds, net, train_idx, teacher=None, tag="", epochs=None):
         if best is None or m["accuracy"] + m["macro_f1"] > best["accuracy"] + best["macro_f1"]:
             best, best_state = m, copy.deepcopy(net.state_dict())
         save_ckpt(a, tag, rng, model=net.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
-                  best=best, best_state=best_state, epoch=ep + 1)
+                  best=best, best_state=best_state, epoch=ep + 1, epochs=epochs)
     net.load_state_dict(best_state)
     return net, best
 
 
 def load_ssl(a, net, arch):
     path = os.path.join(a.work, f"ssl_{arch}.pt")
-    net.features.load_state_dict(torch.load(path, map_location="cpu")["features"])
+    st = torch.load(path, map_location="cpu")
+    if width_of(st, arch) != net.width:
+        sys.exit(f"{path} holds a width-{width_of(st, arch)} {arch} encoder, not width {net.width}: run "
+                 f"`ssl --arch {arch} --width {net.width}` first, or give --scratch")
+    net.features.load_state_dict(st["features"])
     print(f"encoder initialised from {path}")
     return net
 
 
+def initial(a, arch):
+    """A fresh `arch` net at --width, its encoder from the ContraWarping run unless --scratch."""
+    net = build(arch, a.width)
+    return net if a.scratch else load_ssl(a, net, arch)
+
+
 def cmd_teacher(a, ds):
     seed_all(a.seed)
-    net = load_ssl(a, ARCH["teacher"](), "teacher") if not a.scratch else ARCH["teacher"]()
+    net = initial(a, "teacher")
     idx = ds.soft_indices("train")[:a.limit or None]
     net, best = train_supervised(a, ds, net, idx, tag="teacher")
-    save({"model": net.state_dict(), "val": best}, os.path.join(a.work, "teacher.pt"))
+    save({"model": net.state_dict(), "width": net.width, "val": best, "ssl": not a.scratch, "seed": a.seed},
+         os.path.join(a.work, "teacher.pt"))
     print(f"teacher: best val {fmt(best)}")
 
 
-def load_teacher(a):
-    t = ARCH["teacher"]()
-    t.load_state_dict(torch.load(os.path.join(a.work, "teacher.pt"), map_location="cpu")["model"])
-    return t.to(DEV).eval()
+def load_net(path, arch):
+    st = torch.load(path, map_location="cpu")
+    net = build(arch, width_of(st, arch))
+    net.load_state_dict(st["model"])
+    return net
+
+
+def load_teacher(a, ds):
+    """WORK/teacher.pt, or the ensemble of the files given with --teachers (comma-separated)."""
+    paths = a.teachers.split(",") if a.teachers else [os.path.join(a.work, "teacher.pt")]
+    nets = [load_net(p, "teacher").to(DEV).eval() for p in paths]
+    if len(nets) == 1:
+        return nets[0]
+    ens = Ensemble(nets).eval()
+    for p, n in zip(paths, nets):
+        print(f"teacher {p} (width {n.width}): val {fmt(evaluate(n, ds, 'val'))}")
+    print(f"teacher ensemble of {len(nets)}: val {fmt(evaluate(ens, ds, 'val'))}", flush=True)
+    return ens
 
 
 def cmd_student(a, ds):
     seed_all(a.seed)
-    teacher = load_teacher(a)
-    net = load_ssl(a, ARCH["student"](), "student")
+    teacher = load_teacher(a, ds)
+    net = initial(a, "student")
     idx = ds.soft_indices("train")[:a.limit or None]
     net, best = train_supervised(a, ds, net, idx, teacher=teacher, tag="student")
-    save({"model": net.state_dict(), "val": best}, os.path.join(a.work, "student.pt"))
+    save({"model": net.state_dict(), "width": net.width, "val": best, "ssl": not a.scratch, "seed": a.seed,
+          "teachers": a.teachers or "teacher.pt"}, os.path.join(a.work, "student.pt"))
     print(f"student: best val {fmt(best)}")
 
 
@@ -276,7 +378,7 @@ def cmd_ablation(a, ds):
         epochs = {0.01: 30, 0.1: 12, 1.0: a.epochs}[frac] if not a.limit else 1
         for init in ("ssl", "scratch"):
             seed_all(a.seed)
-            net = ARCH["student"]()
+            net = build("student", a.width)
             if init == "ssl":
                 net = load_ssl(a, net, "student")
             net, best = train_supervised(a, ds, net, idx, tag=f"ablation {init} {frac:.0%}", epochs=epochs)
@@ -394,9 +496,7 @@ def cmd_export(a, ds):
     os.makedirs(out, exist_ok=True)
     report = {}
     for name, arch, ck in (("student", "student", "student.pt"), ("teacher", "teacher", "teacher.pt")):
-        net = ARCH[arch]()
-        net.load_state_dict(torch.load(os.path.join(a.work, ck), map_location="cpu")["model"])
-        net = fused(net)
+        net = fused(load_net(os.path.join(a.work, ck), arch))
         bias, t = choose_bias(net, ds)
         with torch.no_grad():
             net.head.bias += torch.from_numpy(bias)
@@ -475,7 +575,7 @@ def main():
     p.add_argument("--bs", type=int, default=128)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--limit", type=int, default=0, help="use only the first N images (smoke runs)")
-    p.add_argument("--scratch", action="store_true", help="teacher without SSL initialisation")
+    p.add_argument("--scratch", action="store_true", help="teacher or student without SSL initialisation")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true",
                    help="continue each stage from its last checkpoint in WORK/ckpt (saved every 25 SSL steps and every "
@@ -483,6 +583,14 @@ def main():
     p.add_argument("--balance", type=float, default=0.5,
                    help="class weights prior^-BALANCE in the label loss (0: none; 1: fully balanced)")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--width", type=int, default=0,
+                   help=f"network width (ssl/teacher/student; default {WIDTH}): channels of the first stage")
+    p.add_argument("--teachers", default="",
+                   help="student: distil from the ensemble of these teacher.pt files (comma-separated; mean of "
+                   "their softened probabilities) instead of WORK/teacher.pt")
+    p.add_argument("--budget", type=float, default=0,
+                   help="ssl/teacher/student: seconds this stage may take; the schedule (steps or epochs) is cut "
+                   "to fit, from the time of a few probe steps, and still ends annealed (for a lent GPU's time)")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
