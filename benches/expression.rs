@@ -3,7 +3,8 @@
 //! int8 cost), plus the teacher and face-api for scale. Crops are FER+-sized faces cut from the sample clip.
 //!
 //! `cargo bench --bench expression` (options after `--`: `--faces N`, default 2000 classifications per model, in
-//! 10 interleaved rounds)
+//! 10 interleaved rounds; `--model FILE`, repeatable, adds a candidate model to the same rounds and prints its
+//! time against the shipped int8 student's: how models/README.md compares quantization variants and widths)
 
 use mien::config::ExpressionKind;
 use mien::expression::{self, Timing};
@@ -26,12 +27,22 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let n: usize = args.iter().position(|a| a == "--faces").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(2000);
     let frames = frames();
-    let models = [
+    let mut models: Vec<(String, ExpressionKind, String)> = [
         ("mien student int8 (shipped)", ExpressionKind::Mien, "models/mien_student_int8.onnx"),
         ("mien student fp32 (baseline)", ExpressionKind::Mien, "models/mien_student_fp32.onnx"),
         ("mien teacher fp32", ExpressionKind::Mien, "models/mien_teacher_fp32.onnx"),
         ("face-api expression fp32", ExpressionKind::Faceapi, "models/faceapi_expression.onnx"),
-    ];
+    ]
+    .iter()
+    .map(|(n, k, p)| (n.to_string(), *k, p.to_string()))
+    .collect();
+    let shipped = models.len();
+    for (i, a) in args.iter().enumerate() {
+        if a == "--model" {
+            let path = args.get(i + 1).expect("--model needs a file");
+            models.push((path.clone(), ExpressionKind::Mien, path.clone()));
+        }
+    }
     let mut loaded: Vec<_> = models
         .iter()
         .map(|(_, kind, path)| expression::load(*kind, Path::new(path)).unwrap_or_else(|e| panic!("{path}: {e}")))
@@ -48,4 +59,9 @@ fn main() {
     }
     let (ratio, lo, hi) = timing.ratio(0, 1);
     println!("ratio int8 / fp32 latency: {ratio:.2} (median of {ROUNDS} rounds, range {lo:.2}-{hi:.2}; below 1: int8 is faster)");
+    for (i, (name, _, _)) in models.iter().enumerate().skip(shipped) {
+        let (r, lo, hi) = timing.ratio(i, 0);
+        let (rf, lof, hif) = timing.ratio(i, 1);
+        println!("{name}: {r:.2}x the shipped int8 (range {lo:.2}-{hi:.2}), {rf:.2}x the shipped fp32 (range {lof:.2}-{hif:.2})");
+    }
 }

@@ -7,6 +7,7 @@
     python recipe.py student                 # distil teacher -> student (starts from the SSL student)
     python recipe.py export                  # fold BN, logit adjustment chosen on val, fp32 ONNX, int8 QOperator ONNX
     python recipe.py ablation                # SSL vs scratch students with 1/10/100% of the labels
+    python recipe.py teachers --teachers A,B # each teacher file and their ensemble on val (and test)
     python recipe.py all                     # the above in order
     python recipe.py smoke                   # every step on a few hundred images (CI)
     python recipe.py all --resume            # continue where an interrupted run stopped (checkpoints in work/ckpt)
@@ -211,7 +212,7 @@ def cmd_ssl(a, ds):
 
 
 # ----------------------------------------------------------------------------------------------- supervised
-def probe_step_time(model, make_opt, train_step, draw, n=30, warm=10):
+def probe_step_time(model, make_opt, train_step, draw, n=14, warm=4):
     """Seconds per training step of `model`, timed on a throwaway copy (the model itself is not touched): how
     `--budget` turns a time limit into a schedule that still ends with its learning rate annealed."""
     m = copy.deepcopy(model)
@@ -351,6 +352,8 @@ def load_teacher(a, ds):
     if len(nets) == 1:
         return nets[0]
     ens = Ensemble(nets).eval()
+    if a.limit:  # a smoke run: the val passes would cost more than its training
+        return ens
     for p, n in zip(paths, nets):
         print(f"teacher {p} (width {n.width}): val {fmt(evaluate(n, ds, 'val'))}")
     print(f"teacher ensemble of {len(nets)}: val {fmt(evaluate(ens, ds, 'val'))}", flush=True)
@@ -366,6 +369,20 @@ def cmd_student(a, ds):
     save({"model": net.state_dict(), "width": net.width, "val": best, "ssl": not a.scratch, "seed": a.seed,
           "teachers": a.teachers or "teacher.pt"}, os.path.join(a.work, "student.pt"))
     print(f"student: best val {fmt(best)}")
+
+
+def cmd_teachers(a, ds):
+    """Each teacher of --teachers and their ensemble on val and, where the data has them, test (PyTorch, no logit
+    adjustment): does the ensemble measurably beat its members?"""
+    paths = a.teachers.split(",") if a.teachers else [os.path.join(a.work, "teacher.pt")]
+    nets = [load_net(p, "teacher").to(DEV).eval() for p in paths]
+    splits = ["val"] + (["test"] if len(ds.indices("test")) else [])
+    rows = [(f"{os.path.relpath(p)} (width {n.width})", n) for p, n in zip(paths, nets)]
+    if len(nets) > 1:
+        rows.append((f"ensemble of {len(nets)} (mean probability)", Ensemble(nets).eval()))
+    for name, net in rows:
+        for split in splits:
+            print(f"{name}: {split} {fmt(evaluate(net, ds, split))}", flush=True)
 
 
 def cmd_ablation(a, ds):
@@ -454,21 +471,28 @@ class Calib:
         return next(self.batches, None)
 
 
-def quantize(fp32, int8, ds, n=512, seed=0):
+F32_CONVS = 4  # the student's convolutions with at most 32 input channels stay f32: see quantize()
+
+
+def quantize(fp32, int8, ds, n=512, seed=0, f32_convs=F32_CONVS):
     """Static QOperator quantization with standard ops only (QLinearConv, QLinearMatMul): tract runs these as int8.
     Calibrated on train images (never val/test).
 
     Two choices, both measured with `cargo run --release --example op_profile` (models/README.md):
     - "Relu" is quantized too, which lets onnxruntime fold each ReLU into the QLinearConv before it (the output
       range starts at 0). Otherwise every layer dequantizes to f32, applies ReLU and quantizes again.
-    - The first convolution (1 input channel, k=9) stays f32: as a matrix product it is 16x9 by 9x2304, too thin
-      for int8 kernels (on an AMX x86 it took 0.55-0.75 ms alone, 6x its f32 time) and int8 there saves nothing.
-      Val accuracy is the same either way (0.8324 with ReLU folded)."""
+    - The first `f32_convs` convolutions stay f32: the four whose input has at most 32 channels. The first
+      (1 input channel, k=9) is a 16x9 by 9x2304 product, too thin for int8 kernels (on an AMX x86 it took
+      0.55-0.75 ms alone, 6x its f32 time). In the next three, tract's int8 im2col (one row per input channel x
+      tap x output line, each row a few bytes) costs more than the int8 product saves. Measured on the shipped
+      student (`cargo bench --bench expression -- --model FILE ...`, models/README.md): with 1 to 6 convolutions
+      in f32, val accuracy 0.8324, 0.8331, 0.8334, 0.8346, 0.8343, 0.8334; 4 was the fastest of 1-4 and the best
+      on val."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
     graph = onnx.load(fp32).graph
-    first = [node.name for node in graph.node if node.op_type == "Conv" and graph.input[0].name in node.input][:1]
+    first = [node.name for node in graph.node if node.op_type == "Conv"][:f32_convs]  # graph order = forward order
     pre = int8 + ".pre.onnx"
     quant_pre_process(fp32, pre, skip_optimization=True)
     idx = np.random.default_rng(seed).choice(ds.indices("train", False), n, replace=False)
@@ -565,7 +589,8 @@ def update_sums(out, files):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("cmd", choices=["ssl", "teacher", "student", "export", "quantize", "ablation", "all", "smoke"])
+    p.add_argument("cmd", choices=["ssl", "teacher", "student", "export", "quantize", "ablation", "teachers", "all",
+                                   "smoke"])
     p.add_argument("--data", default=os.path.join(HERE, "..", "..", "..", "shared", "data", "ferplus"))
     p.add_argument("--work", default=os.path.join(HERE, "work"))
     p.add_argument("--out", default=os.path.join(HERE, ".."))
@@ -607,7 +632,7 @@ def main():
         b.lr = b.lr or lr
         t = time.time()
         {"ssl": cmd_ssl, "teacher": cmd_teacher, "student": cmd_student, "export": cmd_export,
-         "quantize": cmd_quantize, "ablation": cmd_ablation}[cmd](b, ds)
+         "quantize": cmd_quantize, "ablation": cmd_ablation, "teachers": cmd_teachers}[cmd](b, ds)
         print(f"[{cmd}{' ' + b.arch if cmd == 'ssl' else ''}] {time.time() - t:.0f} s", flush=True)
 
     if a.cmd == "all":
@@ -617,8 +642,12 @@ def main():
     elif a.cmd == "smoke":
         # Every step on a few hundred images, into a scratch dir: proves the recipe runs (CI).
         kw = {"limit": 600, "work": a.work, "out": a.work, "epochs": 1}
+        # The student distils from a two-member ensemble (the same teacher twice) under a --budget it never
+        # reaches: the round-two options run too.
+        two = ",".join([os.path.join(a.work, "teacher.pt")] * 2)
         for cmd, extra in (("ssl", {"arch": "teacher", "steps": 3, "bs": 32}), ("teacher", {}),
-                           ("ssl", {"arch": "student", "steps": 3, "bs": 32}), ("student", {}), ("export", {})):
+                           ("ssl", {"arch": "student", "steps": 3, "bs": 32}),
+                           ("student", {"teachers": two, "budget": 3600}), ("export", {})):
             run(cmd, **{**kw, **extra})
     else:
         run(a.cmd)
