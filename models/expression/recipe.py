@@ -471,18 +471,18 @@ class Calib:
         return next(self.batches, None)
 
 
-F32_CONVS = 4  # the student's convolutions with at most 32 input channels stay f32: see quantize()
+F32_MAX_CIN = 32  # convolutions with at most this many input channels stay f32: see quantize()
 
 
-def quantize(fp32, int8, ds, n=512, seed=0, f32_convs=F32_CONVS):
+def quantize(fp32, int8, ds, n=512, seed=0, f32_max_cin=F32_MAX_CIN):
     """Static QOperator quantization with standard ops only (QLinearConv, QLinearMatMul): tract runs these as int8.
     Calibrated on train images (never val/test).
 
     Two choices, both measured with `cargo run --release --example op_profile` (models/README.md):
     - "Relu" is quantized too, which lets onnxruntime fold each ReLU into the QLinearConv before it (the output
       range starts at 0). Otherwise every layer dequantizes to f32, applies ReLU and quantizes again.
-    - The first `f32_convs` convolutions stay f32: the four whose input has at most 32 channels. The first
-      (1 input channel, k=9) is a 16x9 by 9x2304 product, too thin for int8 kernels (on an AMX x86 it took
+    - Convolutions with at most `f32_max_cin` input channels stay f32 (the shipped student's first four). The
+      first (1 input channel, k=9) is a 16x9 by 9x2304 product, too thin for int8 kernels (on an AMX x86 it took
       0.55-0.75 ms alone, 6x its f32 time). In the next three, tract's int8 im2col (one row per input channel x
       tap x output line, each row a few bytes) costs more than the int8 product saves. Measured on the shipped
       student (`cargo bench --bench expression -- --model FILE ...`, models/README.md): with 1 to 6 convolutions
@@ -492,7 +492,8 @@ def quantize(fp32, int8, ds, n=512, seed=0, f32_convs=F32_CONVS):
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
     graph = onnx.load(fp32).graph
-    first = [node.name for node in graph.node if node.op_type == "Conv"][:f32_convs]  # graph order = forward order
+    weights = {t.name: t.dims for t in graph.initializer}
+    first = [node.name for node in graph.node if node.op_type == "Conv" and weights[node.input[1]][1] <= f32_max_cin]
     pre = int8 + ".pre.onnx"
     quant_pre_process(fp32, pre, skip_optimization=True)
     idx = np.random.default_rng(seed).choice(ds.indices("train", False), n, replace=False)

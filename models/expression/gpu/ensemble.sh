@@ -5,8 +5,9 @@
 #          python models/expression/gpu/half.py models/expression/work/ssl_teacher.pt DIR/ssl_teacher.pt  (same for
 #          ssl_student.pt): the first round's ContraWarping encoders, halved to fit the 64 MiB the machine receives
 #   there: models/expression/gpu/ensemble.sh DIR OUTDIR      (python3 with torch, numpy, tqdm)
-#   here:  unpack OUTDIR/*.tar into a work dir; `recipe.py student --resume`-free: pick the student on val,
-#          copy it to work/student.pt and run `train.sh export` (models/README.md, "Round two").
+#   here:  untar OUTDIR/*.tar into a work dir (tN/teacher.pt, sW/student.pt); `recipe.py teachers --teachers ...`
+#          reports each teacher and the ensemble on val and test; `recipe.py export --work sW --out SCRATCH` (with a
+#          teacher.pt in sW) makes each student's ONNX files to compare (models/README.md, "Round two").
 # Teachers: t1, t2 = the SSL teacher fine-tuned with seeds 1, 2; t3, t4 = wider ResNets (32, 48) from scratch.
 # Students: width 16 from the first round's SSL student, widths 20 and 24 from their own SSL runs (phase A).
 set -u
