@@ -136,20 +136,23 @@ fn uncropped_images_go_through_the_detector_and_crop_box() {
 fn tilted_heads_are_turned_level_before_they_are_read() {
     // The same faces leaning 30 degrees either way. The student was trained on upright faces (rotation
     // augmentation up to 12 degrees); the firmware turns each crop by the roll of the detector's eye keypoints.
+    // 360 faces: on 120, which of a few faces read right cut upright swung the comparison by several points
+    // between two students of equal rotation robustness.
     let dir = tempfile::tempdir().unwrap();
-    val_faces(dir.path(), 120, 30.0);
+    val_faces(dir.path(), 360, 30.0);
     let d = dir.path().to_str().unwrap();
     let labels = format!("{d}/labels.csv");
     let (out, level, _, n) = eval(&["--images", d, "--labels", &labels]);
     println!("{out}");
-    assert!(n >= 75 && n + no_face(&out) == 120, "the detector found only {n} of 120 tilted faces");
+    assert!(n >= 250 && n + no_face(&out) == 360, "the detector found only {n} of 360 tilted faces");
     let (out_upright, upright, _, n_upright) = eval(&["--images", d, "--labels", &labels, "--no-align"]);
     println!("{out_upright}");
     assert_eq!(n_upright, n, "--no-align changes the crops only, not the detections");
     let (_, acc_crop, _, _) = eval(&["--images", d, "--labels", &format!("{d}/crops.csv"), "--crops"]);
     // Measured on x86: turned level, the tilted scenes read about as well as the upright crops; cut upright,
-    // they lose several points (400 faces at 35 degrees: 0.811 turned, 0.703 upright).
-    assert!(level >= upright + 0.04, "turned level {level:.4} vs cut upright {upright:.4}");
+    // they lose several points. These 360 (284 found): 0.8486 turned, 0.7993 upright with the shipped student,
+    // 0.8521 / 0.7570 with the previous one; the next 400 val faces (312 found): 0.8494 / 0.7404.
+    assert!(level >= upright + 0.03, "turned level {level:.4} vs cut upright {upright:.4}");
     assert!(level > acc_crop - 0.1, "turned level {level:.4} vs the upright crops {acc_crop:.4}");
 }
 

@@ -624,7 +624,7 @@ def main():
     print(f"device {DEV}, {torch.get_num_threads()} threads, {len(ds.images)} faces")
     # The shipped model's schedule: about 6 minutes on one GPU (gpu/run.sh), about 8 hours on a 2-core CPU (use
     # --resume across sessions there).
-    defaults = {"ssl": (12, 1e-3), "teacher": (40, 3e-3), "student": (40, 3e-3), "ablation": (40, 3e-3)}
+    defaults = {"ssl": (12, 1e-3), "teacher": (40, 3e-3), "student": (64, 3e-3), "ablation": (40, 3e-3)}
 
     def run(cmd, **kw):
         b = argparse.Namespace(**{**vars(a), **kw})
