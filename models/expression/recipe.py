@@ -252,17 +252,15 @@ def train_supervised(a, ds, net, train_idx, teacher=None, tag="", epochs=None):
     epochs = epochs or a.epochs
     steps_per = max(1, len(train_idx) // a.bs)
     make_opt = lambda m: torch.optim.AdamW(m.parameters(), lr=a.lr, weight_decay=5e-4)
-    opt = make_opt(net)
     rng = np.random.default_rng(a.seed)
     best, best_state, first = None, None, 0
     st = load_ckpt(a, tag, rng)
-    if st is not None:
-        epochs = st.get("epochs", epochs)  # a --budget run keeps the schedule it fitted
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=epochs * steps_per, pct_start=0.15)
-    if st is not None:
-        net.load_state_dict(st["model"]), opt.load_state_dict(st["opt"]), sched.load_state_dict(st["sched"])
-        best, best_state, first = st["best"], st["best_state"], st["epoch"]
     T = 3.0
+    # Class weights prior^-balance (normalised to mean 1 under the prior): rare classes (disgust, contempt) get more
+    # gradient than their share of FER+; the logit adjustment at export only shifts decisions, this shapes features.
+    prior = ds.soft(train_idx).mean(0)
+    w = np.power(np.maximum(prior, 1e-4), -a.balance)
+    w = torch.from_numpy((w / (prior * w).sum()).astype(np.float32)).to(DEV)
 
     def train_step(m, o, idx):
         x = standardize(augment(ds.batch(idx, DEV)))
@@ -278,12 +276,9 @@ def train_supervised(a, ds, net, train_idx, teacher=None, tag="", epochs=None):
         loss.backward()
         o.step()
         return loss
-    # Class weights prior^-balance (normalised to mean 1 under the prior): rare classes (disgust, contempt) get more
-    # gradient than their share of FER+; the logit adjustment at export only shifts decisions, this shapes features.
-    prior = ds.soft(train_idx).mean(0)
-    w = np.power(np.maximum(prior, 1e-4), -a.balance)
-    w = torch.from_numpy((w / (prior * w).sum()).astype(np.float32)).to(DEV)
-    if a.budget and st is None:
+    if st is not None:
+        epochs = st.get("epochs", epochs)  # a --budget run keeps the schedule it fitted
+    elif a.budget:
         net.train()
         per = probe_step_time(net, make_opt, train_step, lambda r: r.choice(train_idx, a.bs, replace=False))
         val_s = 0.05 * per * steps_per  # the val pass per epoch, roughly
@@ -292,7 +287,11 @@ def train_supervised(a, ds, net, train_idx, teacher=None, tag="", epochs=None):
             print(f"{tag}: --budget {a.budget:.0f} s at {per * 1e3:.1f} ms/step: {fit} epochs instead of {epochs}",
                   flush=True)
             epochs = fit
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=epochs * steps_per, pct_start=0.15)
+    opt = make_opt(net)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=epochs * steps_per, pct_start=0.15)
+    if st is not None:
+        net.load_state_dict(st["model"]), opt.load_state_dict(st["opt"]), sched.load_state_dict(st["sched"])
+        best, best_state, first = st["best"], st["best_state"], st["epoch"]
     for ep in range(first, epochs):
         net.train()
         perm = rng.permutation(train_idx)
@@ -345,19 +344,31 @@ def load_net(path, arch):
     return net
 
 
-def load_teacher(a, ds):
-    """WORK/teacher.pt, or the ensemble of the files given with --teachers (comma-separated)."""
+def teacher_nets(a):
+    """The teachers named by --teachers (comma-separated), else WORK/teacher.pt: (path, net in eval mode) pairs."""
     paths = a.teachers.split(",") if a.teachers else [os.path.join(a.work, "teacher.pt")]
-    nets = [load_net(p, "teacher").to(DEV).eval() for p in paths]
-    if len(nets) == 1:
-        return nets[0]
-    ens = Ensemble(nets).eval()
-    if a.limit:  # a smoke run: the val passes would cost more than its training
-        return ens
-    for p, n in zip(paths, nets):
-        print(f"teacher {p} (width {n.width}): val {fmt(evaluate(n, ds, 'val'))}")
-    print(f"teacher ensemble of {len(nets)}: val {fmt(evaluate(ens, ds, 'val'))}", flush=True)
-    return ens
+    return [(p, load_net(p, "teacher").to(DEV).eval()) for p in paths]
+
+
+def report_teachers(members, ds, splits):
+    """Each teacher and, if there are several, their ensemble, on `splits` (PyTorch, no logit adjustment)."""
+    rows = [(f"{os.path.relpath(p)} (width {n.width})", n) for p, n in members]
+    if len(members) > 1:
+        rows.append((f"ensemble of {len(members)} (mean probability)", Ensemble([n for _, n in members]).eval()))
+    for name, net in rows:
+        for split in splits:
+            print(f"{name}: {split} {fmt(evaluate(net, ds, split))}", flush=True)
+
+
+def load_teacher(a, ds):
+    """WORK/teacher.pt, or the ensemble of the files given with --teachers (its members and itself reported on
+    val, except in a smoke run, where those passes would cost more than its training)."""
+    members = teacher_nets(a)
+    if len(members) == 1:
+        return members[0][1]
+    if not a.limit:
+        report_teachers(members, ds, ["val"])
+    return Ensemble([n for _, n in members]).eval()
 
 
 def cmd_student(a, ds):
@@ -372,17 +383,9 @@ def cmd_student(a, ds):
 
 
 def cmd_teachers(a, ds):
-    """Each teacher of --teachers and their ensemble on val and, where the data has them, test (PyTorch, no logit
-    adjustment): does the ensemble measurably beat its members?"""
-    paths = a.teachers.split(",") if a.teachers else [os.path.join(a.work, "teacher.pt")]
-    nets = [load_net(p, "teacher").to(DEV).eval() for p in paths]
-    splits = ["val"] + (["test"] if len(ds.indices("test")) else [])
-    rows = [(f"{os.path.relpath(p)} (width {n.width})", n) for p, n in zip(paths, nets)]
-    if len(nets) > 1:
-        rows.append((f"ensemble of {len(nets)} (mean probability)", Ensemble(nets).eval()))
-    for name, net in rows:
-        for split in splits:
-            print(f"{name}: {split} {fmt(evaluate(net, ds, split))}", flush=True)
+    """Each teacher of --teachers and their ensemble on val and, where the data has them, test: does the ensemble
+    measurably beat its members?"""
+    report_teachers(teacher_nets(a), ds, ["val"] + (["test"] if len(ds.indices("test")) else []))
 
 
 def cmd_ablation(a, ds):
@@ -478,13 +481,13 @@ def quantize(fp32, int8, ds, n=512, seed=0, f32_max_cin=F32_MAX_CIN):
     """Static QOperator quantization with standard ops only (QLinearConv, QLinearMatMul): tract runs these as int8.
     Calibrated on train images (never val/test).
 
-    Two choices, both measured with `cargo run --release --example op_profile` (models/README.md):
+    Two choices, both measured in tract (`op_profile`, `cargo bench --bench expression`; models/README.md):
     - "Relu" is quantized too, which lets onnxruntime fold each ReLU into the QLinearConv before it (the output
       range starts at 0). Otherwise every layer dequantizes to f32, applies ReLU and quantizes again.
     - Convolutions with at most `f32_max_cin` input channels stay f32 (the shipped student's first four). The
       first (1 input channel, k=9) is a 16x9 by 9x2304 product, too thin for int8 kernels (on an AMX x86 it took
       0.55-0.75 ms alone, 6x its f32 time). In the next three, tract's int8 im2col (one row per input channel x
-      tap x output line, each row a few bytes) costs more than the int8 product saves. Measured on the shipped
+      tap x output line, each row a few bytes) costs more than the int8 product saves. Measured on the round-one
       student (`cargo bench --bench expression -- --model FILE ...`, models/README.md): with 1 to 6 convolutions
       in f32, val accuracy 0.8324, 0.8331, 0.8334, 0.8346, 0.8343, 0.8334; 4 was the fastest of 1-4 and the best
       on val."""

@@ -49,5 +49,5 @@ tar cf "$OUT/teachers_w24.tar" t1/teacher.pt t2/teacher.pt
 [ -f t4/teacher.pt ] && python3 "$HERE/gpu/half.py" t4/teacher.pt "$OUT/teacher_t4_w48.pt"
 tar cf "$OUT/students.tar" s*/student.pt s*/ssl_student.pt
 tar czf "$OUT/logs.tgz" logs
-grep -ah "budget\|best val\|ensemble\|^teacher /\|Error\|error" /tmp/logs/*.log | grep -v "%|" | cut -c1-220
+grep -ah "budget\|best val\|ensemble\|(width\|Error\|error" /tmp/logs/*.log | grep -v "%|" | cut -c1-220
 echo "ensemble.sh: done in $(( $(date +%s) - T0 )) s"
