@@ -4,7 +4,7 @@
 #                                           #   across sessions; ~6 min on one GPU: models/expression/gpu/run.sh)
 #   models/expression/train.sh smoke        # every step on a few hundred images into a scratch dir (CI)
 #   models/expression/train.sh ablation     # SSL vs scratch students with 1/10/100% of the labels
-#   models/expression/train.sh <step> ...   # ssl --arch teacher|student, teacher, student, export
+#   models/expression/train.sh <step> ...   # ssl --arch teacher|student, teacher, student, polish, export
 #   models/expression/train.sh quantize     # re-quantize the exported fp32 student only (no training)
 #   models/expression/train.sh teachers --teachers A.pt,B.pt   # each teacher and their ensemble on val (and test)
 #   add --resume to continue an interrupted run (same options; checkpoints in models/expression/work/ckpt)
@@ -19,7 +19,7 @@ for d in "$DATA" "$HERE/../../../shared/data/ferplus" /work/shared/data/ferplus;
     if [ -n "$d" ] && [ -f "$d/images.u8" ]; then DATA=$d; break; fi
 done
 [ -f "$DATA/images.u8" ] || { echo "train.sh: FER+ not found (set MIEN_FERPLUS to the directory with images.u8 and labels.csv)" >&2; exit 1; }
-CMD=${1:?usage: train.sh all|smoke|ablation|ssl|teacher|student|export|quantize|teachers [options]}
+CMD=${1:?usage: train.sh all|smoke|ablation|ssl|teacher|student|polish|export|quantize|teachers [options]}
 shift
 if [ "$CMD" = smoke ]; then
     WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
