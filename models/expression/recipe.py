@@ -273,6 +273,21 @@ def supervised_step(a, ds, train_idx, teacher=None):
     return train_step
 
 
+def train_epoch(net, opt, sched, train_step, perm, bs, desc):
+    """One pass over `perm` (shuffled train indices) in batches of `bs`, the schedule stepped after each batch."""
+    net.train()
+    bar = tqdm(range(max(1, len(perm) // bs)), desc=desc, mininterval=5)
+    for s in bar:
+        loss = train_step(net, opt, perm[s * bs:(s + 1) * bs])
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+
+
+def better(m, best):
+    """Model selection on val: accuracy + macro-F1 (rare classes count as much as common ones)."""
+    return best is None or m["accuracy"] + m["macro_f1"] > best["accuracy"] + best["macro_f1"]
+
+
 def train_supervised(a, ds, net, train_idx, teacher=None, tag="", epochs=None):
     """Soft-label (vote) cross-entropy, optionally plus distillation from a teacher (a net or an `Ensemble`);
     best epoch chosen on val."""
@@ -301,16 +316,10 @@ def train_supervised(a, ds, net, train_idx, teacher=None, tag="", epochs=None):
         net.load_state_dict(st["model"]), opt.load_state_dict(st["opt"]), sched.load_state_dict(st["sched"])
         best, best_state, first = st["best"], st["best_state"], st["epoch"]
     for ep in range(first, epochs):
-        net.train()
-        perm = rng.permutation(train_idx)
-        bar = tqdm(range(steps_per), desc=f"{tag} ep{ep + 1}/{epochs}", mininterval=5)
-        for s in bar:
-            loss = train_step(net, opt, perm[s * a.bs:(s + 1) * a.bs])
-            sched.step()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+        train_epoch(net, opt, sched, train_step, rng.permutation(train_idx), a.bs, f"{tag} ep{ep + 1}/{epochs}")
         m = evaluate(net, ds, "val")
         print(f"{tag} epoch {ep + 1}: val {fmt(m)}", flush=True)
-        if best is None or m["accuracy"] + m["macro_f1"] > best["accuracy"] + best["macro_f1"]:
+        if better(m, best):
             best, best_state = m, copy.deepcopy(net.state_dict())
         save_ckpt(a, tag, rng, model=net.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
                   best=best, best_state=best_state, epoch=ep + 1, epochs=epochs)
@@ -442,19 +451,13 @@ def cmd_polish(a, ds):
         avg.load_state_dict(st["avg"])
         best, best_state, first = st["best"], st["best_state"], st["epoch"]
     for ep in range(first, a.epochs):
-        net.train()
-        perm = rng.permutation(idx)
-        bar = tqdm(range(steps_per), desc=f"polish ep{ep + 1}/{a.epochs}", mininterval=5)
-        for s in bar:
-            loss = train_step(net, opt, perm[s * a.bs:(s + 1) * a.bs])
-            sched.step()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
+        train_epoch(net, opt, sched, train_step, rng.permutation(idx), a.bs, f"polish ep{ep + 1}/{a.epochs}")
         avg.update_parameters(net)
         model = copy.deepcopy(avg.module)
         recompute_bn(model, ds, bn_idx)
         m, last = evaluate(model, ds, "val"), evaluate(net, ds, "val")
         print(f"polish epoch {ep + 1}: average of {ep + 1} val {fmt(m)} | last weights val {fmt(last)}", flush=True)
-        if best is None or m["accuracy"] + m["macro_f1"] > best["accuracy"] + best["macro_f1"]:
+        if better(m, best):
             best, best_state = {**m, "averaged": ep + 1}, copy.deepcopy(model.state_dict())
         save_ckpt(a, "polish", rng, model=net.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
                   avg=avg.state_dict(), best=best, best_state=best_state, epoch=ep + 1)
