@@ -82,21 +82,22 @@ def photometric(x, strong=True):
     gamma = torch.exp(torch.empty(n, 1, 1, 1, device=dev).uniform_(-0.5, 0.5))
     x = x.clamp(1e-4, 1) ** gamma
     if strong:
-        # Resolution drop: faces far from the camera reach the model as upscaled 14-40 px crops.
-        low = torch.rand(n, device=dev) < 0.35
-        if low.any():
-            k = int(torch.randint(14, 40, (1,)).item())
-            y = F.interpolate(x[low], size=(k, k), mode="bilinear", align_corners=False, antialias=True)
-            x[low] = F.interpolate(y, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+        # Resolution drop: faces far from the camera reach the model as upscaled 14-40 px crops. Masks select per
+        # image (no host sync: on a GPU the next batch's kernels queue while this one runs).
+        low = (torch.rand(n, 1, 1, 1, device=dev) < 0.35).to(x.dtype)
+        k = int(torch.randint(14, 40, (1,)).item())
+        y = F.interpolate(x, size=(k, k), mode="bilinear", align_corners=False, antialias=True)
+        x = torch.lerp(x, F.interpolate(y, size=(SIZE, SIZE), mode="bilinear", align_corners=False), low)
         x = x + torch.randn_like(x) * torch.empty(n, 1, 1, 1, device=dev).uniform_(0, 0.03)
         contrast = torch.empty(n, 1, 1, 1, device=dev).uniform_(0.6, 1.4)
         m = x.mean(dim=(1, 2, 3), keepdim=True)
         x = (x - m) * contrast + m + torch.empty(n, 1, 1, 1, device=dev).uniform_(-0.15, 0.15)
-        cut = torch.rand(n, device=dev) < 0.25
-        if cut.any():
-            cy, cx = torch.randint(0, SIZE, (2,))
-            h = 10
-            x[cut, :, max(0, cy - h // 2):cy + h // 2, max(0, cx - h // 2):cx + h // 2] = x[cut].mean()
+        cut = torch.rand(n, 1, 1, 1, device=dev) < 0.25
+        cy, cx = torch.randint(0, SIZE, (2,)).tolist()
+        h = 10
+        box = torch.zeros(1, 1, SIZE, SIZE, dtype=torch.bool, device=dev)
+        box[..., max(0, cy - h // 2):cy + h // 2, max(0, cx - h // 2):cx + h // 2] = True
+        x = torch.where(cut & box, x.mean(dim=(1, 2, 3), keepdim=True), x)
     return x.clamp(0, 1)
 
 

@@ -204,7 +204,8 @@ def cmd_ssl(a, ds):
         loss, acc = train_step(model, opt, rng.choice(pool, a.bs, replace=False))
         sched.step()
         model.update_target(1 - (1 - 0.99) * (math.cos(math.pi * step / steps) + 1) / 2)
-        bar.set_postfix(loss=f"{loss.item():.3f}", pos_gt_neg=f"{acc.item():.2f}")
+        if step % 25 == 0:  # reading the loss waits for the GPU: not every step
+            bar.set_postfix(loss=f"{loss.item():.3f}", pos_gt_neg=f"{acc.item():.2f}")
     save_ckpt(a, tag, rng, model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(), step=steps,
               steps=steps)
     save({"features": net.features.state_dict(), "arch": a.arch, "width": net.width, "steps": steps, "images": len(pool)},
@@ -280,7 +281,8 @@ def train_epoch(net, opt, sched, train_step, perm, bs, desc):
     for s in bar:
         loss = train_step(net, opt, perm[s * bs:(s + 1) * bs])
         sched.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if s % 50 == 0:  # reading the loss waits for the GPU: not every step
+            bar.set_postfix(loss=f"{loss.item():.3f}")
 
 
 def better(m, best):

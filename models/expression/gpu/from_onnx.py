@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Rebuild a recipe checkpoint (`teacher.pt` / `student.pt`) from an exported ONNX file, e.g. to distil from the
+shipped teacher in a fresh checkout, or on a lent GPU, without its training checkpoints.
+
+    python from_onnx.py teacher ../../mien_teacher_fp32.onnx WORK/teacher.pt
+
+The export folds every BatchNorm into the convolution before it (and the logit adjustment into the head's bias),
+so each convolution's weight goes back into the net's convolution and its bias into the BatchNorm after it, that
+BatchNorm set to the identity (mean 0, variance 1, eps 0). Convolutions are matched in graph order, which is
+the order the net's modules run in; shapes are checked, and so are the logits: the rebuilt net must reproduce
+onnxruntime's on random faces.
+"""
+import os
+import sys
+
+import numpy as np
+import onnx
+import torch
+import torch.nn as nn
+from onnx import numpy_helper
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from nets import Student, Teacher  # noqa: E402
+
+
+def rebuild(arch, path):
+    m = onnx.load(path)
+    init = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    convs = [n for n in m.graph.node if n.op_type == "Conv"]
+    gemm = [n for n in m.graph.node if n.op_type in ("Gemm", "MatMul")]
+    width = init[convs[0].input[1]].shape[0]
+    net = (Teacher if arch == "teacher" else Student)(width).eval()
+    pairs, mods = [], list(net.modules())
+    for i, mod in enumerate(mods):  # each Conv2d with the BatchNorm2d right after it in module order
+        if isinstance(mod, nn.Conv2d):
+            bn = next(b for b in mods[i + 1:] if isinstance(b, nn.BatchNorm2d))
+            pairs.append((mod, bn))
+    if len(pairs) != len(convs) or len(gemm) != 1:
+        sys.exit(f"{path}: {len(convs)} convolutions and {len(gemm)} matrix products, a width-{width} {arch} has "
+                 f"{len(pairs)} and 1")
+    with torch.no_grad():
+        for (conv, bn), node in zip(pairs, convs):
+            w = torch.from_numpy(init[node.input[1]].copy())
+            if w.shape != conv.weight.shape:
+                sys.exit(f"{path}: convolution {node.name} is {tuple(w.shape)}, the net's is {tuple(conv.weight.shape)}")
+            conv.weight.copy_(w)
+            bn.weight.fill_(1), bn.running_mean.zero_(), bn.running_var.fill_(1)
+            bn.eps = 0.0
+            bn.bias.copy_(torch.from_numpy(init[node.input[2]].copy()) if len(node.input) > 2 else torch.zeros_like(bn.bias))
+        g = gemm[0]
+        w = init[g.input[1]]
+        trans = next((a.i for a in g.attribute if a.name == "transB"), 0) if g.op_type == "Gemm" else 0
+        net.head.weight.copy_(torch.from_numpy((w if trans else w.T).copy()))
+        net.head.bias.copy_(torch.from_numpy(init[g.input[2]].copy()))
+    return net
+
+
+def check(net, path, n=64):
+    import onnxruntime as ort
+    x = np.random.default_rng(0).standard_normal((n, 1, 48, 48)).astype(np.float32)
+    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    ref = np.concatenate([s.run(None, {s.get_inputs()[0].name: x[i:i + 1]})[0] for i in range(n)])
+    with torch.no_grad():
+        got = net(torch.from_numpy(x)).numpy()
+    err = float(np.abs(got - ref).max())
+    if err > 1e-3 * max(1.0, float(np.abs(ref).max())):
+        sys.exit(f"{path}: the rebuilt net's logits differ from onnxruntime's by up to {err:.2e}")
+    return err
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4 or sys.argv[1] not in ("teacher", "student"):
+        sys.exit(__doc__)
+    arch, src, dst = sys.argv[1:]
+    net = rebuild(arch, src)
+    st = {"model": net.state_dict(), "width": net.width, "from_onnx": os.path.basename(src)}
+    net = (Teacher if arch == "teacher" else Student)(net.width).eval()  # as recipe.py will load it (BatchNorm eps
+    net.load_state_dict(st["model"])                                      # back at its default: checked too)
+    err = check(net, src)
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    torch.save(st, dst)
+    print(f"{src} -> {dst} (width-{net.width} {arch}; logits match onnxruntime's to {err:.1e})")
