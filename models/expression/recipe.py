@@ -366,6 +366,11 @@ def load_net(path, arch):
 def teacher_nets(a):
     """The teachers named by --teachers (comma-separated), else WORK/teacher.pt: (path, net in eval mode) pairs."""
     paths = a.teachers.split(",") if a.teachers else [os.path.join(a.work, "teacher.pt")]
+    for p in paths:
+        if not os.path.isfile(p):
+            sys.exit(f"teacher checkpoint {p} not found: train one (`teacher`), or rebuild the shipped teacher from "
+                     f"its ONNX file: python {os.path.relpath(os.path.join(HERE, 'gpu', 'from_onnx.py'))} teacher "
+                     f"{os.path.relpath(os.path.join(HERE, '..', 'mien_teacher_fp32.onnx'))} {p}")
     return [(p, load_net(p, "teacher").to(DEV).eval()) for p in paths]
 
 
