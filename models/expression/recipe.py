@@ -488,12 +488,18 @@ def cmd_teachers(a, ds):
 
 def cmd_ablation(a, ds):
     """The seed paper's claim: SSL-pretrained students need fewer labels than students trained from scratch."""
+    try:
+        fractions = [float(f) for f in a.fractions.split(",")]
+    except ValueError:
+        fractions = []
+    if not fractions or not all(0 < f <= 1 for f in fractions):
+        sys.exit(f"--fractions {a.fractions!r}: give comma-separated fractions in (0, 1], e.g. 0.01,0.1")
     rows = []
     full = ds.soft_indices("train")
-    for frac in (0.01, 0.1, 1.0):
+    for frac in fractions:
         rng = np.random.default_rng(a.seed)
         idx = np.sort(rng.choice(full, max(a.bs, int(len(full) * frac)), replace=False))
-        epochs = {0.01: 30, 0.1: 12, 1.0: a.epochs}[frac] if not a.limit else 1
+        epochs = {0.01: 30, 0.1: 12, 1.0: a.epochs}.get(frac, a.epochs) if not a.limit else 1
         for init in ("ssl", "scratch"):
             seed_all(a.seed)
             net = build("student", a.width)
@@ -715,6 +721,8 @@ def main():
     p.add_argument("--teachers", default="",
                    help="student: distil from the ensemble of these teacher.pt files (comma-separated; mean of "
                    "their softened probabilities) instead of WORK/teacher.pt")
+    p.add_argument("--fractions", default="0.01,0.1,1.0",
+                   help="ablation: the fractions of the train labels to fine-tune with (30, 12 and --epochs epochs)")
     p.add_argument("--budget", type=float, default=0,
                    help="ssl/teacher/student: seconds this stage may take; the schedule (steps or epochs) is cut "
                    "to fit, from the time of a few probe steps, and still ends annealed (for a lent GPU's time)")
