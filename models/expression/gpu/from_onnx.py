@@ -6,9 +6,9 @@ shipped teacher in a fresh checkout, or on a lent GPU, without its training chec
 
 The export folds every BatchNorm into the convolution before it (and the logit adjustment into the head's bias),
 so each convolution's weight goes back into the net's convolution and its bias into the BatchNorm after it, that
-BatchNorm set to the identity (mean 0, variance 1, eps 0). Convolutions are matched in graph order, which is
-the order the net's modules run in; shapes are checked, and so are the logits: the rebuilt net must reproduce
-onnxruntime's on random faces.
+BatchNorm set to the identity (mean 0, variance 1; its default eps stays, within the check). Convolutions are
+matched in graph order, which is the order the net's modules run in; shapes are checked, and so are the logits:
+the rebuilt net, as recipe.py loads it, must reproduce onnxruntime's on random faces.
 """
 import os
 import sys
@@ -27,7 +27,7 @@ def rebuild(arch, path):
     m = onnx.load(path)
     init = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
     convs = [n for n in m.graph.node if n.op_type == "Conv"]
-    gemm = [n for n in m.graph.node if n.op_type in ("Gemm", "MatMul")]
+    gemm = [n for n in m.graph.node if n.op_type == "Gemm"]
     width = init[convs[0].input[1]].shape[0]
     net = (Teacher if arch == "teacher" else Student)(width).eval()
     pairs, mods = [], list(net.modules())
@@ -36,7 +36,7 @@ def rebuild(arch, path):
             bn = next(b for b in mods[i + 1:] if isinstance(b, nn.BatchNorm2d))
             pairs.append((mod, bn))
     if len(pairs) != len(convs) or len(gemm) != 1:
-        sys.exit(f"{path}: {len(convs)} convolutions and {len(gemm)} matrix products, a width-{width} {arch} has "
+        sys.exit(f"{path}: {len(convs)} convolutions and {len(gemm)} Gemm heads, a width-{width} {arch} has "
                  f"{len(pairs)} and 1")
     with torch.no_grad():
         for (conv, bn), node in zip(pairs, convs):
@@ -45,11 +45,10 @@ def rebuild(arch, path):
                 sys.exit(f"{path}: convolution {node.name} is {tuple(w.shape)}, the net's is {tuple(conv.weight.shape)}")
             conv.weight.copy_(w)
             bn.weight.fill_(1), bn.running_mean.zero_(), bn.running_var.fill_(1)
-            bn.eps = 0.0
             bn.bias.copy_(torch.from_numpy(init[node.input[2]].copy()) if len(node.input) > 2 else torch.zeros_like(bn.bias))
         g = gemm[0]
         w = init[g.input[1]]
-        trans = next((a.i for a in g.attribute if a.name == "transB"), 0) if g.op_type == "Gemm" else 0
+        trans = next((a.i for a in g.attribute if a.name == "transB"), 0)
         net.head.weight.copy_(torch.from_numpy((w if trans else w.T).copy()))
         net.head.bias.copy_(torch.from_numpy(init[g.input[2]].copy()))
     return net
@@ -73,10 +72,8 @@ if __name__ == "__main__":
         sys.exit(__doc__)
     arch, src, dst = sys.argv[1:]
     net = rebuild(arch, src)
-    st = {"model": net.state_dict(), "width": net.width, "from_onnx": os.path.basename(src)}
-    net = (Teacher if arch == "teacher" else Student)(net.width).eval()  # as recipe.py will load it (BatchNorm eps
-    net.load_state_dict(st["model"])                                      # back at its default: checked too)
     err = check(net, src)
+    st = {"model": net.state_dict(), "width": net.width, "from_onnx": os.path.basename(src)}
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     torch.save(st, dst)
     print(f"{src} -> {dst} (width-{net.width} {arch}; logits match onnxruntime's to {err:.1e})")
