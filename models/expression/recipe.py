@@ -5,6 +5,8 @@
     python recipe.py teacher                 # fine-tune the SSL teacher on FER+ train (soft labels), pick on val
     python recipe.py ssl --arch student      # same pretraining for the student encoder
     python recipe.py student                 # distil teacher -> student (starts from the SSL student)
+    python recipe.py student --init F.onnx   # ... or trains on from an exported student (BatchNorm unfolded)
+    python recipe.py student --mixup 0.5     # ... half of each batch blends of two faces (function matching)
     python recipe.py polish                  # weight averaging over 8 more short cycles (kept only if val gains 0.5 pt)
     python recipe.py export                  # fold BN, logit adjustment chosen on val, fp32 ONNX, int8 QOperator ONNX
     python recipe.py ablation                # SSL vs scratch students with 1/10/100% of the labels
@@ -89,6 +91,14 @@ def load_ckpt(a, tag, rng):
 
 
 # ----------------------------------------------------------------------------------------------- metrics
+def one_cycle(opt, lr, total, pct):
+    """One-cycle schedule (warm-up for `pct` of `total` steps, then cosine decay) that also takes very short runs,
+    e.g. a small --budget: PyTorch's OneCycleLR divides by zero when either phase is under one step. Schedules of
+    20 steps or more are exactly OneCycleLR's."""
+    total = max(total, 4)
+    return torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=total, pct_start=min(max(pct, 2.0 / total), 0.5))
+
+
 def metrics(pred, true, k=8):
     cm = np.zeros((k, k), np.int64)
     np.add.at(cm, (true, pred), 1)
@@ -191,7 +201,7 @@ def cmd_ssl(a, ds):
                   f"{steps}", flush=True)
             steps = fit
     opt = make_opt(model)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=steps, pct_start=0.1)
+    sched = one_cycle(opt, a.lr, steps, 0.1)
     if st is not None:
         model.load_state_dict(st["model"]), opt.load_state_dict(st["opt"]), sched.load_state_dict(st["sched"])
         start = st["step"]
@@ -247,6 +257,20 @@ class Ensemble(nn.Module):
         return torch.log(self.probs(x).clamp_min(1e-8))
 
 
+def mixup(x, y, frac):
+    """Function matching (Beyer et al., "Knowledge distillation: A good teacher is patient and consistent", 2022):
+    a share `frac` of the batch is replaced by blends of two faces, lam * a + (1 - lam) * b with lam uniform in
+    [0, 1] per face, their vote labels blended alike. Teacher and student read the same blend, so the distillation
+    loss matches the teacher's function between faces as well as on them. No host sync (masks, not indexing)."""
+    n = x.shape[0]
+    lam = torch.rand(n, device=x.device)
+    lam = torch.where(torch.rand(n, device=x.device) < frac, lam, torch.ones_like(lam))
+    perm = torch.randperm(n, device=x.device)
+    x = torch.lerp(x[perm], x, lam.view(n, 1, 1, 1))
+    y = torch.lerp(y[perm], y, lam.view(n, 1))
+    return x, y
+
+
 def supervised_step(a, ds, train_idx, teacher=None):
     """One training step's function (model, optimizer, batch indices) -> loss: soft-label (vote) cross-entropy with
     class weights, plus distillation from `teacher` (a net or an `Ensemble`) when given."""
@@ -258,8 +282,11 @@ def supervised_step(a, ds, train_idx, teacher=None):
     w = torch.from_numpy((w / (prior * w).sum()).astype(np.float32)).to(DEV)
 
     def train_step(m, o, idx):
-        x = standardize(augment(ds.batch(idx, DEV)))
+        x = augment(ds.batch(idx, DEV))
         y = torch.from_numpy(ds.soft(idx)).to(DEV)
+        if a.mixup:
+            x, y = mixup(x, y, a.mixup)
+        x = standardize(x)
         out = m(x)
         loss = -(w * y * F.log_softmax(out, 1)).sum(1).mean()
         if teacher is not None:
@@ -313,7 +340,7 @@ def train_supervised(a, ds, net, train_idx, teacher=None, tag="", epochs=None):
                   flush=True)
             epochs = fit
     opt = make_opt(net)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=epochs * steps_per, pct_start=0.15)
+    sched = one_cycle(opt, a.lr, epochs * steps_per, 0.15)
     if st is not None:
         net.load_state_dict(st["model"]), opt.load_state_dict(st["opt"]), sched.load_state_dict(st["sched"])
         best, best_state, first = st["best"], st["best_state"], st["epoch"]
@@ -395,14 +422,65 @@ def load_teacher(a, ds):
     return Ensemble([n for _, n in members]).eval()
 
 
+@torch.no_grad()
+def unfold_bn(net, ds, idx, bs=256):
+    """Undo the export's BatchNorm folding so a net rebuilt by gpu/from_onnx.py (each BatchNorm the identity plus
+    the folded bias) can train on: training normalizes by batch statistics, which the identity ignores. Each
+    convolution's weight is rescaled to its initial per-channel norm, its output statistics (mean m, variance v)
+    are measured on `idx` (un-augmented), and the BatchNorm after it is set to gamma = s * sqrt(v + eps), beta =
+    bias + s * m, running mean m and variance v, s the rescaling. In eval mode the net computes exactly what it did;
+    in training, batch statistics near m and v give nearly the same."""
+    net.eval()
+    x = torch.cat([standardize(ds.batch(idx[i:i + bs], DEV)) for i in range(0, len(idx), bs)])
+    before = net(x[:bs])
+    mods = list(net.modules())
+    pairs = [(c, next(b for b in mods[i + 1:] if isinstance(b, nn.BatchNorm2d)))
+             for i, c in enumerate(mods) if isinstance(c, nn.Conv2d)]
+    for conv, bn in pairs:
+        s = conv.weight.flatten(1).norm(dim=1) / math.sqrt(2.0)  # He init: std sqrt(2 / fan_in), norm ~ sqrt(2)
+        conv.weight /= s.view(-1, 1, 1, 1)
+        outs = []
+        h = conv.register_forward_hook(lambda m, i, o: outs.append(o.transpose(0, 1).flatten(1)))
+        for i in range(0, len(x), bs):
+            net(x[i:i + bs])
+        h.remove()
+        o = torch.cat(outs, 1)
+        m, v = o.mean(1), o.var(1, unbiased=False)
+        bn.running_mean.copy_(m), bn.running_var.copy_(v)
+        bn.bias.copy_(bn.bias + s * m)
+        bn.weight.copy_(s * torch.sqrt(v + bn.eps))
+    err = float((net(x[:bs]) - before).abs().max())
+    if err > 1e-3 * max(1.0, float(before.abs().max())):
+        sys.exit(f"unfolding BatchNorm changed the net's logits by up to {err:.2e}")
+    net.train()
+    batch = float((net(x[:bs]) - before).abs().max())
+    net.eval()
+    print(f"BatchNorm unfolded: eval logits within {err:.1e}, train-mode (batch statistics) within {batch:.2f}")
+
+
 def cmd_student(a, ds):
     seed_all(a.seed)
     teacher = load_teacher(a, ds)
-    net = initial(a, "student")
+    if a.init:  # train on from an exported student (ONNX, e.g. the shipped one) or a student checkpoint
+        onnx_file = a.init.endswith(".onnx")
+        if onnx_file:
+            sys.path.insert(0, os.path.join(HERE, "gpu"))
+            from from_onnx import check, rebuild
+            net = rebuild("student", a.init)
+            check(net, a.init)
+        else:
+            net = load_net(a.init, "student")
+        net = net.to(DEV)
+        if onnx_file or torch.load(a.init, map_location="cpu").get("from_onnx"):
+            unfold_bn(net, ds, np.random.default_rng(a.seed).permutation(ds.indices("train", False))[:8192])
+        print(f"student initialised from {a.init}: val {fmt(evaluate(net, ds, 'val'))}", flush=True)
+    else:
+        net = initial(a, "student")
     idx = ds.soft_indices("train")[:a.limit or None]
     net, best = train_supervised(a, ds, net, idx, teacher=teacher, tag="student")
-    save({"model": net.state_dict(), "width": net.width, "val": best, "ssl": not a.scratch, "seed": a.seed,
-          "teachers": a.teachers or "teacher.pt"}, os.path.join(a.work, "student.pt"))
+    save({"model": net.state_dict(), "width": net.width, "val": best, "ssl": not a.scratch and not a.init,
+          "init": a.init, "mixup": a.mixup, "seed": a.seed, "teachers": a.teachers or "teacher.pt"},
+         os.path.join(a.work, "student.pt"))
     print(f"student: best val {fmt(best)}")
 
 
@@ -723,6 +801,11 @@ def main():
                    "their softened probabilities) instead of WORK/teacher.pt")
     p.add_argument("--fractions", default="0.01,0.1,1.0",
                    help="ablation: the fractions of the train labels to fine-tune with (30, 12 and --epochs epochs)")
+    p.add_argument("--mixup", type=float, default=0,
+                   help="teacher/student: share of each batch replaced by blends of two faces (function matching)")
+    p.add_argument("--init", default="",
+                   help="student: start from this exported student (.onnx, e.g. models/mien_student_fp32.onnx) or "
+                   "student checkpoint instead of the SSL encoder")
     p.add_argument("--budget", type=float, default=0,
                    help="ssl/teacher/student: seconds this stage may take; the schedule (steps or epochs) is cut "
                    "to fit, from the time of a few probe steps, and still ends annealed (for a lent GPU's time)")
@@ -754,11 +837,14 @@ def main():
         # Every step on a few hundred images, into a scratch dir: proves the recipe runs (CI).
         kw = {"limit": 600, "work": a.work, "out": a.work, "epochs": 1}
         # The student distils from a two-member ensemble (the same teacher twice) under a --budget it never
-        # reaches, then is polished: the round-two and -three options run too.
+        # reaches, with --mixup; a second trains on from the shipped student; then it is polished: the options of
+        # rounds two, three and five run too.
         two = ",".join([os.path.join(a.work, "teacher.pt")] * 2)
         for cmd, extra in (("ssl", {"arch": "teacher", "steps": 3, "bs": 32}), ("teacher", {}),
                            ("ssl", {"arch": "student", "steps": 3, "bs": 32}),
-                           ("student", {"teachers": two, "budget": 3600}), ("polish", {"teachers": two}),
+                           ("student", {"teachers": two, "budget": 3600, "mixup": 0.5}),
+                           ("student", {"init": os.path.join(HERE, "..", "mien_student_fp32.onnx")}),
+                           ("polish", {"teachers": two}),
                            ("export", {})):
             run(cmd, **{**kw, **extra})
     else:

@@ -4,11 +4,14 @@
 # checkpoints it started from are gone, so this round starts from what the repository holds.
 #   here:  python models/expression/gpu/pack.py pack ../shared/data/ferplus DIR/pack
 #   there: models/expression/gpu/round4.sh DIR OUTDIR      (python3 with torch, numpy, tqdm; ~8 minutes on one H200)
+#   dry run of the mechanics on a CPU (a few minutes): BS=64 EXTRA="--limit 600" BUDGET_A=10 BUDGET_B=20 round4.sh DIR OUT
 #   here:  tar xf OUTDIR/students.tar -C WORK; `recipe.py export --work WORK/sX --out SCRATCH` (with the teacher.pt
 #          in WORK/sX) makes each student's ONNX files; `mien eval` reads them (models/README.md, "Round four").
 # Phase A: ContraWarping for the width-16 student encoder (the first round's is gone). Phase B: four width-16
 # students side by side, each distilled from the shipped teacher for as many epochs as --budget fits (at most
-# 200, batches of 256): SSL-initialised with seeds 0 and 1, from scratch with seeds 0 and 1.
+# 200, batches of 256): SSL-initialised with seed 0, plain and with --mixup 0.5 (function matching, which
+# Beyer et al. found pays off over long schedules; a 20-epoch CPU run could not show it, models/README.md "Round
+# five"), SSL with --mixup 0.5 and seed 1, and from scratch with seed 0 (the seed's claim under distillation).
 set -u
 IN=${1:?usage: round4.sh DIR OUTDIR}; OUT=${2:?usage: round4.sh DIR OUTDIR}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,14 +34,14 @@ student() {
         > "/tmp/logs/$(basename "$d").log" 2>&1
 }
 student ssl0 --seed 0 &
-student ssl1 --seed 1 &
+student mix0 --seed 0 --mixup 0.5 &
+student mix1 --seed 1 --mixup 0.5 &
 student scr0 --seed 0 --scratch &
-student scr1 --seed 1 --scratch &
 wait
 echo "phase B (students) done at $(( $(date +%s) - T0 )) s"
 cd /tmp
-tar cf "$OUT/students.tar" ssl/ssl_student.pt ssl0/student.pt ssl1/student.pt scr0/student.pt scr1/student.pt
+tar cf "$OUT/students.tar" ssl/ssl_student.pt ssl0/student.pt mix0/student.pt mix1/student.pt scr0/student.pt
 tar czf "$OUT/logs.tgz" logs
 grep -ah "budget\|best val\|ssl\[\|Error\|error" /tmp/logs/*.log | grep -v "%|" | cut -c1-220
-for f in /tmp/logs/s*[01].log; do echo "$f: $(grep -c 'epoch .*: val' "$f") epochs"; done
+for f in /tmp/logs/*[01].log; do echo "$f: $(grep -c 'epoch .*: val' "$f") epochs"; done
 echo "round4.sh: done in $(( $(date +%s) - T0 )) s"
