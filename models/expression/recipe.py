@@ -438,6 +438,7 @@ def unfold_bn(net, ds, idx, bs=256):
              for i, c in enumerate(mods) if isinstance(c, nn.Conv2d)]
     for conv, bn in pairs:
         s = conv.weight.flatten(1).norm(dim=1) / math.sqrt(2.0)  # He init: std sqrt(2 / fan_in), norm ~ sqrt(2)
+        s = torch.where(s > 0, s, torch.ones_like(s))  # a dead (all-zero) channel stays as it is
         conv.weight /= s.view(-1, 1, 1, 1)
         outs = []
         h = conv.register_forward_hook(lambda m, i, o: outs.append(o.transpose(0, 1).flatten(1)))
@@ -810,6 +811,10 @@ def main():
                    help="ssl/teacher/student: seconds this stage may take; the schedule (steps or epochs) is cut "
                    "to fit, from the time of a few probe steps, and still ends annealed (for a lent GPU's time)")
     a = p.parse_args()
+    if not 0 <= a.mixup <= 1:
+        p.error(f"--mixup {a.mixup}: give the share of each batch to blend, between 0 and 1 (e.g. 0.5)")
+    if a.init and not os.path.isfile(a.init):
+        p.error(f"--init {a.init}: no such file (give an exported student .onnx or a student checkpoint)")
     if a.threads:
         torch.set_num_threads(a.threads)
     ds = FerPlus(a.data)
