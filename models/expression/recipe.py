@@ -36,7 +36,7 @@ from tqdm import tqdm
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from data import FerPlus, augment, apply_global, global_params, local_warp, photometric, standardize  # noqa: E402
-from nets import EMOTIONS, Student, Teacher, macs  # noqa: E402
+from nets import EMOTIONS, Student, Teacher, conv_bn_pairs, macs  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 if DEV == "cuda":  # a lent GPU: let cuDNN pick kernels for these fixed shapes, TF32 for convolutions and matmuls
@@ -426,35 +426,42 @@ def load_teacher(a, ds):
 def unfold_bn(net, ds, idx, bs=256):
     """Undo the export's BatchNorm folding so a net rebuilt by gpu/from_onnx.py (each BatchNorm the identity plus
     the folded bias) can train on: training normalizes by batch statistics, which the identity ignores. Each
-    convolution's weight is rescaled to its initial per-channel norm, its output statistics (mean m, variance v)
-    are measured on `idx` (un-augmented), and the BatchNorm after it is set to gamma = s * sqrt(v + eps), beta =
-    bias + s * m, running mean m and variance v, s the rescaling. In eval mode the net computes exactly what it did;
-    in training, batch statistics near m and v give nearly the same."""
+    convolution's weight is rescaled by 1/s to its initial per-channel norm, and the BatchNorm after it is set from
+    the convolution's output statistics on `idx` (un-augmented; mean m, variance v of the rescaled output) to gamma
+    = s * sqrt(v + eps), beta = bias + s * m, running mean m and variance v. In eval mode the net then computes
+    exactly what it did, so no layer's input changes and one pass measures every layer; in training, batch
+    statistics near m and v give nearly the same."""
     net.eval()
-    x = torch.cat([standardize(ds.batch(idx[i:i + bs], DEV)) for i in range(0, len(idx), bs)])
-    before = net(x[:bs])
-    mods = list(net.modules())
-    pairs = [(c, next(b for b in mods[i + 1:] if isinstance(b, nn.BatchNorm2d)))
-             for i, c in enumerate(mods) if isinstance(c, nn.Conv2d)]
+    pairs = conv_bn_pairs(net)
+    sums = {c: [0.0, 0.0, 0] for c, _ in pairs}  # per channel: sum, sum of squares, count (float64)
+
+    def hook(conv, inp, out):
+        o = out.double().transpose(0, 1).flatten(1)
+        acc = sums[conv]
+        acc[0], acc[1], acc[2] = acc[0] + o.sum(1), acc[1] + (o * o).sum(1), acc[2] + o.shape[1]
+    hs = [c.register_forward_hook(hook) for c, _ in pairs]
+    x = standardize(ds.batch(idx[:bs], DEV))
+    before = net(x)  # the first batch's logits, to check the result against
+    for i in range(bs, len(idx), bs):
+        net(standardize(ds.batch(idx[i:i + bs], DEV)))
+    for h in hs:
+        h.remove()
     for conv, bn in pairs:
         s = conv.weight.flatten(1).norm(dim=1) / math.sqrt(2.0)  # He init: std sqrt(2 / fan_in), norm ~ sqrt(2)
         s = torch.where(s > 0, s, torch.ones_like(s))  # a dead (all-zero) channel stays as it is
+        s1, s2, n = sums[conv]
+        m = s1 / n
+        v = (s2 / n - m * m).clamp_min(0)
+        m, v = (m / s).float(), (v / (s * s)).float()  # statistics of the rescaled output
         conv.weight /= s.view(-1, 1, 1, 1)
-        outs = []
-        h = conv.register_forward_hook(lambda m, i, o: outs.append(o.transpose(0, 1).flatten(1)))
-        for i in range(0, len(x), bs):
-            net(x[i:i + bs])
-        h.remove()
-        o = torch.cat(outs, 1)
-        m, v = o.mean(1), o.var(1, unbiased=False)
         bn.running_mean.copy_(m), bn.running_var.copy_(v)
         bn.bias.copy_(bn.bias + s * m)
         bn.weight.copy_(s * torch.sqrt(v + bn.eps))
-    err = float((net(x[:bs]) - before).abs().max())
+    err = float((net(x) - before).abs().max())
     if err > 1e-3 * max(1.0, float(before.abs().max())):
         sys.exit(f"unfolding BatchNorm changed the net's logits by up to {err:.2e}")
     net.train()
-    batch = float((net(x[:bs]) - before).abs().max())
+    batch = float((net(x) - before).abs().max())
     net.eval()
     print(f"BatchNorm unfolded: eval logits within {err:.1e}, train-mode (batch statistics) within {batch:.2f}")
 

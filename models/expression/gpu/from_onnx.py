@@ -16,11 +16,10 @@ import sys
 import numpy as np
 import onnx
 import torch
-import torch.nn as nn
 from onnx import numpy_helper
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from nets import Student, Teacher  # noqa: E402
+from nets import Student, Teacher, conv_bn_pairs  # noqa: E402
 
 
 def rebuild(arch, path):
@@ -30,11 +29,7 @@ def rebuild(arch, path):
     gemm = [n for n in m.graph.node if n.op_type == "Gemm"]
     width = init[convs[0].input[1]].shape[0]
     net = (Teacher if arch == "teacher" else Student)(width).eval()
-    pairs, mods = [], list(net.modules())
-    for i, mod in enumerate(mods):  # each Conv2d with the BatchNorm2d right after it in module order
-        if isinstance(mod, nn.Conv2d):
-            bn = next(b for b in mods[i + 1:] if isinstance(b, nn.BatchNorm2d))
-            pairs.append((mod, bn))
+    pairs = conv_bn_pairs(net)
     if len(pairs) != len(convs) or len(gemm) != 1:
         sys.exit(f"{path}: {len(convs)} convolutions and {len(gemm)} Gemm heads, a width-{width} {arch} has "
                  f"{len(pairs)} and 1")
