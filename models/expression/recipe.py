@@ -317,15 +317,18 @@ def better(m, best):
     return best is None or m["accuracy"] + m["macro_f1"] > best["accuracy"] + best["macro_f1"]
 
 
-def train_supervised(a, ds, net, train_idx, teacher=None, tag="", epochs=None):
+def train_supervised(a, ds, net, train_idx, teacher=None, tag="", epochs=None, start=None):
     """Soft-label (vote) cross-entropy, optionally plus distillation from a teacher (a net or an `Ensemble`);
-    best epoch chosen on val."""
+    best epoch chosen on val. `start`, the val metrics of a net that is already trained (`--init`), makes the
+    starting weights epoch 0 of that choice, so training on never hands back a net worse on val than it began."""
     net = net.to(DEV)
     epochs = epochs or a.epochs
     steps_per = max(1, len(train_idx) // a.bs)
     make_opt = lambda m: torch.optim.AdamW(m.parameters(), lr=a.lr, weight_decay=5e-4)
     rng = np.random.default_rng(a.seed)
     best, best_state, first = None, None, 0
+    if start is not None:
+        best, best_state = start, copy.deepcopy(net.state_dict())
     st = load_ckpt(a, tag, rng)
     train_step = supervised_step(a, ds, train_idx, teacher)
     if st is not None:
@@ -352,6 +355,8 @@ def train_supervised(a, ds, net, train_idx, teacher=None, tag="", epochs=None):
             best, best_state = m, copy.deepcopy(net.state_dict())
         save_ckpt(a, tag, rng, model=net.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
                   best=best, best_state=best_state, epoch=ep + 1, epochs=epochs)
+    if start is not None and best == start:
+        print(f"{tag}: no epoch beat the starting weights on val; they are kept", flush=True)
     net.load_state_dict(best_state)
     return net, best
 
@@ -383,11 +388,15 @@ def cmd_teacher(a, ds):
     print(f"teacher: best val {fmt(best)}")
 
 
-def load_net(path, arch):
-    st = torch.load(path, map_location="cpu")
+def net_from(st, arch):
+    """The `arch` net a loaded checkpoint holds."""
     net = build(arch, width_of(st, arch))
     net.load_state_dict(st["model"])
     return net
+
+
+def load_net(path, arch):
+    return net_from(torch.load(path, map_location="cpu"), arch)
 
 
 def teacher_nets(a):
@@ -470,22 +479,23 @@ def cmd_student(a, ds):
     seed_all(a.seed)
     teacher = load_teacher(a, ds)
     if a.init:  # train on from an exported student (ONNX, e.g. the shipped one) or a student checkpoint
-        onnx_file = a.init.endswith(".onnx")
-        if onnx_file:
+        if a.init.endswith(".onnx"):
             sys.path.insert(0, os.path.join(HERE, "gpu"))
             from from_onnx import check, rebuild
-            net = rebuild("student", a.init)
+            net, folded = rebuild("student", a.init), True
             check(net, a.init)
         else:
-            net = load_net(a.init, "student")
+            st = torch.load(a.init, map_location="cpu")
+            net, folded = net_from(st, "student"), bool(st.get("from_onnx"))
         net = net.to(DEV)
-        if onnx_file or torch.load(a.init, map_location="cpu").get("from_onnx"):
+        if folded:
             unfold_bn(net, ds, np.random.default_rng(a.seed).permutation(ds.indices("train", False))[:8192])
-        print(f"student initialised from {a.init}: val {fmt(evaluate(net, ds, 'val'))}", flush=True)
+        start = evaluate(net, ds, "val")
+        print(f"student initialised from {a.init}: val {fmt(start)}", flush=True)
     else:
-        net = initial(a, "student")
+        net, start = initial(a, "student"), None
     idx = ds.soft_indices("train")[:a.limit or None]
-    net, best = train_supervised(a, ds, net, idx, teacher=teacher, tag="student")
+    net, best = train_supervised(a, ds, net, idx, teacher=teacher, tag="student", start=start)
     save({"model": net.state_dict(), "width": net.width, "val": best, "ssl": not a.scratch and not a.init,
           "init": a.init, "mixup": a.mixup, "seed": a.seed, "teachers": a.teachers or "teacher.pt"},
          os.path.join(a.work, "student.pt"))
