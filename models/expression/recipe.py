@@ -869,6 +869,11 @@ def main():
                            ("polish", {"teachers": two}),
                            ("export", {})):
             run(cmd, **{**kw, **extra})
+        # The round-six measurement (classifier re-training on frozen features) on the files just exported.
+        from crt import main as crt
+        crt(["--data", a.data, "--work", a.work, "--limit", "300", "--views", "1", "--epochs", "2",
+             "--student", os.path.join(a.work, "mien_student_fp32.onnx"),
+             "--teacher", os.path.join(a.work, "mien_teacher_fp32.onnx")])
     else:
         run(a.cmd)
 
