@@ -363,6 +363,8 @@ def train_supervised(a, ds, net, train_idx, teacher=None, tag="", epochs=None, s
 
 def load_ssl(a, net, arch):
     path = os.path.join(a.work, f"ssl_{arch}.pt")
+    if not os.path.isfile(path):
+        sys.exit(f"{path} not found: run `ssl --arch {arch}` with this --work first, or give --scratch")
     st = torch.load(path, map_location="cpu")
     if width_of(st, arch) != net.width:
         sys.exit(f"{path} holds a width-{width_of(st, arch)} {arch} encoder, not width {net.width}: run "
