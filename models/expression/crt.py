@@ -13,6 +13,7 @@ starts from the shipped one and is trained with AdamW on the vote labels, weight
 recipe's rule. Test is not read.
 """
 import argparse
+import hashlib
 import os
 import sys
 
@@ -26,6 +27,11 @@ sys.path.insert(0, os.path.join(HERE, "gpu"))
 from data import FerPlus, augment, standardize  # noqa: E402
 from from_onnx import rebuild  # noqa: E402
 from recipe import better, fmt, metrics  # noqa: E402
+
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 @torch.no_grad()
@@ -57,12 +63,14 @@ def main(argv=None):
     ds = FerPlus(a.data)
     stu = rebuild("student", a.student).eval()
     cache = os.path.join(a.work, "crt_features.pt")
-    if os.path.exists(cache):
-        C = torch.load(cache)
-    else:
+    # The cache holds what made it (files by content, views, limit): other settings compute the features afresh.
+    key = f"{sha256(a.student)} {sha256(a.teacher)} views={a.views} limit={a.limit}"
+    C = torch.load(cache) if os.path.exists(cache) else None
+    if C is None or C.get("key") != key:
         tea = rebuild("teacher", a.teacher).eval()
         tr = ds.soft_indices("train")[:a.limit or None]
-        C = {"train_idx": torch.from_numpy(tr), "val": features(ds, stu, tea, ds.indices("val"), False),
+        C = {"key": key, "train_idx": torch.from_numpy(tr),
+             "val": features(ds, stu, tea, ds.indices("val"), False),
              "train": [features(ds, stu, tea, tr, v > 0) for v in range(1 + a.views)]}
         torch.save(C, cache)
     tr = C["train_idx"].numpy()
