@@ -26,7 +26,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "gpu"))
 from data import FerPlus, augment, standardize  # noqa: E402
 from from_onnx import rebuild  # noqa: E402
-from recipe import better, fmt, metrics  # noqa: E402
+from recipe import better, class_weights, fmt, label_kd_loss, metrics  # noqa: E402
 
 
 def sha256(path):
@@ -83,12 +83,11 @@ def main(argv=None):
 
     shipped = ev(w0, b0)
     print(f"shipped head: val {fmt(shipped)}", flush=True)
-    prior = y_soft.mean(0)
+    prior = ds.soft(tr).mean(0)
     best_all = None
     for balance in (0.5, 1.0):
         for kd in (0.0, 0.7):
-            cw = prior.clamp_min(1e-4) ** -balance
-            cw = cw / (prior * cw).sum()
+            cw = torch.from_numpy(class_weights(prior, balance))
             w, b = w0.clone().requires_grad_(), b0.clone().requires_grad_()
             opt = torch.optim.AdamW([w, b], lr=1e-3, weight_decay=5e-4)
             g = torch.Generator().manual_seed(0)
@@ -99,11 +98,7 @@ def main(argv=None):
                 for i in range(0, len(tr), 256):
                     j = perm[i:i + 256]
                     out = f[j] @ w.T + b
-                    loss = -(cw * y_soft[j] * F.log_softmax(out, 1)).sum(1).mean()
-                    if kd:
-                        T = 3.0
-                        loss = (1 - kd) * loss + kd * T * T * F.kl_div(
-                            F.log_softmax(out / T, 1), F.softmax(t[j] / T, 1), reduction="batchmean")
+                    loss = label_kd_loss(out, y_soft[j], cw, F.softmax(t[j] / 3.0, 1) if kd else None, kd=kd)
                     opt.zero_grad()
                     loss.backward()
                     opt.step()

@@ -271,15 +271,28 @@ def mixup(x, y, frac):
     return x, y
 
 
+def class_weights(prior, balance):
+    """Class weights prior^-balance, normalised to mean 1 under the prior (float32)."""
+    w = np.power(np.maximum(prior, 1e-4), -balance)
+    return (w / (prior * w).sum()).astype(np.float32)
+
+
+def label_kd_loss(out, y, w, tp=None, T=3.0, kd=0.7):
+    """Class-weighted soft-label cross-entropy; with `tp` (teacher probabilities at temperature T), blended with
+    distillation at weight kd."""
+    loss = -(w * y * F.log_softmax(out, 1)).sum(1).mean()
+    if tp is not None:
+        loss = (1 - kd) * loss + kd * T * T * F.kl_div(F.log_softmax(out / T, 1), tp, reduction="batchmean")
+    return loss
+
+
 def supervised_step(a, ds, train_idx, teacher=None):
     """One training step's function (model, optimizer, batch indices) -> loss: soft-label (vote) cross-entropy with
     class weights, plus distillation from `teacher` (a net or an `Ensemble`) when given."""
     T = 3.0
     # Class weights prior^-balance (normalised to mean 1 under the prior): rare classes (disgust, contempt) get more
     # gradient than their share of FER+; the logit adjustment at export only shifts decisions, this shapes features.
-    prior = ds.soft(train_idx).mean(0)
-    w = np.power(np.maximum(prior, 1e-4), -a.balance)
-    w = torch.from_numpy((w / (prior * w).sum()).astype(np.float32)).to(DEV)
+    w = torch.from_numpy(class_weights(ds.soft(train_idx).mean(0), a.balance)).to(DEV)
 
     def train_step(m, o, idx):
         x = augment(ds.batch(idx, DEV))
@@ -288,12 +301,11 @@ def supervised_step(a, ds, train_idx, teacher=None):
             x, y = mixup(x, y, a.mixup)
         x = standardize(x)
         out = m(x)
-        loss = -(w * y * F.log_softmax(out, 1)).sum(1).mean()
+        tp = None
         if teacher is not None:
             with torch.no_grad():
                 tp = teacher.probs(x, T) if isinstance(teacher, Ensemble) else F.softmax(teacher(x) / T, 1)
-            kd = F.kl_div(F.log_softmax(out / T, 1), tp, reduction="batchmean") * T * T
-            loss = 0.3 * loss + 0.7 * kd
+        loss = label_kd_loss(out, y, w, tp, T)
         o.zero_grad(set_to_none=True)
         loss.backward()
         o.step()
