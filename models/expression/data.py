@@ -101,6 +101,85 @@ def photometric(x, strong=True):
     return x.clamp(0, 1)
 
 
+def light_field(n, size, angle, low, sharp, shift, device="cpu"):
+    """A gain field for uneven light on a face (n, 1, size, size): 1 on the lit side, `low` on the other, along
+    the direction `angle` (radians; 0: lit from the right, pi/2: from below). `sharp` 0 is a linear ramp across
+    the face (a lamp to one side); larger values make a soft-edged shadow (steeper at 10+), its edge `shift` of
+    the half-width off centre. Each argument is a tensor of n values."""
+    t = torch.linspace(-1, 1, size, device=device)
+    yy, xx = torch.meshgrid(t, t, indexing="ij")
+    v = lambda z: z.view(n, 1, 1, 1)
+    proj = torch.cos(v(angle)) * xx + torch.sin(v(angle)) * yy
+    ramp = ((proj + 1) / 2).clamp(0, 1)
+    step = torch.sigmoid(v(sharp) * (proj - v(shift)))
+    s = torch.where(v(sharp) > 0, step, ramp)
+    return v(low) + (1 - v(low)) * s
+
+
+def lighting(x, g, kind, low):
+    """Fixed uneven-light conditions (robust.py): "side" (a ramp, lit from the left or the right at random),
+    "shadow" (one half at `low`, edge within 20% of the centre), "top" (lit from above, chin at `low`)."""
+    n, dev = x.shape[0], x.device
+    r = lambda: torch.rand(n, generator=g).to(dev)
+    lr = torch.where(r() < 0.5, 0.0, math.pi)
+    full = lambda val: torch.full((n,), val, device=dev)
+    if kind == "side":
+        f = light_field(n, x.shape[-1], lr, full(low), full(0.0), full(0.0), dev)
+    elif kind == "shadow":
+        f = light_field(n, x.shape[-1], lr, full(low), full(12.0), (r() - 0.5) * 0.4, dev)
+    elif kind == "top":
+        f = light_field(n, x.shape[-1], full(-math.pi / 2), full(low), full(0.0), full(0.0), dev)
+    else:
+        raise ValueError(kind)
+    return x * f
+
+
+def blur_kernels(n, k, device):
+    """Per-face blur kernels (n, 1, k, k), sums 1: half motion blur (a line of 2-7 px at a random angle), half
+    defocus (a Gaussian, sigma 0.5-1.8 px), at the model's 48 px."""
+    t = torch.arange(k, device=device, dtype=torch.float32) - k // 2
+    yy, xx = torch.meshgrid(t, t, indexing="ij")
+    u = lambda lo, hi: torch.empty(n, 1, 1, device=device).uniform_(lo, hi)
+    ang, length, sigma = u(0, math.pi), u(2, 7), u(0.5, 1.8)
+    # Distance of each tap from a centred segment of `length` at `ang`: taps within half a pixel of it weigh 1.
+    along = xx * torch.cos(ang) + yy * torch.sin(ang)
+    across = -xx * torch.sin(ang) + yy * torch.cos(ang)
+    d = torch.sqrt(across ** 2 + (along.abs() - length / 2).clamp_min(0) ** 2)
+    line = (1 - d).clamp_min(0)
+    gauss = torch.exp(-(xx ** 2 + yy ** 2) / (2 * sigma ** 2))
+    ker = torch.where(torch.rand(n, 1, 1, device=device) < 0.5, line, gauss)
+    return (ker / ker.sum((1, 2), keepdim=True)).unsqueeze(1)
+
+
+def camera_effects(x, p):
+    """What a line camera does to a face beyond the recipe's photometric jitter, for a share `p` of the faces,
+    each effect at random (probability 1/2 each): uneven light (a ramp or a soft shadow from any side, the dark
+    side at 20-90%), motion or focus blur, and exposure - overexposed with clipped highlights, or underexposed
+    with shot and read noise and 8-bit steps before the camera's gain. Masks select per face (no host sync)."""
+    n, _, h, w = x.shape
+    dev = x.device
+    pick = lambda: torch.rand(n, 1, 1, 1, device=dev) < 0.5
+    on = torch.rand(n, 1, 1, 1, device=dev) < p
+    u = lambda lo, hi: torch.empty(n, device=dev).uniform_(lo, hi)
+    # Light: half the fields are linear ramps (sharp 0), half soft-edged shadows.
+    sharp = torch.where(torch.rand(n, device=dev) < 0.5, torch.zeros(n, device=dev), u(3, 15))
+    lit = x * light_field(n, h, u(0, 2 * math.pi), u(0.2, 0.9), sharp, u(-0.3, 0.3), dev)
+    x = torch.where(on & pick(), lit, x)
+    k = 9
+    blurred = F.conv2d(F.pad(x, (k // 2,) * 4, mode="replicate").view(1, n, h + k - 1, w + k - 1),
+                       blur_kernels(n, k, dev), groups=n).view(n, 1, h, w)
+    x = torch.where(on & pick(), blurred, x)
+    # Exposure: over (gain 1.3-2.2, clipped) or under (20-50% of full exposure on a small sensor, gained back).
+    over = (x * u(1.3, 2.2).view(n, 1, 1, 1)).clamp(0, 1)
+    level = u(0.2, 0.5).view(n, 1, 1, 1)
+    e = x * level * 400
+    e = e + torch.randn_like(e) * torch.sqrt(e.clamp_min(0) + 9)  # shot noise (Gaussian approx.) + read noise 3 e-
+    under = (torch.round((e / 400).clamp(0, 1) * 255) / 255) / level
+    expo = torch.where(torch.rand(n, 1, 1, 1, device=dev) < 0.5, over, under)
+    x = torch.where(on & pick(), expo, x)
+    return x.clamp(0, 1)
+
+
 def apply_global(x, theta):
     grid = F.affine_grid(theta, x.shape, align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

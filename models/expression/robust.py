@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""How the shipped expression models read faces under production-line conditions: uneven light, low light with
+sensor noise, small faces, blur, JPEG. A measurement, not part of `train.sh all`: the model card's "Round seven"
+reports it.
+
+    python robust.py --data ../shared/data/ferplus [--split val] [--models A.onnx,B.onnx] [--limit N]
+
+Each FER+ face (48x48 grey) is put back at a camera's resolution (96 px, bicubic; small faces: scaled down),
+the condition is applied there, the result is quantized to 8 bits like a camera's output and scaled to the
+model's 48x48 with an antialiased bilinear filter (the firmware's crop path: fast_image_resize's bilinear
+convolution; a small face is scaled up bilinearly), then standardized per image as the firmware does. The first
+two rows are the baselines: the FER+ face as it is, and the round trip through 96 px alone. Each condition's
+randomness (which side the light comes from, the noise) is seeded, so every model reads the same faces.
+onnxruntime runs the ONNX files (tract's outputs match it: tests/eval.rs). Choices are made on val; `--split
+test` only reports.
+
+The conditions are simulations of real footage, not real footage: they tell which conditions cost the student
+most and whether a change helps there, not the accuracy on a given line.
+"""
+import argparse
+import io
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from data import FerPlus, lighting, standardize  # noqa: E402
+from recipe import metrics  # noqa: E402
+
+SIZE = 48
+
+
+def resize(x, s):
+    return F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+
+
+def q8(x):
+    return (x.clamp(0, 1) * 255).round() / 255
+
+
+def jpeg(x, quality):
+    from PIL import Image
+    out = []
+    for f in x[:, 0].numpy():
+        buf = io.BytesIO()
+        Image.fromarray((f * 255).round().astype(np.uint8)).save(buf, "JPEG", quality=quality)
+        out.append(np.asarray(Image.open(io.BytesIO(buf.getvalue())), np.float32) / 255)
+    return torch.from_numpy(np.stack(out))[:, None]
+
+
+def sensor(x, g, level, full_well=400.0, read=3.0):
+    """Low light: the scene reaches the sensor at `level` of full exposure (shot noise on level * full_well
+    electrons, read noise in electrons, 8-bit output), and the camera's gain brings it back up."""
+    e = x * level * full_well
+    e = torch.poisson(e, generator=g) + torch.randn(e.shape, generator=g) * read
+    return q8(e / (level * full_well) * level) / level
+
+
+def blur(x, kernel):
+    k = torch.as_tensor(kernel, dtype=x.dtype)
+    k = (k / k.sum())[None, None]
+    ph, pw = k.shape[-2] // 2, k.shape[-1] // 2
+    return F.conv2d(F.pad(x, (pw, pw, ph, ph), mode="replicate"), k)
+
+
+def gauss(sigma):
+    r = int(3 * sigma)
+    t = torch.arange(-r, r + 1, dtype=torch.float32)
+    g = torch.exp(-t ** 2 / (2 * sigma ** 2))
+    return g[:, None] * g[None, :]
+
+
+# name -> (face size in camera pixels, function of (x at that size, generator)). Sizes and strengths are what a
+# fixed camera over a work place sees: faces 60-120 px across at 720p, lamps overhead or to one side.
+CONDITIONS = {
+    "FER+ face as it is (48 px)": (48, lambda x, g: x),
+    "clean (96 px)": (96, lambda x, g: x),
+    "side light (far side at 25%)": (96, lambda x, g: lighting(x, g, "side", 0.25)),
+    "half in shadow (30%)": (96, lambda x, g: lighting(x, g, "shadow", 0.30)),
+    "overhead light (chin at 40%)": (96, lambda x, g: lighting(x, g, "top", 0.40)),
+    "overexposed (x1.7, clipped)": (96, lambda x, g: x * 1.7),
+    "low light (10% exposure, gain)": (96, lambda x, g: sensor(x, g, 0.10)),
+    "motion blur (9 px)": (96, lambda x, g: blur(x, torch.ones(1, 9))),
+    "defocus (sigma 2.5 px)": (96, lambda x, g: blur(x, gauss(2.5))),
+    "JPEG quality 20": (96, lambda x, g: jpeg(q8(x), 20)),
+    "face 32 px (the firmware's expression.min_face)": (32, lambda x, g: x),
+    "face 24 px": (24, lambda x, g: x),
+    "face 16 px": (16, lambda x, g: x),
+}
+
+
+def camera(x, face, fn, g):
+    """FER+ face -> camera pixels at `face` px -> condition -> 8 bits -> the firmware's 48x48 crop."""
+    up = lambda z, s: F.interpolate(z, size=(s, s), mode="bicubic", align_corners=False).clamp(0, 1)
+    y = up(x, face) if face > SIZE else resize(x, face)
+    y = q8(fn(y, g))
+    return resize(y, SIZE) if face >= SIZE else F.interpolate(y, size=(SIZE, SIZE), mode="bilinear",
+                                                              align_corners=False)
+
+
+def run(path, faces):
+    import onnxruntime as ort
+    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    name = s.get_inputs()[0].name
+    return np.concatenate([s.run(None, {name: faces[i:i + 1].numpy()})[0] for i in range(len(faces))])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=os.path.join(HERE, "..", "..", "..", "shared", "data", "ferplus"))
+    p.add_argument("--split", default="val", choices=["train", "val", "test"])
+    p.add_argument("--models", default=",".join(os.path.join(HERE, "..", f) for f in (
+        "mien_student_int8.onnx", "mien_student_fp32.onnx", "mien_teacher_fp32.onnx")))
+    p.add_argument("--conditions", default="", help="comma-separated names (prefixes) to run; default all")
+    p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    ds = FerPlus(a.data)
+    idx = ds.indices(a.split)[:a.limit or None]
+    x = ds.batch(idx)
+    true = ds.label[idx]
+    models = [m for m in a.models.split(",") if m]
+    want = [c for c in a.conditions.split(",") if c]
+    conds = [c for c in CONDITIONS if not want or any(c.startswith(w) for w in want)]
+    print(f"{len(idx)} {a.split} faces; accuracy / macro-F1 per model (onnxruntime)")
+    print("| condition | " + " | ".join(os.path.basename(m) for m in models) + " |")
+    print("|---|" + "---|" * len(models))
+    base = {}
+    for c in conds:
+        face, fn = CONDITIONS[c]
+        g = torch.Generator().manual_seed(a.seed)
+        faces = standardize(camera(x, face, fn, g))
+        cells = []
+        for m in models:
+            r = metrics(run(m, faces).argmax(1), true)
+            base.setdefault(m, r)
+            d = r["accuracy"] - base[m]["accuracy"]
+            cells.append(f"{r['accuracy']:.4f} / {r['macro_f1']:.4f}" + (f" ({d * 100:+.1f})" if c != conds[0] else ""))
+        print(f"| {c} | " + " | ".join(cells) + " |", flush=True)
+    print("(in brackets: points of accuracy against the first condition)")
+
+
+if __name__ == "__main__":
+    main()
