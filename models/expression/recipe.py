@@ -868,9 +868,9 @@ def main():
     p.add_argument("--mixup", type=float, default=0,
                    help="teacher/student: share of each batch replaced by blends of two faces (function matching)")
     p.add_argument("--camera", type=float, default=0,
-                   help="student: share of faces it reads through a line camera's effects (uneven light, motion or "
-                   "focus blur, over- or underexposure) while the teacher reads them clean; val is then the mean "
-                   "of clean val and val through those effects")
+                   help="student/teacher: share of faces the net reads through a line camera's effects (uneven "
+                   "light, motion or focus blur, over- or underexposure; a student's teacher reads them clean); the "
+                   "epoch is then chosen on the mean of clean val and val through those effects")
     p.add_argument("--init", default="",
                    help="student: start from this exported student (.onnx, e.g. models/mien_student_fp32.onnx) or "
                    "student checkpoint instead of the SSL encoder")
@@ -882,6 +882,8 @@ def main():
         p.error(f"--mixup {a.mixup}: give the share of each batch to blend, between 0 and 1 (e.g. 0.5)")
     if not 0 <= a.camera <= 1:
         p.error(f"--camera {a.camera}: give the share of faces to pass through camera effects, between 0 and 1")
+    if a.camera and a.cmd in ("polish", "ablation"):
+        p.error(f"--camera: {a.cmd} does not take it (student, teacher or all)")
     if a.init and not os.path.isfile(a.init):
         p.error(f"--init {a.init}: no such file (give an exported student .onnx or a student checkpoint)")
     if a.threads:
