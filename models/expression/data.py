@@ -116,24 +116,6 @@ def light_field(n, size, angle, low, sharp, shift, device="cpu"):
     return v(low) + (1 - v(low)) * s
 
 
-def lighting(x, g, kind, low):
-    """Fixed uneven-light conditions (robust.py): "side" (a ramp, lit from the left or the right at random),
-    "shadow" (one half at `low`, edge within 20% of the centre), "top" (lit from above, chin at `low`)."""
-    n, dev = x.shape[0], x.device
-    r = lambda: torch.rand(n, generator=g).to(dev)
-    lr = torch.where(r() < 0.5, 0.0, math.pi)
-    full = lambda val: torch.full((n,), val, device=dev)
-    if kind == "side":
-        f = light_field(n, x.shape[-1], lr, full(low), full(0.0), full(0.0), dev)
-    elif kind == "shadow":
-        f = light_field(n, x.shape[-1], lr, full(low), full(12.0), (r() - 0.5) * 0.4, dev)
-    elif kind == "top":
-        f = light_field(n, x.shape[-1], full(-math.pi / 2), full(low), full(0.0), full(0.0), dev)
-    else:
-        raise ValueError(kind)
-    return x * f
-
-
 def blur_kernels(n, k, device):
     """Per-face blur kernels (n, 1, k, k), sums 1: half motion blur (a line of 2-7 px at a random angle), half
     defocus (a Gaussian, sigma 0.5-1.8 px), at the model's 48 px."""

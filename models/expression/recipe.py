@@ -111,12 +111,15 @@ def metrics(pred, true, k=8):
 
 
 @torch.no_grad()
-def logits_of(model, ds, idx, bs=512):
+def logits_on(model, faces, bs=512):
+    """Logits for faces in [0, 1] (N, 1, S, S, on the CPU), standardized per image as the firmware does."""
     model.eval()
-    out = []
-    for i in range(0, len(idx), bs):
-        out.append(model(standardize(ds.batch(idx[i:i + bs], DEV))).float().cpu())
-    return torch.cat(out).numpy()
+    return torch.cat([model(standardize(faces[i:i + bs].to(DEV))).float().cpu()
+                      for i in range(0, len(faces), bs)]).numpy()
+
+
+def logits_of(model, ds, idx, bs=512):
+    return logits_on(model, ds.batch(idx), bs)
 
 
 def evaluate(model, ds, split, bias=None):
@@ -142,18 +145,14 @@ def val_metrics(a, model, ds):
     face through one fixed (seeded) draw of `camera_effects`, so the choice rewards robustness to what a line
     camera does and still guards the clean faces."""
     m = evaluate(model, ds, "val")
-    if not getattr(a, "camera", 0):
+    if not a.camera:
         return m
     idx = ds.indices("val")
     if "x" not in CAMERA_VAL:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(1234)
             CAMERA_VAL["x"] = camera_effects(ds.batch(idx), 1.0)
-    model.eval()
-    with torch.no_grad():
-        x = CAMERA_VAL["x"]
-        lg = torch.cat([model(standardize(x[i:i + 512].to(DEV))).float().cpu() for i in range(0, len(x), 512)])
-    c = metrics(lg.numpy().argmax(1), ds.label[idx])
+    c = metrics(logits_on(model, CAMERA_VAL["x"]).argmax(1), ds.label[idx])
     return {"accuracy": (m["accuracy"] + c["accuracy"]) / 2, "macro_f1": (m["macro_f1"] + c["macro_f1"]) / 2,
             "recall": m["recall"], "clean": m, "camera": c}
 
@@ -753,11 +752,20 @@ def quantize(fp32, int8, ds, n=512, seed=0, f32_max_cin=F32_MAX_CIN):
     os.remove(pre)
 
 
-def ort_logits(path, ds, idx):
-    """onnxruntime's logits for the faces `idx`, one at a time, as the firmware runs them."""
+def ort_session(path):
     import onnxruntime as ort
-    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    return np.concatenate([s.run(None, {"face": standardize(ds.batch(idx[i:i + 1])).numpy()})[0] for i in range(len(idx))])
+    return ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+
+def ort_run(session, faces):
+    """onnxruntime's logits for model-ready faces (N, 1, S, S), one at a time, as the firmware runs them."""
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: faces[i:i + 1].numpy()})[0] for i in range(len(faces))])
+
+
+def ort_logits(path, ds, idx):
+    """onnxruntime's logits for the FER+ faces `idx`, standardized per image."""
+    return ort_run(ort_session(path), standardize(ds.batch(idx)))
 
 
 def ort_eval(path, ds, split):

@@ -19,6 +19,7 @@ most and whether a change helps there, not the accuracy on a given line.
 """
 import argparse
 import io
+import math
 import os
 import sys
 
@@ -28,8 +29,8 @@ import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from data import FerPlus, lighting, standardize  # noqa: E402
-from recipe import metrics  # noqa: E402
+from data import FerPlus, light_field, standardize  # noqa: E402
+from recipe import metrics, ort_run, ort_session  # noqa: E402
 
 SIZE = 48
 
@@ -58,6 +59,24 @@ def sensor(x, g, level, full_well=400.0, read=3.0):
     e = x * level * full_well
     e = torch.poisson(e, generator=g) + torch.randn(e.shape, generator=g) * read
     return q8(e / (level * full_well) * level) / level
+
+
+def lighting(x, g, kind, low):
+    """Fixed uneven-light conditions: "side" (a ramp, lit from the left or the right at random),
+    "shadow" (one half at `low`, edge within 20% of the centre), "top" (lit from above, chin at `low`)."""
+    n, dev = x.shape[0], x.device
+    r = lambda: torch.rand(n, generator=g).to(dev)
+    lr = torch.where(r() < 0.5, 0.0, math.pi)
+    full = lambda val: torch.full((n,), val, device=dev)
+    if kind == "side":
+        f = light_field(n, x.shape[-1], lr, full(low), full(0.0), full(0.0), dev)
+    elif kind == "shadow":
+        f = light_field(n, x.shape[-1], lr, full(low), full(12.0), (r() - 0.5) * 0.4, dev)
+    elif kind == "top":
+        f = light_field(n, x.shape[-1], full(-math.pi / 2), full(low), full(0.0), full(0.0), dev)
+    else:
+        raise ValueError(kind)
+    return x * f
 
 
 def blur(x, kernel):
@@ -102,13 +121,6 @@ def camera(x, face, fn, g):
                                                               align_corners=False)
 
 
-def run(path, faces):
-    import onnxruntime as ort
-    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    name = s.get_inputs()[0].name
-    return np.concatenate([s.run(None, {name: faces[i:i + 1].numpy()})[0] for i in range(len(faces))])
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=os.path.join(HERE, "..", "..", "..", "shared", "data", "ferplus"))
@@ -124,6 +136,7 @@ def main(argv=None):
     x = ds.batch(idx)
     true = ds.label[idx]
     models = [m for m in a.models.split(",") if m]
+    sessions = {m: ort_session(m) for m in models}
     want = [c for c in a.conditions.split(",") if c]
     conds = [c for c in CONDITIONS if not want or any(c.startswith(w) for w in want)]
     print(f"{len(idx)} {a.split} faces; accuracy / macro-F1 per model (onnxruntime)")
@@ -136,7 +149,7 @@ def main(argv=None):
         faces = standardize(camera(x, face, fn, g))
         cells = []
         for m in models:
-            r = metrics(run(m, faces).argmax(1), true)
+            r = metrics(ort_run(sessions[m], faces).argmax(1), true)
             base.setdefault(m, r)
             d = r["accuracy"] - base[m]["accuracy"]
             cells.append(f"{r['accuracy']:.4f} / {r['macro_f1']:.4f}" + (f" ({d * 100:+.1f})" if c != conds[0] else ""))
