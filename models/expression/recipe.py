@@ -329,13 +329,12 @@ def supervised_step(a, ds, train_idx, teacher=None):
         # --camera: the student reads a share of the faces through a line camera's effects, the teacher the same
         # face without them, so the student learns to say on a blurred, shadowed or badly exposed face what the
         # teacher says on the clean one.
-        xs = standardize(camera_effects(x, a.camera)) if a.camera else None
-        x = standardize(x)
-        out = m(x if xs is None else xs)
+        clean = standardize(x)
+        out = m(standardize(camera_effects(x, a.camera)) if a.camera else clean)
         tp = None
         if teacher is not None:
             with torch.no_grad():
-                tp = teacher.probs(x, T) if isinstance(teacher, Ensemble) else F.softmax(teacher(x) / T, 1)
+                tp = teacher.probs(clean, T) if isinstance(teacher, Ensemble) else F.softmax(teacher(clean) / T, 1)
         loss = label_kd_loss(out, y, w, tp, T)
         o.zero_grad(set_to_none=True)
         loss.backward()

@@ -140,7 +140,11 @@ def main(argv=None):
     want = [c for c in a.conditions.split(",") if c]
     conds = [c for c in CONDITIONS if not want or any(c.startswith(w) for w in want)]
     print(f"{len(idx)} {a.split} faces; accuracy / macro-F1 per model (onnxruntime)")
-    print("| condition | " + " | ".join(os.path.basename(m) for m in models) + " |")
+    # Columns are named by file name, or by path where two models share one (a candidate beside the shipped file).
+    names = [os.path.basename(m) for m in models]
+    if len(set(names)) < len(names):
+        names = [os.path.relpath(m) for m in models]
+    print("| condition | " + " | ".join(names) + " |")
     print("|---|" + "---|" * len(models))
     base = {}
     for c in conds:
