@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The expression recipe with its pinned environment:
 #   models/expression/train.sh all          # SSL -> teacher -> SSL student -> distilled student -> ONNX (~8 h on 2 cores, --resume
-#                                           #   across sessions; ~6 min on one GPU: models/expression/gpu/run.sh)
+#                                           #   to continue; ~6 min on one GPU: models/expression/gpu/run.sh)
+#   models/expression/train.sh all --hours 1.75   # the same schedule shrunk evenly to fit 1.75 h of training
 #   models/expression/train.sh smoke        # every step on a few hundred images into a scratch dir (CI)
 #   models/expression/train.sh ablation     # SSL vs scratch students with 1/10/100% of the labels
 #   models/expression/train.sh <step> ...   # ssl --arch teacher|student, teacher, student, polish, export
