@@ -887,7 +887,7 @@ def main():
                    "to fit, from the time of a few probe steps, and still ends annealed (for a lent GPU's time)")
     p.add_argument("--hours", type=float, default=0,
                    help="all: hours the four training stages may take together; each stage gets its share of the "
-                   "full schedule's time on a 2-core CPU as its --budget (export comes on top, a few minutes)")
+                   "full schedule's time on a 2-core CPU as its --budget (export comes on top, under a minute)")
     a = p.parse_args()
     if a.hours and a.cmd != "all":
         p.error(f"--hours: only `all` takes it (give {a.cmd} a --budget in seconds)")
