@@ -888,6 +888,10 @@ def main():
     p.add_argument("--hours", type=float, default=0,
                    help="all: hours the four training stages may take together; each stage gets its share of the "
                    "full schedule's time on a 2-core CPU as its --budget (export comes on top, under a minute)")
+    p.add_argument("--split", default="",
+                   help="all --hours: the four stages' shares of the hours instead (SSL teacher, teacher, SSL "
+                   "student, student; any numbers, scaled to their sum, e.g. 25,45,0,30); an SSL stage given 0 is "
+                   "skipped and the net it would have started trains from scratch")
     a = p.parse_args()
     if a.hours and a.cmd != "all":
         p.error(f"--hours: only `all` takes it (give {a.cmd} a --budget in seconds)")
@@ -895,6 +899,17 @@ def main():
         p.error("--hours and --budget: give one (--hours splits itself into a --budget per stage)")
     if a.hours < 0:
         p.error(f"--hours {a.hours}: give a positive number of hours (e.g. 2)")
+    split = None
+    if a.split:
+        if not a.hours:
+            p.error("--split: give it with all --hours (it divides those hours between the stages)")
+        try:
+            split = [float(x) for x in a.split.split(",")]
+        except ValueError:
+            split = []
+        if len(split) != 4 or min(split) < 0 or split[1] <= 0 or split[3] <= 0:
+            p.error(f"--split {a.split}: give four shares, SSL teacher, teacher, SSL student, student (e.g. "
+                    "25,45,0,30); the teacher and the student need more than 0")
     if not 0 <= a.mixup <= 1:
         p.error(f"--mixup {a.mixup}: give the share of each batch to blend, between 0 and 1 (e.g. 0.5)")
     if not 0 <= a.camera <= 1:
@@ -925,12 +940,19 @@ def main():
     if a.cmd == "all":
         # --hours: the shipped schedule shrunk evenly. Each stage's share of the hours is its share of the full
         # schedule's time measured on this project's 2-core CPU, in minutes (export is not budgeted).
-        stages = (("ssl", {"arch": "teacher"}, 186), ("teacher", {}, 120), ("ssl", {"arch": "student"}, 60),
-                  ("student", {}, 109), ("export", {}, 0))
-        total = sum(minutes for _, _, minutes in stages)
-        for cmd, kw, minutes in stages:
-            if a.hours and minutes:
-                kw["budget"] = a.hours * 3600 * minutes / total
+        # --split gives other shares; an SSL stage with none is skipped and the stage after it starts from scratch.
+        stages = [("ssl", {"arch": "teacher"}, 186), ("teacher", {}, 120), ("ssl", {"arch": "student"}, 60),
+                  ("student", {}, 109), ("export", {}, 0)]
+        if split:
+            stages = [(cmd, kw, share) for (cmd, kw, _), share in zip(stages, split + [0])]
+            for i in (0, 2):
+                if not stages[i][2]:
+                    stages[i + 1][1]["scratch"] = True
+            stages = [s for i, s in enumerate(stages) if s[2] or i not in (0, 2)]
+        total = sum(share for _, _, share in stages)
+        for cmd, kw, share in stages:
+            if a.hours and share:
+                kw["budget"] = a.hours * 3600 * share / total
             run(cmd, **kw)
     elif a.cmd == "smoke":
         # Every step on a few hundred images, into a scratch dir: proves the recipe runs (CI).
