@@ -13,6 +13,7 @@
     python recipe.py teachers --teachers A,B # each teacher file and their ensemble on val (and test)
     python recipe.py all                     # the above in order
     python recipe.py all --hours 2           # ... the same schedule shrunk evenly to fit 2 hours of training
+    python recipe.py all --hours 2 --split 25,45,0,30   # ... the stages' shares set by hand (0: skip that SSL stage)
     python recipe.py smoke                   # every step on a few hundred images (CI)
     python recipe.py all --resume            # continue where an interrupted run stopped (checkpoints in work/ckpt)
 
@@ -845,6 +846,45 @@ def update_sums(out, files):
         fh.write("\n".join(lines) + "\n")
 
 
+def sitting(hours=0, split=None):
+    """`all`'s stages in order, as (step, options). --hours: each training stage's --budget is its share of the
+    hours, by default its share of the full schedule's time measured on this project's 2-core CPU, in minutes
+    (export is not budgeted). `split` gives other shares; an SSL stage with none is skipped and the net after it
+    starts from scratch."""
+    stages = [("ssl", {"arch": "teacher"}, 186), ("teacher", {}, 120), ("ssl", {"arch": "student"}, 60),
+              ("student", {}, 109), ("export", {}, 0)]
+    if split:
+        stages = [(cmd, kw, share) for (cmd, kw, _), share in zip(stages, list(split) + [0])]
+        for i in (0, 2):
+            if not stages[i][2]:
+                stages[i + 1][1]["scratch"] = True
+        stages = [st for i, st in enumerate(stages) if st[2] or i not in (0, 2)]
+    total = sum(share for _, _, share in stages)
+    for _, kw, share in stages:
+        if hours and share:
+            kw["budget"] = hours * 3600 * share / total
+    return [(cmd, kw) for cmd, kw, _ in stages]
+
+
+def check_sittings():
+    """The smoke run's check of `all --hours [--split]`'s plan (the stages themselves run in the smoke)."""
+    def plan(hours, split=None):
+        return [(cmd, kw.get("arch", ""), round(kw.get("budget", 0)), bool(kw.get("scratch")))
+                for cmd, kw in sitting(hours, split)]
+    cases = (((1.75, None), [("ssl", "teacher", 2467, False), ("teacher", "", 1592, False),
+                             ("ssl", "student", 796, False), ("student", "", 1446, False), ("export", "", 0, False)]),
+             ((1.75, [25, 45, 0, 30]), [("ssl", "teacher", 1575, False), ("teacher", "", 2835, False),
+                                        ("student", "", 1890, True), ("export", "", 0, False)]),
+             ((2, [0, 1, 0, 1]), [("teacher", "", 3600, True), ("student", "", 3600, True), ("export", "", 0, False)]),
+             ((0, None), [("ssl", "teacher", 0, False), ("teacher", "", 0, False), ("ssl", "student", 0, False),
+                          ("student", "", 0, False), ("export", "", 0, False)]))
+    for args, want in cases:
+        got = plan(*args)
+        if got != want:
+            sys.exit(f"smoke: all --hours {args[0]} --split {args[1]} plans {got}, expected {want}")
+    print(f"smoke: all --hours/--split plans {len(cases)} sittings as expected")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("cmd", choices=["ssl", "teacher", "student", "polish", "export", "quantize", "ablation", "teachers",
@@ -938,24 +978,11 @@ def main():
         print(f"[{cmd}{' ' + b.arch if cmd == 'ssl' else ''}] {time.time() - t:.0f} s", flush=True)
 
     if a.cmd == "all":
-        # --hours: the shipped schedule shrunk evenly. Each stage's share of the hours is its share of the full
-        # schedule's time measured on this project's 2-core CPU, in minutes (export is not budgeted).
-        # --split gives other shares; an SSL stage with none is skipped and the stage after it starts from scratch.
-        stages = [("ssl", {"arch": "teacher"}, 186), ("teacher", {}, 120), ("ssl", {"arch": "student"}, 60),
-                  ("student", {}, 109), ("export", {}, 0)]
-        if split:
-            stages = [(cmd, kw, share) for (cmd, kw, _), share in zip(stages, split + [0])]
-            for i in (0, 2):
-                if not stages[i][2]:
-                    stages[i + 1][1]["scratch"] = True
-            stages = [s for i, s in enumerate(stages) if s[2] or i not in (0, 2)]
-        total = sum(share for _, _, share in stages)
-        for cmd, kw, share in stages:
-            if a.hours and share:
-                kw["budget"] = a.hours * 3600 * share / total
+        for cmd, kw in sitting(a.hours, split):
             run(cmd, **kw)
     elif a.cmd == "smoke":
         # Every step on a few hundred images, into a scratch dir: proves the recipe runs (CI).
+        check_sittings()
         kw = {"limit": 600, "work": a.work, "out": a.work, "epochs": 1}
         # The student distils from a two-member ensemble (the same teacher twice) under a --budget it never
         # reaches, with --mixup; a second trains on from the shipped student through camera effects; then it is
