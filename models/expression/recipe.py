@@ -847,9 +847,12 @@ def update_sums(out, files):
         fh.write("\n".join(lines) + "\n")
 
 
-# `all --hours`'s default shares (SSL teacher, teacher, SSL student, student): the teacher first and no SSL
-# student, measured against the full schedule's proportions (186, 120, 60, 109 minutes on this CPU) in one sitting
-# of 1.75 h: int8 val 0.8256 / 0.6989 against 0.8128 / 0.6706 (models/README.md, "One sitting, the teacher first").
+# The full schedule's time per training stage on this project's 2-core CPU, in minutes (SSL teacher, teacher, SSL
+# student, student): `all` without --hours runs it, and --split with these numbers keeps its proportions.
+FULL_SCHEDULE = (186, 120, 60, 109)
+# `all --hours`'s default shares: the teacher first and no SSL student, measured against FULL_SCHEDULE's proportions
+# in one sitting of 1.75 h: int8 val 0.8256 / 0.6989 against 0.8128 / 0.6706 (models/README.md, "One sitting, the
+# teacher first").
 SITTING = (25, 45, 0, 30)
 
 
@@ -857,20 +860,17 @@ def sitting(hours=0, split=None):
     """`all`'s stages in order, as (step, options). Without hours, the full schedule, every stage. With hours,
     each training stage's --budget is its share of them, SITTING's or `split`'s (export is not budgeted); an SSL
     stage with no share is skipped and the net after it starts from scratch."""
-    stages = [("ssl", {"arch": "teacher"}, 186), ("teacher", {}, 120), ("ssl", {"arch": "student"}, 60),
-              ("student", {}, 109), ("export", {}, 0)]
-    split = split or (SITTING if hours else None)
-    if split:
-        stages = [(cmd, kw, share) for (cmd, kw, _), share in zip(stages, list(split) + [0])]
-        for i in (0, 2):
-            if not stages[i][2]:
-                stages[i + 1][1]["scratch"] = True
-        stages = [st for i, st in enumerate(stages) if st[2] or i not in (0, 2)]
-    total = sum(share for _, _, share in stages)
-    for _, kw, share in stages:
-        if hours and share:
-            kw["budget"] = hours * 3600 * share / total
-    return [(cmd, kw) for cmd, kw, _ in stages]
+    shares = split or (SITTING if hours else FULL_SCHEDULE)
+    stages = [("ssl", {"arch": "teacher"}), ("teacher", {}), ("ssl", {"arch": "student"}), ("student", {})]
+    plan = []
+    for i, ((cmd, kw), share) in enumerate(zip(stages, shares)):
+        if cmd == "ssl" and not share:
+            stages[i + 1][1]["scratch"] = True
+            continue
+        if hours:
+            kw["budget"] = hours * 3600 * share / sum(shares)
+        plan.append((cmd, kw))
+    return plan + [("export", {})]
 
 
 def check_sittings():
@@ -939,8 +939,8 @@ def main():
     p.add_argument("--split", default="",
                    help="all --hours: the four stages' shares of the hours (SSL teacher, teacher, SSL student, "
                    "student; any numbers, scaled to their sum; default %s; the full schedule's proportions are "
-                   "186,120,60,109); an SSL stage given 0 is skipped and the net it would have started trains from "
-                   "scratch" % ",".join(map(str, SITTING)))
+                   "%s); an SSL stage given 0 is skipped and the net it would have started trains from scratch"
+                   % tuple(",".join(map(str, t)) for t in (SITTING, FULL_SCHEDULE)))
     a = p.parse_args()
     if a.hours and a.cmd != "all":
         p.error(f"--hours: only `all` takes it (give {a.cmd} a --budget in seconds)")
