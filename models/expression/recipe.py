@@ -852,7 +852,7 @@ def update_sums(out, files):
 FULL_SCHEDULE = (186, 120, 60, 109)
 # `all --hours`'s default shares: the teacher first and no SSL student, measured against FULL_SCHEDULE's proportions
 # in one sitting of 1.75 h: int8 val 0.8256 / 0.6989 (seed 0) and 0.8209 / 0.6932 (seed 1) against 0.8128 / 0.6706
-# (models/README.md, "One sitting, the teacher first").
+# and 0.8140 / 0.6563 (models/README.md, "One sitting, the teacher first").
 SITTING = (25, 45, 0, 30)
 
 
