@@ -326,7 +326,7 @@ def supervised_step(a, ds, train_idx, teacher=None):
 
     def train_step(m, o, idx):
         x = augment(ds.batch(idx, DEV))
-        y = torch.from_numpy(ds.soft(idx)).to(DEV)
+        y = ds.soft_on(idx, DEV)
         if a.mixup:
             x, y = mixup(x, y, a.mixup)
         # --camera: the student reads a share of the faces through a line camera's effects, the teacher the same

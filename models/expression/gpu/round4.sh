@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Round four on a lent GPU: the shipped teacher, longer distillation schedules, with and without function matching.
+# Round four on a lent GPU: long distillation schedules from the shipped teacher, side by side in one lease.
 # Round two found that a longer student schedule (64 epochs against 40) gained on val for both seeds, and the
 # checkpoints it started from are gone, so this round starts from what the repository holds.
 #   here:  python models/expression/gpu/pack.py pack ../shared/data/ferplus DIR/pack
@@ -7,15 +7,16 @@
 #   dry run of the mechanics on a CPU (a few minutes): BS=64 EXTRA="--limit 600" BUDGET_A=10 BUDGET_B=20 round4.sh DIR OUT
 #   here:  tar xf OUTDIR/students.tar -C WORK; `recipe.py export --work WORK/sX --out SCRATCH` (with the teacher.pt
 #          in WORK/sX) makes each student's ONNX files; `mien eval` reads them (models/README.md, "Round four").
-# Phase A: ContraWarping for the width-16 student encoder (the first round's is gone). Phase B: four width-16
-# students side by side, each distilled from the shipped teacher for as many epochs as --budget fits (at most
-# 200, batches of 256), all SSL-initialised: seeds 0 and 1, each plain and with --mixup 0.5 (function matching,
-# which Beyer et al. found pays off over long schedules). Two seeds per arm, because on this CPU the seed alone
-# moved a 20-epoch run by as much as mixup did (models/README.md, "Round five").
+# Phase A: ContraWarping for the width-16 student encoder (the first round's is gone). Phase B: the students in
+# ARMS side by side, each distilled from the shipped teacher for as many epochs as --budget fits (at most 200,
+# batches of 256), all initialised from phase A's encoder (from scratch, and said so, if phase A left none).
+# ARMS is "NAME:OPTIONS;NAME:OPTIONS;..."; the default is the lease that ran (models/README.md, "Round four"):
+# with and without the camera effects (--camera 0.5, round eight's open question), at seeds 0 and 1.
 set -u
 IN=${1:?usage: round4.sh DIR OUTDIR}; OUT=${2:?usage: round4.sh DIR OUTDIR}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
-A=${BUDGET_A:-80}; B=${BUDGET_B:-330}
+A=${BUDGET_A:-60}; B=${BUDGET_B:-340}
+ARMS=${ARMS:-"plain0:--seed 0;plain1:--seed 1;cam0:--seed 0 --camera 0.5;cam1:--seed 1 --camera 0.5"}
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT" /tmp/logs
 T0=$(date +%s)
@@ -25,25 +26,42 @@ python3 "$HERE/gpu/from_onnx.py" teacher "$HERE/../mien_teacher_fp32.onnx" /tmp/
 R="python3 $HERE/recipe.py --data /tmp/fer --threads 2 ${EXTRA:-}"  # EXTRA: e.g. "--limit 600" for a dry run
 mkdir -p /tmp/ssl
 # The timeouts only guard against a hang: --budget already ends each stage (start-up and probing come on top).
-timeout $((A + 120)) $R ssl --arch student --work /tmp/ssl --budget "$A" > /tmp/logs/ssl.log 2>&1
-[ -f /tmp/ssl/ssl_student.pt ] || { tail -5 /tmp/logs/ssl.log; tar czf "$OUT/logs.tgz" -C /tmp logs; echo "round4.sh: phase A left no encoder" >&2; exit 1; }
-echo "phase A (SSL student encoder) done at $(( $(date +%s) - T0 )) s"
+timeout $((A + 60)) $R ssl --arch student --work /tmp/ssl --budget "$A" > /tmp/logs/ssl.log 2>&1
+INIT=""
+if [ -f /tmp/ssl/ssl_student.pt ]; then
+    echo "phase A (SSL student encoder) done at $(( $(date +%s) - T0 )) s"
+else
+    tail -5 /tmp/logs/ssl.log
+    echo "round4.sh: phase A left no encoder: the students train from scratch" >&2
+    INIT="--scratch"
+fi
 student() {
     local d=/tmp/$1; shift
     mkdir -p "$d" && cp /tmp/teacher.pt "$d/"
-    cp /tmp/ssl/ssl_student.pt "$d/"
-    timeout $((B + 120)) $R student --work "$d" --epochs 200 --bs ${BS:-256} --budget "$B" "$@" \
+    [ -z "$INIT" ] && cp /tmp/ssl/ssl_student.pt "$d/"
+    # shellcheck disable=SC2086
+    timeout $((B + 80)) $R student --work "$d" --epochs 200 --bs ${BS:-256} --budget "$B" $INIT "$@" \
         > "/tmp/logs/$(basename "$d").log" 2>&1
 }
-student ssl0 --seed 0 &
-student ssl1 --seed 1 &
-student mix0 --seed 0 --mixup 0.5 &
-student mix1 --seed 1 --mixup 0.5 &
+NAMES=()
+IFS=';' read -ra SLOTS <<< "$ARMS"
+for slot in "${SLOTS[@]}"; do
+    name=${slot%%:*}; NAMES+=("$name")
+    # shellcheck disable=SC2086
+    student "$name" ${slot#*:} &
+done
 wait
 echo "phase B (students) done at $(( $(date +%s) - T0 )) s"
 cd /tmp
-tar cf "$OUT/students.tar" ssl/ssl_student.pt ssl0/student.pt ssl1/student.pt mix0/student.pt mix1/student.pt
+FILES=()
+[ -f ssl/ssl_student.pt ] && FILES+=(ssl/ssl_student.pt)
+for n in "${NAMES[@]}"; do
+    if [ -f "$n/student.pt" ]; then FILES+=("$n/student.pt")
+    else echo "round4.sh: $n left no student.pt (its last checkpoint, with the best epoch's weights, comes back)"
+        FILES+=($(ls "$n"/ckpt/* 2>/dev/null)); fi
+done
+tar cf "$OUT/students.tar" "${FILES[@]}"
 tar czf "$OUT/logs.tgz" logs
 grep -ah "budget\|best val\|ssl\[\|Error\|error" /tmp/logs/*.log | grep -v "%|" | cut -c1-220
-for f in /tmp/logs/*[01].log; do echo "$f: $(grep -c 'epoch .*: val' "$f") epochs"; done
+for n in "${NAMES[@]}"; do echo "$n: $(grep -c 'epoch .*: val' "/tmp/logs/$n.log") epochs"; done
 echo "round4.sh: done in $(( $(date +%s) - T0 )) s"
