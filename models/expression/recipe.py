@@ -89,7 +89,7 @@ def load_ckpt(a, tag, rng):
         return None
     st = torch.load(path, map_location=DEV, weights_only=False)
     rng.bit_generator.state = st["rng"]
-    torch.set_rng_state(st["torch_rng"])
+    torch.set_rng_state(st["torch_rng"].cpu())  # map_location puts it on the GPU; the CPU generator wants it back
     print(f"{tag}: resuming from {path}")
     return st
 
