@@ -31,6 +31,7 @@ class FerPlus:
         self.label = np.array(self.label)
         self.votes = np.array(votes, np.float32)
         assert len(self.label) == len(self.images), "labels.csv and images.u8 disagree"
+        self._on = (None, None, None)  # (device, faces, vote shares) kept there by `_resident`
 
     def indices(self, split, labelled=True):
         """Rows of a split; labelled=True keeps the FER+ benchmark rows (one of the 8 emotions)."""
@@ -66,7 +67,7 @@ class FerPlus:
     # steps overlap. The indices travel without that wait (cudaMemcpyAsync stages pageable memory at once).
     def _resident(self, device):
         key = str(torch.device(device))
-        if getattr(self, "_on", (None,))[0] != key:
+        if self._on[0] != key:
             votes = self.votes / np.maximum(self.votes.sum(1, keepdims=True), 1e-12)  # rows without votes: zeros
             self._on = (key, torch.from_numpy(self.images).to(device), torch.from_numpy(votes).to(device))
         return self._on[1], self._on[2]
