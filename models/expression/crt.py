@@ -17,7 +17,6 @@ import hashlib
 import os
 import sys
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 

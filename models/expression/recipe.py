@@ -7,6 +7,7 @@
     python recipe.py student                 # distil teacher -> student (starts from the SSL student)
     python recipe.py student --init F.onnx   # ... or trains on from an exported student (BatchNorm unfolded)
     python recipe.py student --mixup 0.5     # ... half of each batch blends of two faces (function matching)
+    python recipe.py student --bank 64       # ... on 64 stored views per face, the teacher run on them once
     python recipe.py polish                  # weight averaging over 8 more short cycles (kept only if val gains 0.5 pt)
     python recipe.py export                  # fold BN, logit adjustment chosen on val, fp32 ONNX, int8 QOperator ONNX
     python recipe.py ablation                # SSL vs scratch students with 1/10/100% of the labels
@@ -29,6 +30,7 @@ import os
 import random
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -38,8 +40,8 @@ from tqdm import tqdm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from data import (FerPlus, augment, apply_global, camera_effects, global_params, local_warp, photometric,  # noqa: E402
-                  standardize)
+from data import (SIZE, FerPlus, augment, apply_global, camera_effects, global_params, local_warp,  # noqa: E402
+                  photometric, standardize)
 from nets import EMOTIONS, Student, Teacher, conv_bn_pairs, macs  # noqa: E402
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -316,28 +318,72 @@ def label_kd_loss(out, y, w, tp=None, T=3.0, kd=0.7):
     return loss
 
 
+def teacher_probs(teacher, x, T):
+    """The teacher's (a net's or an `Ensemble`'s) class probabilities at temperature T on standardized faces."""
+    with torch.no_grad():
+        return teacher.probs(x, T) if isinstance(teacher, Ensemble) else F.softmax(teacher(x) / T, 1)
+
+
+class ViewBank:
+    """`--bank K`: K augmented views of every training face, drawn once, with the teacher's probabilities on each,
+    kept on the training device. Each step then reads one stored view per face instead of drawing a fresh one
+    and running the teacher on it, so the teacher's forward passes (four or five nets for an ensemble) are paid
+    once, K passes over the faces, rather than once per step of a 200-epoch schedule. The views are those `augment`
+    draws, stored as fp16 (2.3 MB per 500 faces and view)."""
+
+    @torch.no_grad()
+    def __init__(self, ds, idx, teacher, k, T, bs=1024):
+        n = len(idx)
+        self.k = k
+        self.views = torch.empty((n, k, 1, SIZE, SIZE), dtype=torch.float16, device=DEV)
+        self.probs = torch.empty((n, k, len(EMOTIONS)), dtype=torch.float32, device=DEV)
+        row = np.full(len(ds.images), -1, np.int64)
+        row[idx] = np.arange(n)
+        self.row = torch.from_numpy(row).to(DEV)
+        t = time.time()
+        for j in tqdm(range(k), desc=f"view bank ({n} faces x {k})", mininterval=5):
+            for s in range(0, n, bs):
+                x = augment(ds.batch(idx[s:s + bs], DEV))
+                self.views[s:s + bs, j] = x.half()
+                self.probs[s:s + bs, j] = teacher_probs(teacher, standardize(x), T)
+        print(f"view bank: {k} views of {n} faces and the teacher's probabilities on them in {time.time() - t:.0f} s",
+              flush=True)
+
+    def draw(self, idx):
+        """One stored view of each face `idx` (rows of the data set), and the teacher's probabilities on it."""
+        r = self.row[ds_index(idx)]
+        j = torch.randint(self.k, r.shape, device=DEV)
+        return self.views[r, j].float(), self.probs[r, j]
+
+
+def ds_index(idx):
+    """Data-set rows as a tensor on the training device (copied without waiting for the GPU)."""
+    return torch.from_numpy(np.ascontiguousarray(idx, np.int64)).to(DEV, non_blocking=True)
+
+
 def supervised_step(a, ds, train_idx, teacher=None):
     """One training step's function (model, optimizer, batch indices) -> loss: soft-label (vote) cross-entropy with
-    class weights, plus distillation from `teacher` (a net or an `Ensemble`) when given."""
+    class weights, plus distillation from `teacher` (a net or an `Ensemble`) when given (on fresh views, or on
+    stored ones with --bank)."""
     T = 3.0
     # Class weights prior^-balance (normalised to mean 1 under the prior): rare classes (disgust, contempt) get more
     # gradient than their share of FER+; the logit adjustment at export only shifts decisions, this shapes features.
     w = torch.from_numpy(class_weights(ds.soft(train_idx).mean(0), a.balance)).to(DEV)
+    bank = ViewBank(ds, train_idx, teacher, a.bank, T) if a.bank and teacher is not None else None
 
     def train_step(m, o, idx):
-        x = augment(ds.batch(idx, DEV))
         y = ds.soft_on(idx, DEV)
-        if a.mixup:
-            x, y = mixup(x, y, a.mixup)
+        if bank is not None:
+            x, tp = bank.draw(idx)
+        else:
+            x = augment(ds.batch(idx, DEV))
+            if a.mixup:
+                x, y = mixup(x, y, a.mixup)
+            tp = None if teacher is None else teacher_probs(teacher, standardize(x), T)
         # --camera: the student reads a share of the faces through a line camera's effects, the teacher the same
         # face without them, so the student learns to say on a blurred, shadowed or badly exposed face what the
         # teacher says on the clean one.
-        clean = standardize(x)
-        out = m(standardize(camera_effects(x, a.camera)) if a.camera else clean)
-        tp = None
-        if teacher is not None:
-            with torch.no_grad():
-                tp = teacher.probs(clean, T) if isinstance(teacher, Ensemble) else F.softmax(teacher(clean) / T, 1)
+        out = m(standardize(camera_effects(x, a.camera) if a.camera else x))
         loss = label_kd_loss(out, y, w, tp, T)
         o.zero_grad(set_to_none=True)
         loss.backward()
@@ -362,6 +408,27 @@ def better(m, best):
     return best is None or m["accuracy"] + m["macro_f1"] > best["accuracy"] + best["macro_f1"]
 
 
+def refit(a, tag, opt, sched, done, epochs, wanted, steps_per, per_epoch, t_begin):
+    """--budget, re-read from the epochs themselves: the probe times a few steps before training starts, and
+    where several runs share one GPU and start together it reads the GPU idle (round four's probes under-read by
+    2x, models/README.md). After each epoch the schedule is fitted again to the time left at the last epoch's
+    pace, at most the epochs asked for, and the one-cycle schedule is rebuilt for the new length and moved on to
+    where training is. Small changes (under 5%) and the last fifth of the schedule are left alone, so the
+    learning rate is not nudged at every epoch or late in its decay. Returns (epochs, sched)."""
+    left = a.budget - (time.time() - t_begin)
+    fit = min(wanted, done + max(1, int(left / per_epoch)))
+    if fit == epochs or abs(fit - epochs) < max(2, 0.05 * epochs) or done >= 0.8 * epochs:
+        return epochs, sched
+    print(f"{tag}: --budget {a.budget:.0f} s at {per_epoch:.1f} s/epoch: {fit} epochs instead of {epochs}",
+          flush=True)
+    new = one_cycle(opt, a.lr, fit * steps_per, 0.15)
+    with warnings.catch_warnings():  # stepping a scheduler before the optimizer warns; nothing is trained here
+        warnings.simplefilter("ignore")
+        for _ in range(done * steps_per):
+            new.step()
+    return fit, new
+
+
 def train_supervised(a, ds, net, train_idx, teacher=None, tag="", epochs=None, start=None):
     """Soft-label (vote) cross-entropy, optionally plus distillation from a teacher (a net or an `Ensemble`);
     best epoch chosen on val. `start`, the val metrics of a net that is already trained (`--init`), makes the
@@ -374,15 +441,17 @@ def train_supervised(a, ds, net, train_idx, teacher=None, tag="", epochs=None, s
     best, best_state, first = None, None, 0
     if start is not None:
         best, best_state = start, copy.deepcopy(net.state_dict())
+    t_begin = time.time()
     st = load_ckpt(a, tag, rng)
     train_step = supervised_step(a, ds, train_idx, teacher)
+    wanted = epochs
     if st is not None:
         epochs = st.get("epochs", epochs)  # a --budget run keeps the schedule it fitted
     elif a.budget:
         net.train()
         per = probe_step_time(net, make_opt, train_step, lambda r: r.choice(train_idx, a.bs, replace=False))
         val_s = 0.05 * per * steps_per  # the val pass per epoch, roughly
-        fit = max(1, int(a.budget / (per * steps_per + val_s)))
+        fit = max(1, int((a.budget - (time.time() - t_begin)) / (per * steps_per + val_s)))  # a bank's time is spent
         if fit < epochs:
             print(f"{tag}: --budget {a.budget:.0f} s at {per * 1e3:.1f} ms/step: {fit} epochs instead of {epochs}",
                   flush=True)
@@ -392,14 +461,19 @@ def train_supervised(a, ds, net, train_idx, teacher=None, tag="", epochs=None, s
     if st is not None:
         net.load_state_dict(st["model"]), opt.load_state_dict(st["opt"]), sched.load_state_dict(st["sched"])
         best, best_state, first = st["best"], st["best_state"], st["epoch"]
-    for ep in range(first, epochs):
+    ep = first
+    while ep < epochs:  # not a range: --budget may re-fit `epochs` on the way
+        t_ep = time.time()
         train_epoch(net, opt, sched, train_step, rng.permutation(train_idx), a.bs, f"{tag} ep{ep + 1}/{epochs}")
         m = val_metrics(a, net, ds)
         print(f"{tag} epoch {ep + 1}: val {fmt(m)}", flush=True)
+        if a.budget and st is None:
+            epochs, sched = refit(a, tag, opt, sched, ep + 1, epochs, wanted, steps_per, time.time() - t_ep, t_begin)
         if better(m, best):
             best, best_state = m, copy.deepcopy(net.state_dict())
         save_ckpt(a, tag, rng, model=net.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
                   best=best, best_state=best_state, epoch=ep + 1, epochs=epochs)
+        ep += 1
     if start is not None and best == start:
         print(f"{tag}: no epoch beat the starting weights on val; they are kept", flush=True)
     net.load_state_dict(best_state)
@@ -544,7 +618,8 @@ def cmd_student(a, ds):
     idx = ds.soft_indices("train")[:a.limit or None]
     net, best = train_supervised(a, ds, net, idx, teacher=teacher, tag="student", start=start)
     save({"model": net.state_dict(), "width": net.width, "val": best, "ssl": not a.scratch and not a.init,
-          "init": a.init, "mixup": a.mixup, "camera": a.camera, "seed": a.seed, "teachers": a.teachers or "teacher.pt"},
+          "init": a.init, "mixup": a.mixup, "camera": a.camera, "bank": a.bank, "seed": a.seed,
+          "teachers": a.teachers or "teacher.pt"},
          os.path.join(a.work, "student.pt"))
     print(f"student: best val {fmt(best)}")
 
@@ -929,6 +1004,10 @@ def main():
                    help="student/teacher: share of faces the net reads through a line camera's effects (uneven "
                    "light, motion or focus blur, over- or underexposure; a student's teacher reads them clean); the "
                    "epoch is then chosen on the mean of clean val and val through those effects")
+    p.add_argument("--bank", type=int, default=0,
+                   help="student: distil on K augmented views of each face drawn once, with the teacher's "
+                   "probabilities on them computed once (0: a fresh view and teacher pass every step); for long "
+                   "schedules from an ensemble, whose forward passes would otherwise cost more than the student's")
     p.add_argument("--init", default="",
                    help="student: start from this exported student (.onnx, e.g. models/mien_student_fp32.onnx) or "
                    "student checkpoint instead of the SSL encoder")
@@ -965,6 +1044,9 @@ def main():
         p.error(f"--mixup {a.mixup}: give the share of each batch to blend, between 0 and 1 (e.g. 0.5)")
     if not 0 <= a.camera <= 1:
         p.error(f"--camera {a.camera}: give the share of faces to pass through camera effects, between 0 and 1")
+    if a.bank < 0 or (a.bank and a.mixup):
+        p.error(f"--bank {a.bank}: give a number of views (e.g. 64), without --mixup (a blend's teacher "
+                "probabilities are not the blend of the stored ones)")
     if a.camera and a.cmd in ("polish", "ablation"):
         p.error(f"--camera: {a.cmd} does not take it (student, teacher or all)")
     if a.init and not os.path.isfile(a.init):
@@ -996,13 +1078,14 @@ def main():
         check_sittings()
         kw = {"limit": 600, "work": a.work, "out": a.work, "epochs": 1}
         # The student distils from a two-member ensemble (the same teacher twice) under a --budget it never
-        # reaches, with --mixup; a second trains on from the shipped student through camera effects; then it is
-        # polished: the options of rounds two, three, five and seven run too.
+        # reaches, with --mixup; a second trains on from the shipped student through camera effects, on a view
+        # bank; then it is polished: the options of rounds two, three, five and seven (and --bank) run too.
         two = ",".join([os.path.join(a.work, "teacher.pt")] * 2)
         for cmd, extra in (("ssl", {"arch": "teacher", "steps": 3, "bs": 32}), ("teacher", {}),
                            ("ssl", {"arch": "student", "steps": 3, "bs": 32}),
                            ("student", {"teachers": two, "budget": 3600, "mixup": 0.5}),
-                           ("student", {"init": os.path.join(HERE, "..", "mien_student_fp32.onnx"), "camera": 0.5}),
+                           ("student", {"init": os.path.join(HERE, "..", "mien_student_fp32.onnx"), "camera": 0.5,
+                                        "bank": 2}),
                            ("polish", {"teachers": two}),
                            ("export", {})):
             run(cmd, **{**kw, **extra})

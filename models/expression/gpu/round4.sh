@@ -63,9 +63,7 @@ for n in "${NAMES[@]}"; do
         # Stopped by the guard: its best epoch so far comes back as a student file (the whole checkpoint, with
         # the optimizer, is 4.7 MB a student: four overran the 16 MiB a returned file may hold). The checkpoint
         # stays on the machine for `student --resume` while it is warm.
-        python3 -c "import sys, torch; st = torch.load(sys.argv[1], map_location='cpu', weights_only=False); \
-w = next(v.shape[0] for v in st['best_state'].values() if v.dim() == 4); \
-torch.save({'model': st['best_state'], 'width': w, 'val': st['best'], 'epoch': st['epoch']}, sys.argv[2])" "$n/ckpt/student.pt" "$n/student.pt" &&
+        python3 "$HERE/gpu/best_of.py" "$n/ckpt/student.pt" "$n/student.pt" &&
             echo "round4.sh: $n stopped at epoch $(grep -c 'epoch .*: val' "/tmp/logs/$n.log"): its best epoch so far comes back" &&
             FILES+=("$n/student.pt")
     else echo "round4.sh: $n left no student"; fi
