@@ -332,8 +332,8 @@ class ViewBank:
     draws, stored as fp16 (2.3 MB per 500 faces and view)."""
 
     @torch.no_grad()
-    def __init__(self, ds, idx, teacher, k, T, bs=1024):
-        n = len(idx)
+    def __init__(self, ds, idx, teacher, k, T):
+        n, bs = len(idx), 4096 if DEV == "cuda" else 512  # larger batches than training's: forward passes only
         self.k = k
         self.views = torch.empty((n, k, 1, SIZE, SIZE), dtype=torch.float16, device=DEV)
         self.probs = torch.empty((n, k, len(EMOTIONS)), dtype=torch.float32, device=DEV)
@@ -351,14 +351,9 @@ class ViewBank:
 
     def draw(self, idx):
         """One stored view of each face `idx` (rows of the data set), and the teacher's probabilities on it."""
-        r = self.row[ds_index(idx)]
+        r = self.row[FerPlus._index(idx, DEV)]
         j = torch.randint(self.k, r.shape, device=DEV)
         return self.views[r, j].float(), self.probs[r, j]
-
-
-def ds_index(idx):
-    """Data-set rows as a tensor on the training device (copied without waiting for the GPU)."""
-    return torch.from_numpy(np.ascontiguousarray(idx, np.int64)).to(DEV, non_blocking=True)
 
 
 def supervised_step(a, ds, train_idx, teacher=None):
