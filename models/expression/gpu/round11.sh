@@ -4,16 +4,19 @@
 # members trained 18-35 epochs, and the student trails its teacher by 0.7 point. A lease's command runs 10 minutes
 # at most, so the round is two calls on one warm machine (it stays warm 30 s after a call: make the second at once):
 #   here:  python models/expression/gpu/pack.py pack ../shared/data/ferplus .gpu/pack        (.gpu carried)
-#   there: models/expression/gpu/round11.sh .gpu $OUT a      # teachers (TEACHERS) + the SSL student encoder, ~6 min
-#          models/expression/gpu/round11.sh .gpu $OUT b      # students (ARMS) from the ensemble, ~7 min
+#   there: models/expression/gpu/round11.sh .gpu $OUT a      # teachers (TEACHERS) + the SSL student encoder, ~5 min
+#          models/expression/gpu/round11.sh .gpu $OUT b      # students (ARMS) from the ensemble, ~6 min
+#   (with a machine start of 1-2 minutes that is about 13 of a lease's 15 minutes: run a with timeout_s 420 and b
+#   with 480 at once after it, then give the machine back)
 #   If the machine went back between the calls, copy what call a returned (its *.pt files) into .gpu/round11/
 #   here and carry .gpu again: call b starts from those.
-#   dry run of the mechanics on a CPU (a few minutes): EXTRA="--limit 600" BUDGET_A=20 BUDGET_B=30 BANK=2 BS=64
+#   dry run of the mechanics on a CPU (2 minutes a call): TEACHERS="t8:--scratch --width 8 --seed 1" EXTRA="--limit 600"
+#   BUDGET_A=60 BUDGET_B=90 BANK=2 BS=64 round11.sh .gpu /tmp/out a (then b)
 #   here:  `recipe.py teachers --teachers ...` for the teachers on val and test, `recipe.py export --work W --out D`
 #          for each student (teacher.pt in W is not read by export), `mien eval` on the files (models/README.md,
 #          "Round eleven").
 # Call a trains TEACHERS side by side ("NAME:OPTIONS;..."; default: three width-32 teachers from scratch at seeds 1-3,
-# the recipe's 40-epoch schedule, cut by --budget) and ContraWarping for the width-16 student encoder beside them.
+# up to 60 epochs of batches of 256 as --budget fits) and ContraWarping for the width-16 student encoder beside them.
 # Call b distils each student of ARMS from the ensemble of the shipped teacher and call a's teachers, 200 epochs
 # of batches of 256 on a view bank (`student --bank`): 64 augmented views of each face with the ensemble's
 # probabilities on them, computed once, so the four teachers' forward passes are not paid at every step. The
@@ -23,8 +26,9 @@
 set -u
 IN=${1:?usage: round11.sh DIR OUTDIR a|b}; OUT=${2:?usage: round11.sh DIR OUTDIR a|b}; PHASE=${3:?usage: round11.sh DIR OUTDIR a|b}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
-A=${BUDGET_A:-300}; B=${BUDGET_B:-370}
-TEACHERS=${TEACHERS:-"t32a:--scratch --width 32 --seed 1;t32b:--scratch --width 32 --seed 2;t32c:--scratch --width 32 --seed 3"}
+A=${BUDGET_A:-240}; B=${BUDGET_B:-330}
+T32="--scratch --width 32 --epochs 60 --bs 256"
+TEACHERS=${TEACHERS:-"t32a:$T32 --seed 1;t32b:$T32 --seed 2;t32c:$T32 --seed 3"}
 ARMS=${ARMS:-"e0:--seed 0;e1:--seed 1;s0:--seed 0 --teachers /tmp/teacher.pt"}
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT" /tmp/logs
