@@ -53,14 +53,14 @@ class FerPlus:
         if torch.device(device).type == "cpu":
             return torch.from_numpy(self.images[idx].astype(np.float32) / 255.0).unsqueeze(1)
         images, _ = self._resident(device)
-        return images[self._index(idx, device)].float().div_(255.0).unsqueeze(1)
+        return images[self.rows_on(idx, device)].float().div_(255.0).unsqueeze(1)
 
     def soft_on(self, idx, device="cpu"):
         """`soft(idx)` as a tensor on `device`."""
         if torch.device(device).type == "cpu":
             return torch.from_numpy(self.soft(idx))
         _, soft = self._resident(device)
-        return soft[self._index(idx, device)]
+        return soft[self.rows_on(idx, device)]
 
     # On a GPU the faces (82 MB as bytes) and the vote shares stay there, indexed in place: a batch copied from host
     # memory makes the host wait for the GPU at every step (PyTorch synchronizes after a blocking copy), so no two
@@ -73,7 +73,8 @@ class FerPlus:
         return self._on[1], self._on[2]
 
     @staticmethod
-    def _index(idx, device):
+    def rows_on(idx, device):
+        """Row numbers `idx` as an int64 tensor on `device`, copied without waiting for the GPU."""
         return torch.from_numpy(np.ascontiguousarray(idx, np.int64)).to(device, non_blocking=True)
 
 

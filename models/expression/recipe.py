@@ -351,7 +351,7 @@ class ViewBank:
 
     def draw(self, idx):
         """One stored view of each face `idx` (rows of the data set), and the teacher's probabilities on it."""
-        r = self.row[FerPlus._index(idx, DEV)]
+        r = self.row[FerPlus.rows_on(idx, DEV)]
         j = torch.randint(self.k, r.shape, device=DEV)
         return self.views[r, j].float(), self.probs[r, j]
 

@@ -70,8 +70,6 @@ else
     INIT=""
     [ -f /tmp/ssl/ssl_student.pt ] || { echo "round11.sh: no SSL student encoder: the students train from scratch" >&2; INIT="--scratch"; }
     echo "ensemble: $MEMBERS"
-    # The ensemble and its members on val, beside the students (a few seconds of GPU).
-    $R teachers --teachers "$MEMBERS" > /tmp/logs/ensemble.log 2>&1 &
     for n in $(names "$ARMS"); do
         d=/tmp/$n
         mkdir -p "$d"
@@ -89,7 +87,9 @@ else
         if [ -f "$n/student.pt" ]; then FILES+=("$n/student.pt"); else echo "round11.sh: $n left no student"; fi
     done
     [ ${#FILES[@]} -gt 0 ] && tar cf "$OUT/students.tar" "${FILES[@]}"
-    grep -av "%|" /tmp/logs/ensemble.log
+    # The members and their ensemble on val: each arm distilling from several reports them as it loads them (not
+    # in a --limit dry run).
+    for n in $(names "$ARMS"); do grep -ah "(width [0-9]*): val\|^ensemble of" "/tmp/logs/$n.log"; done | sort -u
     for n in $(names "$ARMS"); do
         grep -ah "budget\|view bank:\|best val\|Error\|error" "/tmp/logs/$n.log" | grep -v "%|" | cut -c1-220 | sed "s/^/$n: /"
         echo "$n: $(grep -c 'epoch .*: val' "/tmp/logs/$n.log") epochs"
