@@ -370,15 +370,17 @@ def supervised_step(a, ds, train_idx, teacher=None):
         y = ds.soft_on(idx, DEV)
         if bank is not None:
             x, tp = bank.draw(idx)
+            clean = standardize(x)
         else:
             x = augment(ds.batch(idx, DEV))
             if a.mixup:
                 x, y = mixup(x, y, a.mixup)
-            tp = None if teacher is None else teacher_probs(teacher, standardize(x), T)
+            clean = standardize(x)
+            tp = None if teacher is None else teacher_probs(teacher, clean, T)
         # --camera: the student reads a share of the faces through a line camera's effects, the teacher the same
         # face without them, so the student learns to say on a blurred, shadowed or badly exposed face what the
         # teacher says on the clean one.
-        out = m(standardize(camera_effects(x, a.camera) if a.camera else x))
+        out = m(standardize(camera_effects(x, a.camera)) if a.camera else clean)
         loss = label_kd_loss(out, y, w, tp, T)
         o.zero_grad(set_to_none=True)
         loss.backward()
