@@ -329,10 +329,15 @@ class ViewBank:
     kept on the training device. Each step then reads one stored view per face instead of drawing a fresh one
     and running the teacher on it, so the teacher's forward passes (four or five nets for an ensemble) are paid
     once, K passes over the faces, rather than once per step of a 200-epoch schedule. The views are those `augment`
-    draws, stored as fp16 (2.3 MB per 500 faces and view)."""
+    draws, stored as fp16 (2.3 MB per 500 faces and view).
+
+    With `keep` (a folder: `--resume` gives WORK/ckpt/bank) each view is also written there once drawn, and a
+    view already there is read instead of drawn again, so on a CPU, where an ensemble's bank takes hours, an
+    interrupted run does not pay for it twice. `key` says what the views were drawn for (faces, teachers,
+    temperature); a view kept for another key is refused rather than mixed in."""
 
     @torch.no_grad()
-    def __init__(self, ds, idx, teacher, k, T):
+    def __init__(self, ds, idx, teacher, k, T, keep=None, key=""):
         n, bs = len(idx), 4096 if DEV == "cuda" else 512  # larger batches than training's: forward passes only
         self.k = k
         self.views = torch.empty((n, k, 1, SIZE, SIZE), dtype=torch.float16, device=DEV)
@@ -340,14 +345,26 @@ class ViewBank:
         row = np.full(len(ds.images), -1, np.int64)
         row[idx] = np.arange(n)
         self.row = torch.from_numpy(row).to(DEV)
-        t = time.time()
+        t, kept = time.time(), 0
+        if keep:
+            os.makedirs(keep, exist_ok=True)
         for j in tqdm(range(k), desc=f"view bank ({n} faces x {k})", mininterval=5):
+            path = keep and os.path.join(keep, f"view{j:03d}.pt")
+            if path and os.path.exists(path):
+                st = torch.load(path, map_location=DEV)
+                if st["key"] != key:
+                    sys.exit(f"{path} was drawn for {st['key']}, not for {key}: remove {keep} (or give another --work)")
+                self.views[:, j], self.probs[:, j] = st["views"], st["probs"]
+                kept += 1
+                continue
             for s in range(0, n, bs):
                 x = augment(ds.batch(idx[s:s + bs], DEV))
                 self.views[s:s + bs, j] = x.half()
                 self.probs[s:s + bs, j] = teacher_probs(teacher, standardize(x), T)
-        print(f"view bank: {k} views of {n} faces and the teacher's probabilities on them in {time.time() - t:.0f} s",
-              flush=True)
+            if path:
+                save({"key": key, "views": self.views[:, j].clone(), "probs": self.probs[:, j].clone()}, path)
+        print(f"view bank: {k} views of {n} faces and the teacher's probabilities on them in {time.time() - t:.0f} s"
+              + (f" ({kept} read back from {keep})" if kept else ""), flush=True)
 
     def draw(self, idx):
         """One stored view of each face `idx` (rows of the data set), and the teacher's probabilities on it."""
@@ -364,7 +381,11 @@ def supervised_step(a, ds, train_idx, teacher=None):
     # Class weights prior^-balance (normalised to mean 1 under the prior): rare classes (disgust, contempt) get more
     # gradient than their share of FER+; the logit adjustment at export only shifts decisions, this shapes features.
     w = torch.from_numpy(class_weights(ds.soft(train_idx).mean(0), a.balance)).to(DEV)
-    bank = ViewBank(ds, train_idx, teacher, a.bank, T) if a.bank and teacher is not None else None
+    bank = None
+    if a.bank and teacher is not None:
+        key = f"{len(train_idx)} faces from {train_idx[0]}, teachers {a.teachers or 'teacher.pt'}, T {T}, seed {a.seed}"
+        bank = ViewBank(ds, train_idx, teacher, a.bank, T, os.path.join(a.work, "ckpt", "bank") if a.resume else None,
+                        key)
 
     def train_step(m, o, idx):
         y = ds.soft_on(idx, DEV)
@@ -852,6 +873,10 @@ def cmd_export(a, ds):
     os.makedirs(out, exist_ok=True)
     report = {}
     for name, arch, ck in (("student", "student", "student.pt"), ("teacher", "teacher", "teacher.pt")):
+        if name == "teacher" and not os.path.exists(os.path.join(a.work, ck)):
+            # a student trained elsewhere (a lease's arm, an ensemble's student): its teacher is not one net here
+            print(f"export: no {ck} in {a.work}: the student alone is exported", flush=True)
+            continue
         net = fused(load_net(os.path.join(a.work, ck), arch))
         bias, t = choose_bias(net, ds)
         with torch.no_grad():
@@ -865,7 +890,8 @@ def cmd_export(a, ds):
             quantize(fp32, int8, ds)
             report[name]["val_int8_ort"] = ort_eval(int8, ds, "val")
         report[name]["val_fp32_ort"] = ort_eval(fp32, ds, "val")
-    update_sums(out, [os.path.join(out, f) for f in ("mien_student_int8.onnx", "mien_student_fp32.onnx", "mien_teacher_fp32.onnx")])
+    update_sums(out, [os.path.join(out, f"mien_{n}.onnx") for n in ("student_int8", "student_fp32", "teacher_fp32")
+                      if n.split("_")[0] in report])
     write_ort_reference(out, ds)
     for k, v in report.items():
         print(k, {kk: (fmt(vv) if isinstance(vv, dict) else vv) for kk, vv in v.items()})
@@ -1004,7 +1030,8 @@ def main():
     p.add_argument("--bank", type=int, default=0,
                    help="student: distil on K augmented views of each face drawn once, with the teacher's "
                    "probabilities on them computed once (0: a fresh view and teacher pass every step); for long "
-                   "schedules from an ensemble, whose forward passes would otherwise cost more than the student's")
+                   "schedules from an ensemble, whose forward passes would otherwise cost more than the student's; "
+                   "with --resume each view is kept in WORK/ckpt/bank, 4.6 KB per face and view, and read back on resuming)")
     p.add_argument("--init", default="",
                    help="student: start from this exported student (.onnx, e.g. models/mien_student_fp32.onnx) or "
                    "student checkpoint instead of the SSL encoder")

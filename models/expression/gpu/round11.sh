@@ -13,7 +13,7 @@
 #   dry run of the mechanics on a CPU (2 minutes a call): TEACHERS="t8:--scratch --width 8 --seed 1" EXTRA="--limit 600"
 #   BUDGET_A=60 BUDGET_B=90 BANK=2 BS=64 round11.sh .gpu /tmp/out a (then b)
 #   here:  `recipe.py teachers --teachers ...` for the teachers on val and test, `recipe.py export --work W --out D`
-#          for each student (teacher.pt in W is not read by export), `mien eval` on the files (models/README.md,
+#          for each student (the student alone where W has no teacher.pt), `mien eval` on the files (models/README.md,
 #          "Round eleven").
 # Call a trains TEACHERS side by side ("NAME:OPTIONS;..."; default: three width-32 teachers from scratch at seeds 1-3,
 # up to 60 epochs of batches of 256 as --budget fits) and ContraWarping for the width-16 student encoder beside them.
