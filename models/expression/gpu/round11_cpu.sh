@@ -3,14 +3,15 @@
 # does it in one lease (call a: three width-32 teachers; call b: 200-epoch students from their ensemble with the
 # shipped teacher, on a view bank). Here each stage runs one after the other and resumes (`--resume`: a checkpoint
 # after every epoch, and each view of the bank kept on disk), so the round spans sessions: run the same line again.
-#   models/expression/gpu/round11_cpu.sh WORK teachers   # the teachers WORK lacks (~3.5 h each, both cores)
+#   models/expression/gpu/round11_cpu.sh WORK teachers   # the teachers WORK lacks (~3.7 h each, both cores)
 #   models/expression/gpu/round11_cpu.sh WORK students   # then the students (ARMS) from the ensemble, and export
-#   models/expression/gpu/round11_cpu.sh WORK carry DIR  # or: finished teachers (fp16) + SSL_STUDENT into DIR/round11/,
+#   models/expression/gpu/round11_cpu.sh WORK carry DIR  # or: finished teachers (fp16) + the encoder into DIR/round11/,
 #                                                        # for a lease that then runs only call b
 # TEACHERS and ARMS have round11.sh's names and options, with EPOCHS (default 40, the shipped teacher's schedule)
-# in place of the lease's "as many of 60 as --budget fits" and BANK views (default 16: on this CPU a view of the
-# ensemble costs about as much as 2-3 epochs of the student) in place of 64. The students start from SSL_STUDENT
-# (a width-16 `ssl --arch student` encoder) or, without one, from a ContraWarping run here (~1 h).
+# in place of the lease's "as many of 60 as --budget fits", and BANK views (default 32 in place of 64: here a view
+# of the ensemble costs about 10 minutes, and a bank of one view cost 2 points of accuracy, models/README.md). The
+# students start from SSL_STUDENT or WORK/ssl/ssl_student.pt (a width-16 `ssl --arch student` encoder) or, with
+# neither, from a ContraWarping run here (~1 h).
 set -euo pipefail
 USAGE="usage: round11_cpu.sh WORK teachers|students|carry [DIR]"
 WORK=${1:?$USAGE}; PHASE=${2:?$USAGE}
@@ -54,6 +55,7 @@ main() {
         if [ ! -f "$SSL" ]; then
             echo "ssl: ContraWarping for the width-16 student encoder (log: $WORK/logs/ssl.log)"
             R ssl --arch student --work "$WORK/ssl" --resume >> "$WORK/logs/ssl.log" 2>&1
+            SSL=$WORK/ssl/ssl_student.pt
         fi
         echo "ensemble: $MEMBERS"
         for spec in "${ARMSPECS[@]}"; do
@@ -64,7 +66,7 @@ main() {
             echo "$n: training (log: $WORK/logs/$n.log)"
             if [ ! -f "$WORK/$n/student.pt" ]; then
                 # shellcheck disable=SC2086
-                R student --work "$WORK/$n" --epochs "${STUDENT_EPOCHS:-200}" --bs 256 --bank "${BANK:-16}" \
+                R student --work "$WORK/$n" --epochs "${STUDENT_EPOCHS:-200}" --bs 256 --bank "${BANK:-32}" \
                     --teachers "$MEMBERS" --resume ${spec#*:} >> "$WORK/logs/$n.log" 2>&1
             fi
             grep -a "best val" "$WORK/logs/$n.log" | tail -1
@@ -81,7 +83,8 @@ main() {
         done
         # call b's students start from a width-16 ContraWarping encoder (`ssl --arch student`); without one they train
         # from scratch
-        if [ -n "${SSL_STUDENT:-}" ]; then cp "$SSL_STUDENT" "$DIR/round11/ssl_student.pt"; fi
+        SSL=${SSL_STUDENT:-$WORK/ssl/ssl_student.pt}
+        if [ -f "$SSL" ]; then cp "$SSL" "$DIR/round11/ssl_student.pt"; fi
         ls -l "$DIR/round11" ;;
     *)
         echo "round11_cpu.sh: phase is teachers, students or carry, not $PHASE" >&2; exit 2 ;;
