@@ -334,7 +334,7 @@ class ViewBank:
     With `keep` (a folder: `--resume` gives WORK/ckpt/bank) each view is also written there once drawn, and a
     view already there is read instead of drawn again, so on a CPU, where an ensemble's bank takes hours, an
     interrupted run does not pay for it twice. `key` says what the views were drawn for (faces, teachers,
-    temperature); a view kept for another key is refused rather than mixed in."""
+    temperature, seed); a view kept for another key is refused rather than mixed in."""
 
     @torch.no_grad()
     def __init__(self, ds, idx, teacher, k, T, keep=None, key=""):
