@@ -3,7 +3,7 @@
 # does it in one lease (call a: three width-32 teachers; call b: 200-epoch students from their ensemble with the
 # shipped teacher, on a view bank). Here each stage runs one after the other and resumes (`--resume`: a checkpoint
 # after every epoch, and each view of the bank kept on disk), so the round spans sessions: run the same line again.
-#   models/expression/gpu/round11_cpu.sh WORK teachers   # the teachers WORK lacks (~3.7 h each, both cores)
+#   models/expression/gpu/round11_cpu.sh WORK teachers   # the teachers WORK lacks (~3.5 h each, both cores)
 #   models/expression/gpu/round11_cpu.sh WORK students   # then the students (ARMS) from the ensemble, and export
 #   models/expression/gpu/round11_cpu.sh WORK carry DIR  # or: finished teachers (fp16) + the encoder into DIR/round11/,
 #                                                        # for a lease that then runs only call b
