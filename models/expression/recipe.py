@@ -817,7 +817,7 @@ class Calib:
 F32_MAX_CIN = 32  # convolutions with at most this many input channels stay f32: see quantize()
 
 
-def quantize(fp32, int8, ds, n=512, seed=0, f32_max_cin=F32_MAX_CIN):
+def quantize(fp32, int8, ds, n=512, seed=0, f32_max_cin=F32_MAX_CIN, keep_f32=()):
     """Static QOperator quantization with standard ops only (QLinearConv, QLinearMatMul): tract runs these as int8.
     Calibrated on train images (never val/test).
 
@@ -830,13 +830,21 @@ def quantize(fp32, int8, ds, n=512, seed=0, f32_max_cin=F32_MAX_CIN):
       tap x output line, each row a few bytes) costs more than the int8 product saves. Measured on the round-one
       student (`cargo bench --bench expression -- --model FILE ...`, models/README.md): with 1 to 6 convolutions
       in f32, val accuracy 0.8324, 0.8331, 0.8334, 0.8346, 0.8343, 0.8334; 4 was the fastest of 1-4 and the best
-      on val."""
+      on val.
+    `keep_f32` names further Conv nodes to leave in f32 (`quantize --keep-f32`), for measuring a layout: keeping
+    features.4 too was 2-3% faster than the shipped file on one EPYC and still slower than fp32 (models/README.md)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
     graph = onnx.load(fp32).graph
     weights = {t.name: t.dims for t in graph.initializer}
     first = [node.name for node in graph.node if node.op_type == "Conv" and weights[node.input[1]][1] <= f32_max_cin]
+    convs = {node.name for node in graph.node if node.op_type == "Conv"}
+    unknown = [name for name in keep_f32 if name not in convs]
+    if unknown:
+        sys.exit(f"quantize: --keep-f32 {','.join(unknown)}: no such Conv node in {fp32} "
+                 f"(its Conv nodes: {', '.join(sorted(convs))})")
+    first += [name for name in keep_f32 if name not in first]
     pre = int8 + ".pre.onnx"
     quant_pre_process(fp32, pre, skip_optimization=True)
     idx = np.random.default_rng(seed).choice(ds.indices("train", False), n, replace=False)
@@ -926,7 +934,7 @@ def cmd_quantize(a, ds):
     """Re-quantize the exported fp32 student (OUT/mien_student_fp32.onnx) without training: for a change to the
     quantization itself."""
     fp32, int8 = os.path.join(a.out, "mien_student_fp32.onnx"), os.path.join(a.out, "mien_student_int8.onnx")
-    quantize(fp32, int8, ds)
+    quantize(fp32, int8, ds, keep_f32=[n for n in a.keep_f32.split(",") if n])
     update_sums(a.out, [int8])
     print("int8 student, val (onnxruntime):", fmt(ort_eval(int8, ds, "val")))
     write_ort_reference(a.out, ds)
@@ -1035,6 +1043,9 @@ def main():
     p.add_argument("--init", default="",
                    help="student: start from this exported student (.onnx, e.g. models/mien_student_fp32.onnx) or "
                    "student checkpoint instead of the SSL encoder")
+    p.add_argument("--keep-f32", default="",
+                   help="quantize: further Conv nodes (comma-separated ONNX names) to leave in f32, e.g. "
+                        "/features/features.4/features.4.0/Conv")
     p.add_argument("--budget", type=float, default=0,
                    help="ssl/teacher/student: seconds this stage may take; the schedule (steps or epochs) is cut "
                    "to fit, from the time of a few probe steps, and still ends annealed (for a lent GPU's time)")
