@@ -838,12 +838,12 @@ def quantize(fp32, int8, ds, n=512, seed=0, f32_max_cin=F32_MAX_CIN, keep_f32=()
     from onnxruntime.quantization.shape_inference import quant_pre_process
     graph = onnx.load(fp32).graph
     weights = {t.name: t.dims for t in graph.initializer}
-    first = [node.name for node in graph.node if node.op_type == "Conv" and weights[node.input[1]][1] <= f32_max_cin]
-    convs = {node.name for node in graph.node if node.op_type == "Conv"}
-    unknown = [name for name in keep_f32 if name not in convs]
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    first = [node.name for node in convs if weights[node.input[1]][1] <= f32_max_cin]
+    unknown = [name for name in keep_f32 if name not in {node.name for node in convs}]
     if unknown:
         sys.exit(f"quantize: --keep-f32 {','.join(unknown)}: no such Conv node in {fp32} "
-                 f"(its Conv nodes: {', '.join(sorted(convs))})")
+                 f"(its Conv nodes: {', '.join(node.name for node in convs)})")
     first += [name for name in keep_f32 if name not in first]
     pre = int8 + ".pre.onnx"
     quant_pre_process(fp32, pre, skip_optimization=True)
