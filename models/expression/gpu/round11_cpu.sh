@@ -3,8 +3,8 @@
 # does it in one lease (call a: three width-32 teachers; call b: 200-epoch students from their ensemble with the
 # shipped teacher, on a view bank). Here each stage runs one after the other and resumes (`--resume`: a checkpoint
 # after every epoch, and each view of the bank kept on disk), so the round spans sessions: run the same line again.
-# That needs a machine that keeps WORK between sessions (about 18 hours of stages here): the first run was lost with
-# its machine after half a teacher (models/README.md, "What happened").
+# That needs a machine that keeps WORK between sessions (about 18 hours of stages here in fp32, about half with BF16
+# below): the first run was lost with its machine after half a teacher (models/README.md, "What happened").
 #   models/expression/gpu/round11_cpu.sh WORK teachers   # the teachers WORK lacks (~3.5 h each, both cores)
 #   models/expression/gpu/round11_cpu.sh WORK students   # then the students (ARMS) from the ensemble, and export
 #   models/expression/gpu/round11_cpu.sh WORK carry DIR  # or: finished teachers (fp16) + the encoder into DIR/round11/,
@@ -14,6 +14,9 @@
 # of the ensemble costs about 10 minutes, and a bank of one view cost 2 points of accuracy, models/README.md). The
 # students start from SSL_STUDENT or WORK/ssl/ssl_student.pt (a width-16 `ssl --arch student` encoder) or, with
 # neither, from a ContraWarping run here (~1 h).
+# BF16=auto (default) trains with recipe.py --bf16 where the CPU has bfloat16 instructions (avx512_bf16, amx_bf16,
+# arm64 bf16): 1.9-2.7x faster steps on the Zen 4 EPYC (models/README.md, "bf16 on this CPU"); BF16=0 keeps fp32,
+# BF16=1 insists. Give a stage the same BF16 on every run of it (a bank kept in fp32 is refused under bf16).
 set -euo pipefail
 USAGE="usage: round11_cpu.sh WORK teachers|students|carry [DIR]"
 WORK=${1:?$USAGE}; PHASE=${2:?$USAGE}
@@ -25,9 +28,15 @@ TEACHERS=${TEACHERS:-"t32a:$T32 --seed 1;t32b:$T32 --seed 2;t32c:$T32 --seed 3"}
 ARMS=${ARMS:-"e0:--seed 0"}
 IFS=';' read -ra SPECS <<< "$TEACHERS"
 IFS=';' read -ra ARMSPECS <<< "$ARMS"
+case "${BF16:-auto}" in
+    auto) if grep -qwE 'avx512_bf16|amx_bf16|bf16' /proc/cpuinfo 2>/dev/null; then PREC=--bf16; else PREC=; fi ;;
+    1) PREC=--bf16 ;;
+    0) PREC= ;;
+    *) echo "round11_cpu.sh: BF16 is auto, 0 or 1, not $BF16" >&2; exit 2 ;;
+esac
 # EXTRA: options for every stage, e.g. "--limit 600" for a dry run of the mechanics
 # shellcheck disable=SC2086
-R() { "$PY" "$HERE/recipe.py" "$@" --data "$DATA" --threads "${THREADS:-2}" ${EXTRA:-}; }
+R() { "$PY" "$HERE/recipe.py" "$@" --data "$DATA" --threads "${THREADS:-2}" $PREC ${EXTRA:-}; }
 # The work is in a function called on the script's last line, so bash has read the whole file before any stage
 # starts: the script can be edited (or updated by git) while a stage of many hours runs.
 main() {
