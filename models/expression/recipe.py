@@ -68,10 +68,10 @@ def bf16_native():
     return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
-def autocast(a):
+def autocast(bf16):
     """--bf16: a training step's forward passes (the net's, the teacher's, the bank's) in bfloat16 by autocast.
     Weights, the optimiser, the loss and the val passes that choose the epoch stay fp32."""
-    return torch.autocast(DEV, dtype=torch.bfloat16, enabled=bool(getattr(a, "bf16", False)))
+    return torch.autocast(DEV, dtype=torch.bfloat16, enabled=bf16)
 
 
 def build(arch, width=0):
@@ -235,7 +235,7 @@ def cmd_ssl(a, ds):
     make_opt = lambda m: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=a.lr, weight_decay=1e-4)
 
     def train_step(m, o, idx):
-        with autocast(a):
+        with autocast(a.bf16):
             loss, acc = m.loss(ds.batch(idx, DEV))
         o.zero_grad(set_to_none=True)
         loss.backward()
@@ -382,7 +382,7 @@ class ViewBank:
             for s in range(0, n, bs):
                 x = augment(ds.batch(idx[s:s + bs], DEV))
                 self.views[s:s + bs, j] = x.half()
-                with torch.autocast(DEV, dtype=torch.bfloat16, enabled=bf16):
+                with autocast(bf16):
                     self.probs[s:s + bs, j] = teacher_probs(teacher, standardize(x), T)
             if path:
                 save({"key": key, "views": self.views[:, j].clone(), "probs": self.probs[:, j].clone()}, path)
@@ -421,13 +421,13 @@ def supervised_step(a, ds, train_idx, teacher=None):
             if a.mixup:
                 x, y = mixup(x, y, a.mixup)
             clean = standardize(x)
-            with autocast(a):
+            with autocast(a.bf16):
                 tp = None if teacher is None else teacher_probs(teacher, clean, T)
         # --camera: the student reads a share of the faces through a line camera's effects, the teacher the same
         # face without them, so the student learns to say on a blurred, shadowed or badly exposed face what the
         # teacher says on the clean one.
         inp = standardize(camera_effects(x, a.camera)) if a.camera else clean
-        with autocast(a):
+        with autocast(a.bf16):
             out = m(inp)
         loss = label_kd_loss(out.float(), y, w, tp, T)
         o.zero_grad(set_to_none=True)
@@ -867,11 +867,12 @@ def quantize(fp32, int8, ds, n=512, seed=0, f32_max_cin=F32_MAX_CIN, keep_f32=()
     graph = onnx.load(fp32).graph
     weights = {t.name: t.dims for t in graph.initializer}
     convs = [node for node in graph.node if node.op_type == "Conv"]
+    names = [node.name for node in convs]
     first = [node.name for node in convs if weights[node.input[1]][1] <= f32_max_cin]
-    unknown = [name for name in keep_f32 if name not in {node.name for node in convs}]
+    unknown = [name for name in keep_f32 if name not in names]
     if unknown:
         sys.exit(f"quantize: --keep-f32 {','.join(unknown)}: no such Conv node in {fp32} "
-                 f"(its Conv nodes: {', '.join(node.name for node in convs)})")
+                 f"(its Conv nodes: {', '.join(names)})")
     first += [name for name in keep_f32 if name not in first]
     pre = int8 + ".pre.onnx"
     quant_pre_process(fp32, pre, skip_optimization=True)
