@@ -4,8 +4,8 @@
 # shipped teacher, on a view bank). Here each stage runs one after the other and resumes (`--resume`: a checkpoint
 # after every epoch, and each view of the bank kept on disk), so the round spans sessions: run the same line again.
 # That needs a machine that keeps WORK between sessions (about 18 hours of stages here in fp32, about half with BF16
-# below): the first run was lost with its machine after half a teacher (models/README.md, "What happened").
-#   models/expression/gpu/round11_cpu.sh WORK teachers   # the teachers WORK lacks (~3.5 h each, both cores)
+# below): both runs so far were lost with their machine within a day (models/README.md, "What happened", "Lost again").
+#   models/expression/gpu/round11_cpu.sh WORK teachers   # the teachers WORK lacks (~3.5 h each, both cores; ~2 h bf16)
 #   models/expression/gpu/round11_cpu.sh WORK students   # then the students (ARMS) from the ensemble, and export
 #   models/expression/gpu/round11_cpu.sh WORK carry DIR  # or: finished teachers (fp16) + the encoder into DIR/round11/,
 #                                                        # for a lease that then runs only call b
