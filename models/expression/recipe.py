@@ -14,6 +14,7 @@
     python recipe.py teachers --teachers A,B # each teacher file and their ensemble on val (and test)
     python recipe.py all                     # the above in order
     python recipe.py all --hours 2           # ... cut to 2 hours of training, most of it for the teacher, no SSL student
+    python recipe.py all --hours 1.75 --bf16 # ... the one-sitting advice where the CPU has bfloat16 (a full teacher)
     python recipe.py all --hours 2 --split 186,120,60,109   # ... the stages' shares set by hand (0: skip that SSL
                                              #   stage; these are the full schedule's proportions)
     python recipe.py smoke                   # every step on a few hundred images (CI)
@@ -990,6 +991,8 @@ FULL_SCHEDULE = (186, 120, 60, 109)
 # and 0.8140 / 0.6563 (models/README.md, "One sitting, the teacher first"). Its SSL teacher's share given to the
 # teacher (0, 70, 0, 30) gave a better teacher but not a better student: 0.8212 / 0.6916 (seed 0); 15% more of
 # it to the student (0, 55, 0, 45): 0.8278 / 0.6964 (seed 0), inside one seed's spread, so the default stays.
+# With --bf16 (Zen 4, avx512_bf16) the same 1.75 h fits the teacher's 40 epochs and 56 student epochs: 0.8374 / 0.7164
+# (seed 0; models/README.md, "One sitting in bf16"), so --bf16 is the advice where the CPU has it.
 SITTING = (25, 45, 0, 30)
 
 

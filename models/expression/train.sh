@@ -3,7 +3,9 @@
 #   models/expression/train.sh all          # SSL -> teacher -> SSL student -> distilled student -> ONNX (~8 h on 2 cores, --resume
 #                                           #   to continue; ~6 min on one GPU: models/expression/gpu/run.sh)
 #   models/expression/train.sh all --hours 1.75   # one sitting: 1.75 h of training, 45% of it for the teacher, no SSL
-#                                           #   student (--split 186,120,60,109: the full schedule's proportions)
+#                                           #   student (--split 186,120,60,109: the full schedule's proportions);
+#                                           #   add --bf16 where the CPU has bfloat16: the teacher gets its full 40
+#                                           #   epochs in the same time (models/README.md, "One sitting in bf16")
 #   models/expression/train.sh smoke        # every step on a few hundred images into a scratch dir (CI)
 #   models/expression/train.sh ablation     # SSL vs scratch students with 1/10/100% of the labels
 #   models/expression/train.sh <step> ...   # ssl --arch teacher|student, teacher, student, polish, export
