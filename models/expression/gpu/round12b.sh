@@ -10,7 +10,7 @@
 #   dry run on a CPU (1.5 min): NT=1 TB=60 SB=20 BANK=2 BS=64 EXTRA="--limit 600" .../round12b.sh /tmp/out
 #   here, after: `recipe.py teachers --teachers T.pt,t1.pt,t2.pt,t3.pt` (T.pt: gpu/from_onnx.py teacher
 #   models/mien_teacher_fp32.onnx T.pt), `recipe.py export --work W --out W/out` for each student (val only).
-# On the H200 (2026-12-04): unpacking 15 s, the three teachers 160 s (38-40 epochs, 2.0-3.7 s an epoch side by
+# On the H200 (2026-12-04), TB=160: unpacking and the three teachers 176 s (38-40 epochs, 2.0-3.7 s an epoch side by
 # side), the ensemble's 64-view bank 32 s, a width-32 student 0.6-0.7 s an epoch alone.
 set -u
 OUT=${1:?usage: round12b.sh OUTDIR}; TB=${TB:-160}; SB=${SB:-60}; X=${EXTRA:-}
@@ -41,7 +41,8 @@ wait
 cd /tmp || exit 1
 FILES=()
 for w in ${STUDENTS:-32}; do
-    [ -f "s$w/student.pt" ] || { [ -f "s$w/ckpt/student.pt" ] && python3 "$H/gpu/best_of.py" "s$w/ckpt/student.pt" "s$w/student.pt"; }
+    [ -f "s$w/student.pt" ] || { [ -f "s$w/ckpt/student.pt" ] \
+        && python3 "$H/gpu/best_of.py" "s$w/ckpt/student.pt" "s$w/student.pt"; }
     [ -f "s$w/student.pt" ] && FILES+=("s$w/student.pt")
     grep -ah "(width [0-9]*): val\|^ensemble of\|budget\|view bank:\|best val\|Error" "logs/s$w.log" | grep -v "%|" \
         | cut -c1-200 | sed "s/^/s$w: /"
