@@ -23,8 +23,12 @@
 # default arms: the ensemble at seeds 0 and 1, and the shipped teacher alone on the same bank (seed 0), which
 # reads the bank's cost against round four's shipped student (the same teacher and schedule on fresh views).
 # Each stage's --budget re-fits its schedule after every epoch, so stages sharing the GPU still end in time.
+# Phase ab runs a then b in one call (round twelve's, through gpu/round12b.sh); SSL=0 leaves out call a's
+# ContraWarping run, so the students of call b train from scratch.
 set -u
-IN=${1:?usage: round11.sh DIR OUTDIR a|b}; OUT=${2:?usage: round11.sh DIR OUTDIR a|b}; PHASE=${3:?usage: round11.sh DIR OUTDIR a|b}
+U="usage: round11.sh DIR OUTDIR a|b|ab"
+IN=${1:?$U}; OUT=${2:?$U}; PHASE=${3:?$U}
+case $PHASE in a|b|ab) ;; *) echo "$U" >&2; exit 2 ;; esac
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 A=${BUDGET_A:-240}; B=${BUDGET_B:-330}
 T32="--scratch --width 32 --epochs 60 --bs 256"
@@ -40,10 +44,11 @@ R="python3 $HERE/recipe.py --data /tmp/fer --threads 2 ${EXTRA:-}"  # EXTRA: e.g
 names() { local s n=(); IFS=';' read -ra s <<< "$1"; for x in "${s[@]}"; do n+=("${x%%:*}"); done; echo "${n[@]}"; }
 opts() { local s; IFS=';' read -ra s <<< "$1"; for x in "${s[@]}"; do [ "${x%%:*}" = "$2" ] && echo "${x#*:}"; done; }
 
-if [ "$PHASE" = a ]; then
+if [ "$PHASE" != b ]; then
     mkdir -p /tmp/ssl
     # The timeouts only guard against a hang: --budget ends each stage (start-up and the last epoch come on top).
-    timeout $((A + 90)) $R ssl --arch student --work /tmp/ssl --budget "$A" > /tmp/logs/ssl.log 2>&1 &
+    [ "${SSL:-1}" = 0 ] ||
+        timeout $((A + 90)) $R ssl --arch student --work /tmp/ssl --budget "$A" > /tmp/logs/ssl.log 2>&1 &
     for n in $(names "$TEACHERS"); do
         mkdir -p "/tmp/$n"
         # shellcheck disable=SC2046
@@ -59,7 +64,8 @@ if [ "$PHASE" = a ]; then
     done
     [ -f /tmp/ssl/ssl_student.pt ] && cp /tmp/ssl/ssl_student.pt "$OUT/"
     grep -ah "budget\|best val\|ssl\[\|Error\|error" /tmp/logs/*.log | grep -v "%|" | cut -c1-220
-else
+fi
+if [ "$PHASE" != a ]; then
     # Call b: call a's files from this machine's /tmp, or carried back in DIR/round11 if the machine was new.
     MEMBERS=/tmp/teacher.pt
     for n in $(names "$TEACHERS"); do
