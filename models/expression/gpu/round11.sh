@@ -62,7 +62,7 @@ if [ "$PHASE" != b ]; then
         # fp16 for the trip back (a width-32 teacher is 11 MB as fp32); the copy kept here for call b stays fp32
         if [ -f "$f" ]; then python3 "$HERE/gpu/half.py" "$f" "$OUT/$n.pt"; else echo "round11.sh: $n left no teacher"; fi
     done
-    [ -f /tmp/ssl/ssl_student.pt ] && cp /tmp/ssl/ssl_student.pt "$OUT/"
+    [ "${SSL:-1}" != 0 ] && [ -f /tmp/ssl/ssl_student.pt ] && cp /tmp/ssl/ssl_student.pt "$OUT/"
     grep -ah "budget\|best val\|ssl\[\|Error\|error" /tmp/logs/*.log | grep -v "%|" | cut -c1-220
 fi
 if [ "$PHASE" != a ]; then
@@ -72,9 +72,12 @@ if [ "$PHASE" != a ]; then
         [ -f "/tmp/$n/teacher.pt" ] || { [ -f "$IN/round11/$n.pt" ] && mkdir -p "/tmp/$n" && cp "$IN/round11/$n.pt" "/tmp/$n/teacher.pt"; }
         if [ -f "/tmp/$n/teacher.pt" ]; then MEMBERS="$MEMBERS,/tmp/$n/teacher.pt"; else echo "round11.sh: no teacher $n"; fi
     done
-    [ -f /tmp/ssl/ssl_student.pt ] || { [ -f "$IN/round11/ssl_student.pt" ] && mkdir -p /tmp/ssl && cp "$IN/round11/ssl_student.pt" /tmp/ssl/; }
-    INIT=""
-    [ -f /tmp/ssl/ssl_student.pt ] || { echo "round11.sh: no SSL student encoder: the students train from scratch" >&2; INIT="--scratch"; }
+    # SSL=0: from scratch even where an earlier call left an SSL encoder in /tmp/ssl or DIR/round11.
+    INIT="--scratch"
+    if [ "${SSL:-1}" != 0 ]; then
+        [ -f /tmp/ssl/ssl_student.pt ] || { [ -f "$IN/round11/ssl_student.pt" ] && mkdir -p /tmp/ssl && cp "$IN/round11/ssl_student.pt" /tmp/ssl/; }
+        if [ -f /tmp/ssl/ssl_student.pt ]; then INIT=""; else echo "round11.sh: no SSL student encoder: the students train from scratch" >&2; fi
+    fi
     echo "ensemble: $MEMBERS"
     for n in $(names "$ARMS"); do
         d=/tmp/$n
