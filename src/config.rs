@@ -1,7 +1,7 @@
 //! Configuration: one TOML file per board profile (`boards/*.toml`), overridden by command-line flags.
 //! Every value is checked at start, and every error names the field it is about.
 
-use crate::detect::BlazeFaceKind;
+pub use crate::detect::DetectConfig;
 use crate::privacy::PrivacyConfig;
 use crate::source::PixelFormat;
 use serde::{Deserialize, Serialize};
@@ -100,29 +100,6 @@ impl Default for CameraConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DetectConfig {
-    pub kind: BlazeFaceKind,
-    pub model: String,
-    pub score_threshold: f32,
-    pub nms_iou: f32,
-    /// A detection slower than this is treated as failed: the frame is masked whole.
-    pub timeout_ms: u32,
-}
-
-impl Default for DetectConfig {
-    fn default() -> Self {
-        DetectConfig {
-            kind: BlazeFaceKind::FullRange,
-            model: "models/blazeface_full_range.onnx".into(),
-            score_threshold: 0.5,
-            nms_iou: 0.3,
-            timeout_ms: 500,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ExpressionKind {
@@ -140,6 +117,9 @@ pub struct ExpressionConfig {
     pub model: String,
     /// Faces whose crop is smaller than this (pixels) are blurred but not classified.
     pub min_face: u32,
+    /// Faces the detector is less sure of than this are blurred but not classified: privacy blurs at
+    /// `detect.score_threshold` (recall first), labels come only from faces above this (precision first).
+    pub min_score: f32,
     /// Turn each face crop so that the eyes are level (the detector's eye keypoints give the head's roll): the
     /// model was trained on upright faces and loses accuracy on tilted heads.
     pub align: bool,
@@ -152,6 +132,7 @@ impl Default for ExpressionConfig {
             kind: ExpressionKind::Mien,
             model: "models/mien_student_int8.onnx".into(),
             min_face: 32,
+            min_score: 0.75,
             align: true,
         }
     }
@@ -266,18 +247,8 @@ impl Config {
         if !(c.replay_fps >= 0.0 && c.replay_fps <= 1000.0) {
             return bad("camera.replay_fps", format!("{} is outside 0..=1000", c.replay_fps));
         }
-        let d = &self.detect;
-        if d.model.is_empty() {
-            return bad("detect.model", "must name an ONNX file".into());
-        }
-        if !(d.score_threshold > 0.0 && d.score_threshold < 1.0) {
-            return bad("detect.score_threshold", format!("{} is outside (0, 1)", d.score_threshold));
-        }
-        if !(d.nms_iou > 0.0 && d.nms_iou < 1.0) {
-            return bad("detect.nms_iou", format!("{} is outside (0, 1)", d.nms_iou));
-        }
-        if !(1..=60_000).contains(&d.timeout_ms) {
-            return bad("detect.timeout_ms", format!("{} is outside 1..=60000", d.timeout_ms));
+        if let Err((field, why)) = self.detect.validate() {
+            return bad(field, why);
         }
         let p = &self.privacy;
         if !(p.margin >= 0.0 && p.margin <= 2.0) {
@@ -295,6 +266,9 @@ impl Config {
         let e = &self.expression;
         if e.enabled && e.model.is_empty() {
             return bad("expression.model", "must name an ONNX file (or set expression.enabled = false)".into());
+        }
+        if !(e.min_score >= 0.0 && e.min_score < 1.0) {
+            return bad("expression.min_score", format!("{} is outside 0..1", e.min_score));
         }
         if !(8..=4096).contains(&e.min_face) {
             return bad("expression.min_face", format!("{} is outside 8..=4096", e.min_face));

@@ -1,4 +1,6 @@
-//! Face detection: a `FaceDetector` trait returning boxes in frame coordinates, and MediaPipe BlazeFace in tract.
+//! Face detection: a `FaceDetector` trait returning boxes in frame coordinates, and MediaPipe BlazeFace in tract,
+//! either as one pass over the letterboxed frame (`BlazeFace`) or over an image pyramid (`Pyramid`, the default:
+//! every face from `detect.min_face` pixels up to one that fills the frame).
 //!
 //! Each detector owns its model's pre-processing and decoding (anchors, NMS), as Frigate's detector plugins do;
 //! the pipeline only sees `Detection`s.
@@ -6,10 +8,71 @@
 use crate::frame::{BBox, Frame};
 use crate::model::{self, ModelError, Runnable};
 use crate::pixels::Scaler;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// Most faces one frame can report (the rest are dropped, lowest score first).
-pub const MAX_FACES: usize = 32;
+/// The `[detect]` section of a profile.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectConfig {
+    pub kind: BlazeFaceKind,
+    pub model: String,
+    pub score_threshold: f32,
+    pub nms_iou: f32,
+    /// A detection slower than this is treated as failed: the frame is masked whole.
+    pub timeout_ms: u32,
+    /// `pyramid`: the smallest face (its height in camera pixels) the stage is laid out to find. Smaller costs
+    /// more: the first level of the pyramid is the frame scaled by `PYRAMID_MIN_MODEL_FACE / min_face`.
+    pub min_face: u32,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        DetectConfig {
+            kind: BlazeFaceKind::Pyramid,
+            model: "models/blazeface_short_range.onnx".into(),
+            score_threshold: 0.5,
+            nms_iou: 0.3,
+            timeout_ms: 500,
+            min_face: 16,
+        }
+    }
+}
+
+impl DetectConfig {
+    /// Check every value; `Err((field, why))`.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.model.is_empty() {
+            return Err(("detect.model", "must name an ONNX file".into()));
+        }
+        if !(self.score_threshold > 0.0 && self.score_threshold < 1.0) {
+            return Err(("detect.score_threshold", format!("{} is outside (0, 1)", self.score_threshold)));
+        }
+        if !(self.nms_iou > 0.0 && self.nms_iou < 1.0) {
+            return Err(("detect.nms_iou", format!("{} is outside (0, 1)", self.nms_iou)));
+        }
+        if !(1..=60_000).contains(&self.timeout_ms) {
+            return Err(("detect.timeout_ms", format!("{} is outside 1..=60000", self.timeout_ms)));
+        }
+        if !(8..=4096).contains(&self.min_face) {
+            return Err(("detect.min_face", format!("{} is outside 8..=4096", self.min_face)));
+        }
+        Ok(())
+    }
+}
+
+/// Load the detector a `[detect]` section names.
+pub fn load(cfg: &DetectConfig) -> Result<Box<dyn FaceDetector>, ModelError> {
+    let path = Path::new(&cfg.model);
+    Ok(match cfg.kind {
+        BlazeFaceKind::Pyramid => Box::new(Pyramid::load(path, cfg.min_face, cfg.score_threshold, cfg.nms_iou)?),
+        kind => Box::new(BlazeFace::load(path, kind, cfg.score_threshold, cfg.nms_iou)?),
+    })
+}
+
+/// Most faces one frame can hold. A frame with more is not passed on with some of them left clear: detection
+/// fails with `DetectError::TooManyFaces` and privacy masks the frame whole (fail-closed).
+pub const MAX_FACES: usize = 128;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Detection {
@@ -28,6 +91,20 @@ impl Detection {
         Detection { bbox, score, roll: 0.0 }
     }
 }
+
+/// Smallest face, as its height in model input pixels, that short-range BlazeFace finds reliably when it runs
+/// fully convolutionally over a larger input (the pyramid's levels). Measured on 100-150 colour close-ups from
+/// `../shared/data/site-colour` pasted on grey, one input scale at a time (recall 0.73 at 18 px, 0.98 at 20,
+/// 0.993 at 22, 1.00 from 24 to 160, 0.96 at 192, 0.77 at 240): the pyramid keeps a margin at both ends.
+/// `examples/scale_sweep.rs` checks the whole stage against an independent detector.
+pub const PYRAMID_MIN_MODEL_FACE: f32 = 26.0;
+/// Largest face (model input pixels) one pyramid level is trusted with (see `PYRAMID_MIN_MODEL_FACE`).
+pub const PYRAMID_MAX_MODEL_FACE: f32 = 150.0;
+/// Each pyramid level is this many times smaller than the one before: the levels' face ranges (26-150 model
+/// pixels each, a factor 5.8) overlap by 45%, so a face between two levels is inside both.
+pub const PYRAMID_STEP: f32 = 4.0;
+/// Full range over its 192x192 letterbox, measured as above: recall 0.93 at 19 model px, 0.97 at 29, 1.00 at 38.
+const FULL_RANGE_MIN_MODEL_FACE: f32 = 38.0;
 
 /// Eye keypoints closer than this in the detector's input (model pixels: 192 for full range) give no roll. A
 /// pixel of keypoint error is then up to 5 degrees; on the sample clip's 45-pixel faces (eyes ~5 model pixels
@@ -55,8 +132,16 @@ pub enum DetectError {
     Inference(String),
     #[error("detector took {took_ms} ms, over its {limit_ms} ms budget")]
     Timeout { took_ms: u64, limit_ms: u64 },
+    #[error("{found} faces in one frame, more than the {max} the stage keeps")]
+    TooManyFaces { found: usize, max: usize },
     #[error("detector pre-processing failed: {0}")]
     Preprocess(#[from] crate::pixels::PixelError),
+}
+
+impl DetectError {
+    fn inference(e: impl std::fmt::Display) -> Self {
+        DetectError::Inference(format!("{e:#}"))
+    }
 }
 
 pub trait FaceDetector: Send {
@@ -66,28 +151,46 @@ pub trait FaceDetector: Send {
     fn describe(&self) -> String;
     /// SHA-256 of the model file that was verified and loaded.
     fn sha256(&self) -> &str;
+    /// The face heights (frame pixels) this detector is laid out to find in a `width` x `height` frame, smallest
+    /// and largest, from the measured range of its model (see `PYRAMID_MIN_MODEL_FACE`).
+    fn face_range(&self, width: u32, height: u32) -> (f32, f32);
+    /// Get ready for `width` x `height` frames (a detector that optimizes per input size does it here, at start,
+    /// rather than inside the first frame's time budget).
+    fn prepare(&mut self, _width: u32, _height: u32) -> Result<(), ModelError> {
+        Ok(())
+    }
 }
 
-/// Which BlazeFace: short range (faces within ~2 m, 128x128 input) or full range (~5 m, 192x192).
+/// Which BlazeFace: one pass of short range (faces within ~2 m, 128x128 input) or full range (~5 m, 192x192)
+/// over the letterboxed frame, or short range over an image pyramid (`Pyramid`: every face size from
+/// `detect.min_face` up to the whole frame; the model file is the short-range one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BlazeFaceKind {
     ShortRange,
     FullRange,
+    Pyramid,
 }
 
 impl BlazeFaceKind {
     fn input_size(self) -> u32 {
         match self {
-            BlazeFaceKind::ShortRange => 128,
+            BlazeFaceKind::ShortRange | BlazeFaceKind::Pyramid => 128,
             BlazeFaceKind::FullRange => 192,
         }
     }
     /// (stride, anchors per cell), from MediaPipe's SsdAnchorsCalculator options for each graph.
     fn anchor_spec(self) -> &'static [(u32, usize)] {
         match self {
-            BlazeFaceKind::ShortRange => &[(8, 2), (16, 6)],
+            BlazeFaceKind::ShortRange | BlazeFaceKind::Pyramid => &[(8, 2), (16, 6)],
             BlazeFaceKind::FullRange => &[(4, 1)],
+        }
+    }
+    /// Face heights, in model input pixels, that one pass finds reliably (see `PYRAMID_MIN_MODEL_FACE`).
+    fn model_face_range(self) -> (f32, f32) {
+        match self {
+            BlazeFaceKind::ShortRange | BlazeFaceKind::Pyramid => (PYRAMID_MIN_MODEL_FACE, PYRAMID_MAX_MODEL_FACE),
+            BlazeFaceKind::FullRange => (FULL_RANGE_MIN_MODEL_FACE, 144.0),
         }
     }
 }
@@ -111,7 +214,7 @@ impl BlazeFace {
     pub fn load(path: &Path, kind: BlazeFaceKind, score_threshold: f32, nms_iou: f32) -> Result<Self, ModelError> {
         let size = kind.input_size();
         let (model, sha256) = model::load_f32(path, &[1, 3, size as usize, size as usize])?;
-        let anchors = anchors(size, kind.anchor_spec());
+        let anchors = anchors(size, size, kind.anchor_spec());
         let me = BlazeFace {
             kind,
             model,
@@ -150,14 +253,15 @@ impl BlazeFace {
     }
 }
 
-fn anchors(size: u32, spec: &[(u32, usize)]) -> Vec<[f32; 2]> {
+/// Anchor centres in model input pixels for a `w` x `h` input, in the order of the model's outputs: layer by
+/// layer, row-major, `per_cell` anchors per grid cell (MediaPipe's SsdAnchorsCalculator with fixed anchor size).
+fn anchors(w: u32, h: u32, spec: &[(u32, usize)]) -> Vec<[f32; 2]> {
     let mut a = Vec::new();
     for &(stride, per_cell) in spec {
-        let g = size / stride;
-        for y in 0..g {
-            for x in 0..g {
+        for y in 0..h / stride {
+            for x in 0..w / stride {
                 for _ in 0..per_cell {
-                    a.push([(x as f32 + 0.5) / g as f32, (y as f32 + 0.5) / g as f32]);
+                    a.push([(x as f32 + 0.5) * stride as f32, (y as f32 + 0.5) * stride as f32]);
                 }
             }
         }
@@ -165,15 +269,204 @@ fn anchors(size: u32, spec: &[(u32, usize)]) -> Vec<[f32; 2]> {
     a
 }
 
+/// One pass's raw outputs (16 regressors and one logit per anchor) to candidates in frame pixels. Box centres
+/// and keypoints are offsets from the anchor in model pixels, sizes are model pixels; model pixel (x, y) is frame
+/// pixel (x / zx, y / zy).
+fn decode(
+    reg: &[f32],
+    cls: &[f32],
+    anchors: &[[f32; 2]],
+    (zx, zy): (f32, f32),
+    threshold: f32,
+    out: &mut Vec<Detection>,
+) -> Result<(), DetectError> {
+    let n = anchors.len();
+    if reg.len() < n * 16 || cls.len() < n {
+        return Err(DetectError::Inference(format!("output sizes {} / {} for {n} anchors", reg.len(), cls.len())));
+    }
+    for (i, a) in anchors.iter().enumerate() {
+        let score = sigmoid(cls[i]);
+        if score < threshold {
+            continue;
+        }
+        let r = &reg[i * 16..i * 16 + 4];
+        let (cx, cy) = (a[0] + r[0], a[1] + r[1]);
+        let (w, h) = (r[2], r[3]);
+        let bbox = BBox { x0: (cx - w / 2.0) / zx, y0: (cy - h / 2.0) / zy, x1: (cx + w / 2.0) / zx, y1: (cy + h / 2.0) / zy };
+        // Keypoints 0 and 1 are the eyes, offsets from the anchor like the box centre (MediaPipe's layout). On a
+        // small face they are a few model pixels apart and their angle is noise: such faces count as upright.
+        let k = &reg[i * 16 + 4..i * 16 + 8];
+        let apart = (k[2] - k[0]).hypot(k[3] - k[1]);
+        let roll = if apart >= MIN_EYE_DISTANCE { eye_line_roll([k[0], k[1]], [k[2], k[3]]) } else { f32::NAN };
+        if bbox.width() > 1.0 && bbox.height() > 1.0 && bbox.x0.is_finite() && bbox.y1.is_finite() {
+            out.push(Detection { bbox, score, roll }); // NaN roll: none (NMS skips it)
+        }
+    }
+    Ok(())
+}
+
+/// Copy an RGB24 image (`rw` x `rh`) into the top-left of a planar NCHW input (`iw` x `ih`) in [-1, 1]; the rest
+/// is black (-1), as in MediaPipe's letterbox.
+fn to_input(rgb: &[u8], rw: u32, rh: u32, iw: u32, ih: u32, input: &mut [f32]) {
+    let (rw, rh, iw, ih) = (rw as usize, rh as usize, iw as usize, ih as usize);
+    let plane = iw * ih;
+    input.fill(-1.0);
+    for y in 0..rh {
+        let src = &rgb[y * rw * 3..(y + 1) * rw * 3];
+        for c in 0..3 {
+            let dst = &mut input[c * plane + y * iw..c * plane + y * iw + rw];
+            for (d, p) in dst.iter_mut().zip(src.chunks_exact(3)) {
+                *d = p[c] as f32 / 127.5 - 1.0;
+            }
+        }
+    }
+}
+
+/// The scales of the pyramid for a `w` x `h` frame: the first maps `min_face` to `PYRAMID_MIN_MODEL_FACE`, each
+/// next one is `PYRAMID_STEP` times smaller, and the last one holds a face as tall as the frame's longer side
+/// within `PYRAMID_MAX_MODEL_FACE`.
+pub fn pyramid_scales(w: u32, h: u32, min_face: f32) -> Vec<f32> {
+    let largest = w.max(h) as f32;
+    let mut z = PYRAMID_MIN_MODEL_FACE / min_face.max(1.0);
+    let mut v = vec![z];
+    while PYRAMID_MAX_MODEL_FACE / z < largest && v.len() < 16 {
+        z /= PYRAMID_STEP;
+        v.push(z);
+    }
+    v
+}
+
+/// One level of the pyramid: the frame scaled to `rw` x `rh`, padded to `iw` x `ih` (multiples of 16, the
+/// model's coarsest stride), and the model optimized for that input.
+struct Level {
+    rw: u32,
+    rh: u32,
+    iw: u32,
+    ih: u32,
+    model: Runnable,
+    anchors: Vec<[f32; 2]>,
+    rgb: Vec<u8>,
+    input: Vec<f32>,
+}
+
+/// Short-range BlazeFace over an image pyramid. The model is fully convolutional: each level runs it once over
+/// the whole scaled frame (no tiles, no overlap to pay for), and its anchor grid follows the input size. Faces
+/// from `min_face` pixels up to the whole frame land in some level's 26-150 model-pixel range.
+pub struct Pyramid {
+    parsed: model::Parsed,
+    sha256: String,
+    name: String,
+    min_face: f32,
+    score_threshold: f32,
+    nms_iou: f32,
+    /// Levels per frame size (a few sizes are kept: a replay may mix them).
+    levels: Vec<((u32, u32), Vec<Level>)>,
+    scaler: Scaler,
+    candidates: Vec<Detection>,
+}
+
+impl Pyramid {
+    pub fn load(path: &Path, min_face: u32, score_threshold: f32, nms_iou: f32) -> Result<Self, ModelError> {
+        let parsed = model::Parsed::open(path)?;
+        let me = Pyramid {
+            sha256: parsed.sha256.clone(),
+            name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            parsed,
+            min_face: min_face as f32,
+            score_threshold,
+            nms_iou,
+            levels: Vec::new(),
+            scaler: Scaler::default(),
+            candidates: Vec::with_capacity(1024),
+        };
+        // One dry run at the model's own size checks that it is the short-range model (its anchors).
+        let err = |msg: String| ModelError::Tract { path: path.into(), msg };
+        let m = me.parsed.runnable_for(&[1, 3, 128, 128])?;
+        let out = model::run_f32(&m, &[1, 3, 128, 128], &vec![0.0; 3 * 128 * 128]).map_err(|e| err(format!("{e:#}")))?;
+        let n = anchors(128, 128, BlazeFaceKind::Pyramid.anchor_spec()).len();
+        let counts: Vec<usize> = out.iter().map(|o| o.shape().get(1).copied().unwrap_or(0)).collect();
+        if counts != [n, n] {
+            return Err(err(format!(
+                "outputs have {counts:?} anchors, the pyramid expects [{n}, {n}] (the short-range BlazeFace): is detect.model right?"
+            )));
+        }
+        Ok(me)
+    }
+
+    fn level_index(&mut self, w: u32, h: u32) -> Result<usize, ModelError> {
+        if let Some(i) = self.levels.iter().position(|(s, _)| *s == (w, h)) {
+            return Ok(i);
+        }
+        let mut levels = Vec::new();
+        for z in pyramid_scales(w, h, self.min_face) {
+            let rw = ((w as f32 * z).round() as u32).max(1);
+            let rh = ((h as f32 * z).round() as u32).max(1);
+            let (iw, ih) = (rw.div_ceil(16).max(2) * 16, rh.div_ceil(16).max(2) * 16);
+            let model = self.parsed.runnable_for(&[1, 3, ih as usize, iw as usize])?;
+            let anchors = anchors(iw, ih, BlazeFaceKind::Pyramid.anchor_spec());
+            let (rgb, input) = (vec![0; (rw * rh * 3) as usize], vec![0.0; (iw * ih * 3) as usize]);
+            levels.push(Level { rw, rh, iw, ih, model, anchors, rgb, input });
+        }
+        log::info!(
+            "detect: pyramid for {w}x{h}, faces from {} px: levels {}",
+            self.min_face,
+            levels.iter().map(|l| format!("{}x{}", l.iw, l.ih)).collect::<Vec<_>>().join(", ")
+        );
+        if self.levels.len() >= 4 {
+            self.levels.remove(0);
+        }
+        self.levels.push(((w, h), levels));
+        Ok(self.levels.len() - 1)
+    }
+}
+
+impl FaceDetector for Pyramid {
+    fn prepare(&mut self, w: u32, h: u32) -> Result<(), ModelError> {
+        self.level_index(w, h).map(|_| ())
+    }
+
+    fn detect(&mut self, frame: &Frame, out: &mut Detections) -> Result<(), DetectError> {
+        let i = self.level_index(frame.width, frame.height).map_err(DetectError::inference)?;
+        let Pyramid { levels, scaler, candidates, score_threshold, .. } = self;
+        candidates.clear();
+        for lv in levels[i].1.iter_mut() {
+            scaler.crop_resize(frame, frame.full_rect(), &mut lv.rgb, lv.rw, lv.rh)?;
+            to_input(&lv.rgb, lv.rw, lv.rh, lv.iw, lv.ih, &mut lv.input);
+            let shape = [1, 3, lv.ih as usize, lv.iw as usize];
+            let outputs = model::run_f32(&lv.model, &shape, &lv.input).map_err(DetectError::inference)?;
+            let reg = model::output_f32(&outputs[0]).map_err(DetectError::inference)?;
+            let cls = model::output_f32(&outputs[1]).map_err(DetectError::inference)?;
+            let z = (lv.rw as f32 / frame.width as f32, lv.rh as f32 / frame.height as f32);
+            decode(reg, cls, &lv.anchors, z, *score_threshold, candidates)?;
+        }
+        weighted_nms(candidates, self.nms_iou, out)
+    }
+
+    fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    fn describe(&self) -> String {
+        format!("BlazeFace pyramid (short range, faces from {} px) {} sha256:{}", self.min_face, self.name, &self.sha256[..12])
+    }
+
+    fn face_range(&self, width: u32, height: u32) -> (f32, f32) {
+        let z = pyramid_scales(width, height, self.min_face);
+        (PYRAMID_MIN_MODEL_FACE / z[0], PYRAMID_MAX_MODEL_FACE / z[z.len() - 1])
+    }
+}
+
 fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x.clamp(-80.0, 80.0)).exp())
 }
 
 /// Weighted non-maximum suppression (as MediaPipe does): overlapping candidates are merged into one box,
-/// their coordinates averaged by score, which keeps boxes steady from frame to frame.
-pub fn weighted_nms(cands: &mut Vec<Detection>, iou: f32, out: &mut Detections) {
+/// their coordinates averaged by score, which keeps boxes steady from frame to frame. More merged faces than
+/// `MAX_FACES` is an error that counts them all: the caller must not pass the frame on with some left out.
+pub fn weighted_nms(cands: &mut Vec<Detection>, iou: f32, out: &mut Detections) -> Result<(), DetectError> {
     cands.sort_by(|a, b| b.score.total_cmp(&a.score));
     out.clear();
+    let mut found = 0; // merged faces beyond MAX_FACES
     while !cands.is_empty() {
         let top = cands[0];
         let (mut acc, mut wsum, mut roll_w) = ([0f32; 5], 0f32, 0f32);
@@ -201,11 +494,16 @@ pub fn weighted_nms(cands: &mut Vec<Detection>, iou: f32, out: &mut Detections) 
             top.bbox
         };
         let roll = if roll_w > 0.0 { acc[4] / roll_w } else if top.roll.is_finite() { top.roll } else { 0.0 };
-        if out.push(Detection { bbox: merged, score: top.score, roll }).is_err() {
-            log::warn!("more than {MAX_FACES} faces in one frame; the rest are not reported");
-            break;
+        if out.is_full() {
+            found += 1;
+        } else {
+            let _ = out.push(Detection { bbox: merged, score: top.score, roll });
         }
     }
+    if found > 0 {
+        return Err(DetectError::TooManyFaces { found: found + MAX_FACES, max: MAX_FACES });
+    }
+    Ok(())
 }
 
 impl FaceDetector for BlazeFace {
@@ -221,57 +519,14 @@ impl FaceDetector for BlazeFace {
         let res = self.scaler.crop_resize(frame, frame.full_rect(), &mut resized[..(rw * rh * 3) as usize], rw, rh);
         self.letterbox = resized;
         res?;
-        // NCHW, [-1, 1]; the padding is black (-1), as in MediaPipe's letterbox.
-        let plane = (s * s) as usize;
-        self.input.fill(-1.0);
-        for y in 0..rh as usize {
-            for x in 0..rw as usize {
-                let p = &self.letterbox[(y * rw as usize + x) * 3..][..3];
-                for c in 0..3 {
-                    self.input[c * plane + y * s as usize + x] = p[c] as f32 / 127.5 - 1.0;
-                }
-            }
-        }
+        to_input(&self.letterbox, rw, rh, s, s, &mut self.input);
         let su = s as usize;
-        let outputs = model::run_f32(&self.model, &[1, 3, su, su], &self.input)
-            .map_err(|e| DetectError::Inference(format!("{e:#}")))?;
-        let reg = model::output_f32(&outputs[0]).map_err(|e| DetectError::Inference(format!("{e:#}")))?;
-        let cls = model::output_f32(&outputs[1]).map_err(|e| DetectError::Inference(format!("{e:#}")))?;
-        let n = self.anchors.len();
-        if reg.len() < n * 16 || cls.len() < n {
-            return Err(DetectError::Inference(format!("output sizes {} / {} for {n} anchors", reg.len(), cls.len())));
-        }
-        let fs = s as f32;
-        let back = 1.0 / scale; // model pixels -> frame pixels
+        let outputs = model::run_f32(&self.model, &[1, 3, su, su], &self.input).map_err(DetectError::inference)?;
+        let reg = model::output_f32(&outputs[0]).map_err(DetectError::inference)?;
+        let cls = model::output_f32(&outputs[1]).map_err(DetectError::inference)?;
         self.candidates.clear();
-        for (i, a) in self.anchors.iter().enumerate() {
-            let score = sigmoid(cls[i]);
-            if score < self.score_threshold {
-                continue;
-            }
-            let r = &reg[i * 16..i * 16 + 4];
-            let cx = a[0] * fs + r[0];
-            let cy = a[1] * fs + r[1];
-            let (w, h) = (r[2], r[3]);
-            let bbox = BBox {
-                x0: (cx - w / 2.0) * back,
-                y0: (cy - h / 2.0) * back,
-                x1: (cx + w / 2.0) * back,
-                y1: (cy + h / 2.0) * back,
-            };
-            // Keypoints 0 and 1 are the eyes, offsets from the anchor like the box centre (MediaPipe's layout).
-            // On a small face they are a few model pixels apart and their angle is noise: such faces count
-            // as upright.
-            let k = &reg[i * 16 + 4..i * 16 + 8];
-            let roll = eye_line_roll([k[0], k[1]], [k[2], k[3]]);
-            let apart = (k[2] - k[0]).hypot(k[3] - k[1]);
-            let roll = if apart >= MIN_EYE_DISTANCE { roll } else { f32::NAN }; // NaN: no roll (NMS skips it)
-            if bbox.width() > 1.0 && bbox.height() > 1.0 && bbox.x0.is_finite() && bbox.y1.is_finite() {
-                self.candidates.push(Detection { bbox, score, roll });
-            }
-        }
-        weighted_nms(&mut self.candidates, self.nms_iou, out);
-        Ok(())
+        decode(reg, cls, &self.anchors, (scale, scale), self.score_threshold, &mut self.candidates)?;
+        weighted_nms(&mut self.candidates, self.nms_iou, out)
     }
 
     fn sha256(&self) -> &str {
@@ -280,6 +535,12 @@ impl FaceDetector for BlazeFace {
 
     fn describe(&self) -> String {
         format!("BlazeFace {:?} {} sha256:{}", self.kind, self.name, &self.sha256[..12])
+    }
+
+    fn face_range(&self, width: u32, height: u32) -> (f32, f32) {
+        let (lo, hi) = self.kind.model_face_range();
+        let back = width.max(height) as f32 / self.size as f32;
+        (lo * back, (hi * back).min(height as f32))
     }
 }
 
@@ -304,19 +565,43 @@ mod tests {
         let d = |score: f32, roll: f32| Detection { bbox, score, roll };
         let mut c = vec![d(0.6, 0.2), d(0.2, 0.6), d(0.9, f32::NAN)];
         let mut out = Detections::new();
-        weighted_nms(&mut c, 0.3, &mut out);
+        weighted_nms(&mut c, 0.3, &mut out).unwrap();
         assert_eq!(out.len(), 1);
         assert!((out[0].roll - 0.3).abs() < 1e-6, "candidates without a roll do not count: {}", out[0].roll);
         // No candidate with a roll: the face counts as upright.
         let mut c = vec![d(0.9, f32::NAN), d(0.5, f32::NAN)];
-        weighted_nms(&mut c, 0.3, &mut out);
+        weighted_nms(&mut c, 0.3, &mut out).unwrap();
         assert_eq!(out[0].roll, 0.0);
     }
 
     #[test]
     fn anchor_counts_match_mediapipe() {
-        assert_eq!(anchors(128, BlazeFaceKind::ShortRange.anchor_spec()).len(), 896);
-        assert_eq!(anchors(192, BlazeFaceKind::FullRange.anchor_spec()).len(), 2304);
+        assert_eq!(anchors(128, 128, BlazeFaceKind::ShortRange.anchor_spec()).len(), 896);
+        assert_eq!(anchors(192, 192, BlazeFaceKind::FullRange.anchor_spec()).len(), 2304);
+        // The short-range model is fully convolutional: any input of multiples of 16 has its grid of anchors.
+        let a = anchors(640, 480, BlazeFaceKind::Pyramid.anchor_spec());
+        assert_eq!(a.len(), 80 * 60 * 2 + 40 * 30 * 6);
+        assert_eq!((a[0], a[80 * 60 * 2]), ([4.0, 4.0], [8.0, 8.0]));
+    }
+
+    #[test]
+    fn more_faces_than_the_stage_keeps_is_an_error_that_counts_them_all() {
+        // A crowd of separate faces: up to MAX_FACES they are all reported, one more fails the frame.
+        let grid = |n: usize| -> Vec<Detection> {
+            (0..n)
+                .map(|i| {
+                    let (x, y) = ((i % 16) as f32 * 20.0, (i / 16) as f32 * 20.0);
+                    Detection::new(BBox { x0: x, y0: y, x1: x + 10.0, y1: y + 10.0 }, 0.5 + (i % 7) as f32 * 0.05)
+                })
+                .collect()
+        };
+        let mut out = Detections::new();
+        weighted_nms(&mut grid(MAX_FACES), 0.3, &mut out).unwrap();
+        assert_eq!(out.len(), MAX_FACES);
+        match weighted_nms(&mut grid(MAX_FACES + 9), 0.3, &mut out) {
+            Err(DetectError::TooManyFaces { found, max }) => assert_eq!((found, max), (MAX_FACES + 9, MAX_FACES)),
+            other => panic!("{} faces must fail the frame, got {other:?}", MAX_FACES + 9),
+        }
     }
 
     #[test]
@@ -324,7 +609,7 @@ mod tests {
         let b = |x: f32, s: f32| Detection::new(BBox { x0: x, y0: 0.0, x1: x + 10.0, y1: 10.0 }, s);
         let mut c = vec![b(0.0, 0.9), b(1.0, 0.6), b(50.0, 0.7)];
         let mut out = Detections::new();
-        weighted_nms(&mut c, 0.3, &mut out);
+        weighted_nms(&mut c, 0.3, &mut out).unwrap();
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].score, 0.9);
         assert!(out[0].bbox.x0 > 0.0 && out[0].bbox.x0 < 1.0);

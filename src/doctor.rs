@@ -57,6 +57,10 @@ pub fn run(cfg: &Config) -> Vec<Check> {
         "detect model",
         det.as_ref().map(|d| format!("{} (hash as in SHA256SUMS; loads)", d.describe())).map_err(|e| format!("{e} (frames would be masked whole)")),
     ));
+    match det {
+        Ok(mut d) => out.push(face_sizes(cfg, d.as_mut())),
+        Err(_) => out.push(Check { name: "face sizes", verdict: Verdict::Skip, detail: "no detector".into() }),
+    }
     if cfg.expression.enabled {
         match expression::load(cfg.expression.kind, Path::new(&cfg.expression.model)) {
             Ok(c) => {
@@ -102,6 +106,45 @@ fn twin(path: &Path) -> Option<(std::path::PathBuf, &'static str, &'static str)>
 /// fp32 twin when that file is next to it (the two take turns, as in `cargo bench --bench expression`): which
 /// flavour is faster depends on the CPU's int8 kernels, and only the board can say. Warns when one face alone
 /// does not fit in the camera's frame interval. About a second in all, whatever the board's speed.
+/// The face sizes the detection stage is laid out to blur at the camera's resolution (from the model's measured
+/// range, see `detect::PYRAMID_MIN_MODEL_FACE` and the README's sweep table), and its time per frame on this
+/// board against `detect.timeout_ms`: a detection over the budget masks the frame whole, so a stage too slow for
+/// this board masks every frame.
+fn face_sizes(cfg: &Config, det: &mut dyn crate::detect::FaceDetector) -> Check {
+    let name = "face sizes";
+    let (w, h) = (cfg.camera.width, cfg.camera.height);
+    let (lo, hi) = det.face_range(w, h);
+    let mut frame = Frame::new(w, h);
+    for (i, px) in frame.data.chunks_exact_mut(3).enumerate() {
+        px.fill((64 + (i % w as usize) * 128 / w as usize) as u8);
+    }
+    let mut dets = crate::detect::Detections::new();
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        if let Err(e) = det.detect(&frame, &mut dets) {
+            return check(name, Err(format!("a detection on a blank {w}x{h} frame failed: {e}")));
+        }
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let ms = times[1];
+    let budget = cfg.detect.timeout_ms as f64;
+    let largest = if hi >= h as f32 { "a face filling the frame".to_string() } else { format!("{hi:.0} px") };
+    let detail = format!(
+        "blurs faces from {lo:.0} px tall up to {largest} at {w}x{h} (detect.min_face {}); detect {ms:.0} ms per frame, budget {budget:.0} ms",
+        cfg.detect.min_face
+    );
+    let verdict = if ms > budget {
+        return Check { name, verdict: Verdict::Fail, detail: format!("{detail}: over the budget, every frame would be masked whole (raise detect.min_face or detect.timeout_ms)") };
+    } else if ms > 0.8 * budget {
+        Verdict::Warn
+    } else {
+        Verdict::Pass
+    };
+    Check { name, verdict, detail }
+}
+
 fn expression_speed(cfg: &Config, configured: Box<dyn expression::ExpressionClassifier>) -> Check {
     const ROUNDS: usize = 5;
     const ROUND_MS: f64 = 100.0;

@@ -266,9 +266,9 @@ pub fn evaluate(
         let whole = BBox { x0: 0.0, y0: 0.0, x1: frame.width as f32, y1: frame.height as f32 };
         let crop_err = |e: crate::pixels::PixelError| EvalError::Classify(format!("{}: {e}", item.name));
         match face {
-            None => crops.extract(&frame, std::iter::once((&whole, 0.0)), |b| *b, 1, &mut slots).map_err(crop_err)?,
+            None => crops.extract(&frame, std::iter::once(Some((&whole, 0.0))), |b| *b, 1, &mut slots).map_err(crop_err)?,
             Some((b, roll)) => {
-                crops.extract(&frame, std::iter::once((&b, roll)), |b| classifier.crop_box(b), 1, &mut slots).map_err(crop_err)?
+                crops.extract(&frame, std::iter::once(Some((&b, roll))), |b| classifier.crop_box(b), 1, &mut slots).map_err(crop_err)?
             }
         }
         let Some(Some(slot)) = slots.first().copied() else {

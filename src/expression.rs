@@ -133,14 +133,18 @@ impl CropSet {
     pub fn extract<'a>(
         &mut self,
         frame: &Frame,
-        faces: impl Iterator<Item = (&'a BBox, f32)>,
+        faces: impl Iterator<Item = Option<(&'a BBox, f32)>>,
         crop_box: impl Fn(&BBox) -> BBox,
         min_side: u32,
         slots_out: &mut Vec<Option<usize>>,
     ) -> Result<(), crate::pixels::PixelError> {
         self.len = 0;
         slots_out.clear();
-        for (b, roll) in faces {
+        for face in faces {
+            let Some((b, roll)) = face else {
+                slots_out.push(None); // not to be classified
+                continue;
+            };
             let cb = crop_box(b);
             let r: Option<Rect> = cb.to_rect(frame.width, frame.height);
             match r {
@@ -523,7 +527,7 @@ fn mean_ms(c: &mut dyn ExpressionClassifier, frames: &[Frame], face: &BBox, n: u
     let mut slots = Vec::new();
     let mut total = std::time::Duration::ZERO;
     for i in 0..n {
-        crops.extract(&frames[i % frames.len()], std::iter::once((face, 0.0)), |b| c.crop_box(b), 1, &mut slots)?;
+        crops.extract(&frames[i % frames.len()], std::iter::once(Some((face, 0.0))), |b| c.crop_box(b), 1, &mut slots)?;
         if slots.first() != Some(&Some(0)) {
             return Err(ExpressionError::Inference(format!("timing: face box {face:?} is outside the frame")));
         }
@@ -595,7 +599,7 @@ mod tests {
         let mut slots = Vec::new();
         let frame = bar_frame(30.0);
         let turned = [(&face, 30f32.to_radians()), (&face, 0.0)];
-        crops.extract(&frame, turned.iter().copied(), |b| *b, 1, &mut slots).unwrap();
+        crops.extract(&frame, turned.iter().copied().map(Some), |b| *b, 1, &mut slots).unwrap();
         assert_eq!(slots, [Some(0), Some(1)]);
         let level = crops.get(0);
         for cols in [0..8, 20..28, 40..48] {
@@ -606,7 +610,7 @@ mod tests {
         let upright = crops.get(1);
         assert!(mean(upright, 23..25, 0..8) > 150.0 && mean(upright, 23..25, 40..48) > 150.0);
         // A level bar cut with roll 0 is level too (the upright path), and the crops are wiped after use.
-        crops.extract(&bar_frame(0.0), std::iter::once((&face, 0.0)), |b| *b, 1, &mut slots).unwrap();
+        crops.extract(&bar_frame(0.0), std::iter::once(Some((&face, 0.0))), |b| *b, 1, &mut slots).unwrap();
         assert!(mean(crops.get(0), 23..25, 0..48) < 60.0);
         crops.wipe();
         assert!(crops.turned.iter().all(|&v| v == 0), "the turned crop's buffer is wiped with the crops");
@@ -631,7 +635,7 @@ mod tests {
         // Centre 30 px right of the face centre, at x = 130, crop 80 px wide: 10 of its 80 columns are dark.
         // Roll -90 degrees: the mirror image, 70 of 80 dark. Unturned, the shift would give 40 of 80 either way.
         for (roll, want) in [(std::f32::consts::FRAC_PI_2, 10.0 / 80.0), (-std::f32::consts::FRAC_PI_2, 70.0 / 80.0)] {
-            crops.extract(&f, std::iter::once((&face, roll)), shifted, 1, &mut slots).unwrap();
+            crops.extract(&f, std::iter::once(Some((&face, roll))), shifted, 1, &mut slots).unwrap();
             let dark = crops.get(0).rgb.chunks_exact(3).filter(|p| p[0] < 128).count() as f32 / (48.0 * 48.0);
             assert!((dark - want).abs() < 0.03, "roll {roll}: dark share {dark}, want {want}");
         }

@@ -272,7 +272,6 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
 }
 
 fn eval(a: EvalArgs) -> anyhow::Result<()> {
-    use mien::detect::FaceDetector;
     use mien::eval::{self, CropMode};
     let cfg = Config::embedded_default();
     let data = match (&a.ferplus, &a.images, &a.labels) {
@@ -280,14 +279,15 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
         (None, Some(dir), Some(csv)) => eval::read_images(dir, csv)?,
         _ => anyhow::bail!("give --ferplus DIR or --images DIR --labels CSV"),
     };
-    let detect_path = a.detect_model.clone().unwrap_or_else(|| PathBuf::from(&cfg.detect.model));
-    let load_detector = || {
-        mien::detect::BlazeFace::load(&detect_path, cfg.detect.kind, cfg.detect.score_threshold, cfg.detect.nms_iou)
-            .with_context(|| format!("--detect-model {}", detect_path.display()))
-    };
+    let mut detect_cfg = cfg.detect.clone();
+    if let Some(p) = &a.detect_model {
+        detect_cfg.model = p.display().to_string();
+    }
+    let load_detector =
+        || mien::detect::load(&detect_cfg).with_context(|| format!("--detect-model {}", detect_cfg.model));
     if a.measure_crop {
         let mut d = load_detector()?;
-        let (scale, shift, found, tried) = eval::measure_crop(&data, &mut d, 2000);
+        let (scale, shift, found, tried) = eval::measure_crop(&data, d.as_mut(), 2000);
         println!("detector {} on {found} of {tried} FER+ faces (4x, centred on grey)", d.describe());
         println!("FER crop side / box longer side: median {scale:.3}");
         println!("(FER crop centre - box centre) / box height: median {shift:+.3}");
@@ -301,7 +301,7 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
         CropMode::Crops
     } else {
         detector = load_detector()?;
-        CropMode::Detect { detector: &mut detector, align: cfg.expression.align && !a.no_align }
+        CropMode::Detect { detector: detector.as_mut(), align: cfg.expression.align && !a.no_align }
     };
     println!("model: {}", classifier.describe());
     let missing = classifier.missing_classes();

@@ -93,6 +93,30 @@ impl Parsed {
         go().map_err(|e| self.err(format!("{e:#}")))
     }
 
+    /// Optimize a copy for a fixed f32 input `shape`, keeping this parsed model for other shapes (a detector that
+    /// runs one fully convolutional model at several input sizes).
+    pub fn runnable_for(&self, shape: &[usize]) -> Result<Runnable, ModelError> {
+        let mut m = self.model.clone();
+        // The file may record every intermediate shape for the size it was made for (tflite2onnx does): forget
+        // them, so that tract infers them for this input.
+        let go = |m: &mut InferenceModel| -> TractResult<()> {
+            for id in 0..m.nodes().len() {
+                if m.node(id).op_is::<tract_onnx::tract_hir::ops::konst::Const>() {
+                    continue;
+                }
+                for slot in 0..m.node(id).outputs.len() {
+                    m.set_outlet_fact(OutletId::new(id, slot), InferenceFact::default())?;
+                }
+            }
+            Ok(())
+        };
+        go(&mut m).map_err(|e| self.err(format!("{e:#}")))?;
+        m.with_input_fact(0, f32::fact(shape).into())
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| self.err(format!("input {shape:?}: {e:#}")))
+    }
+
     /// Optimize for `shape` (None: the shape the file declares, which must then be fully fixed).
     pub fn load(self, shape: Option<&[usize]>) -> Result<Loaded, ModelError> {
         let (input_name, dims) = self.input()?;

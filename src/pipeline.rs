@@ -5,7 +5,7 @@
 
 use crate::board::BoardIo;
 use crate::config::Config;
-use crate::detect::{BlazeFace, DetectError, Detections, FaceDetector, MAX_FACES};
+use crate::detect::{DetectError, Detections, FaceDetector, MAX_FACES};
 use crate::display::{CameraState, DisplayStage, FaceView, Status};
 use crate::expression::{self, CropSet, ExpressionClassifier};
 use crate::frame::Frame;
@@ -74,6 +74,8 @@ pub struct Pipeline {
     tracker: Tracker,
     detect_timeout: Duration,
     min_face: u32,
+    /// `expression.min_score`: less certain faces are blurred, not classified.
+    min_score: f32,
     /// `expression.align`: crops follow each face's roll.
     align: bool,
     seq: u64,
@@ -94,12 +96,12 @@ fn present(display: &mut Option<DisplayStage>, board: &Option<BoardIo>, frame: O
     }
 }
 
-/// Load the detector the config names. A failure here is not fatal: privacy masks every frame instead.
+/// Load the detector the config names, ready for the camera's frame size. A failure here is not fatal: privacy
+/// masks every frame instead.
 pub fn load_detector(cfg: &Config) -> Result<Box<dyn FaceDetector>, String> {
-    let d = &cfg.detect;
-    BlazeFace::load(Path::new(&d.model), d.kind, d.score_threshold, d.nms_iou)
-        .map(|b| Box::new(b) as Box<dyn FaceDetector>)
-        .map_err(|e| e.to_string())
+    let mut d = crate::detect::load(&cfg.detect).map_err(|e| e.to_string())?;
+    d.prepare(cfg.camera.width, cfg.camera.height).map_err(|e| e.to_string())?;
+    Ok(d)
 }
 
 /// Load the expression classifier; `None` (logged) when disabled or unloadable: blur still runs.
@@ -142,6 +144,7 @@ impl Pipeline {
             tracker: Tracker::new(cfg.privacy.hold_frames.max(5)),
             detect_timeout: Duration::from_millis(cfg.detect.timeout_ms as u64),
             min_face: cfg.expression.min_face,
+            min_score: cfg.expression.min_score,
             align: cfg.expression.align,
             seq: 0,
             status: Status::default(),
@@ -212,7 +215,9 @@ impl Pipeline {
         if let (Ok(()), Some(c)) = (&det, self.st.classifier.as_ref()) {
             if let Err(e) = self.crops.extract(
                 &self.frame,
-                self.dets.iter().map(|d| (&d.bbox, if self.align { d.roll } else { 0.0 })),
+                self.dets
+                    .iter()
+                    .map(|d| (d.score >= self.min_score).then_some((&d.bbox, if self.align { d.roll } else { 0.0 }))),
                 |b| c.crop_box(b),
                 self.min_face,
                 &mut self.slots,

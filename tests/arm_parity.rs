@@ -13,10 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The default profile with the detector's time budget widened for qemu-user (it runs the models ~80x slower
-/// than the host), nothing else.
+/// than the host) and its pyramid laid out from 40 px faces (`EMULATED_MIN_FACE`), nothing else.
 fn qemu_config(dir: &Path) -> PathBuf {
     let cfg = dir.join("qemu.toml");
-    std::fs::write(&cfg, replaced(mien::config::DEFAULT_PROFILE, &[("timeout_ms = 500", "timeout_ms = 60000")])).unwrap();
+    let text = replaced(mien::config::DEFAULT_PROFILE, &[("timeout_ms = 500", "timeout_ms = 60000"), EMULATED_MIN_FACE]);
+    std::fs::write(&cfg, text).unwrap();
     cfg
 }
 

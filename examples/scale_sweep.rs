@@ -1,0 +1,450 @@
+//! Blur recall over face sizes, frame sizes and face counts, checked by an independent detector.
+//!
+//!     cargo run --release --example scale_sweep                       # the full sweep (a few minutes)
+//!     cargo run --release --example scale_sweep -- --reduced --min-recall 0.995   # what CI runs (tests/scale_sweep.rs)
+//!     cargo run --release --example scale_sweep -- --min-face 24 --kind pyramid   # another detector setup
+//!
+//! Frames are composed from faces mien may use (never FER+ test): colour close-ups from
+//! `../shared/data/site-colour`, FER+ train faces scaled up (grey), and the two faces of the bundled clip
+//! (with their hair and shoulders), pasted at sizes from 16 px tall up to the frame's height, 1 to 140 per frame,
+//! on grey or on the clip's face-free frames; a third of the frames are turned grey. Each frame goes through the
+//! profile's detection stage and privacy guard (the pipeline's own stages, hold off: every frame stands alone),
+//! then CenterFace (`models/prepare.sh --reference`) looks for each pasted face in the original and in the
+//! blurred frame. A face counts as blurred when the reference no longer finds it and its box keeps under 35% of
+//! its fine detail (`pixels::detail_kept`). Recall per size bucket = blurred / faces the reference found in the original; the faces the
+//! reference itself misses are counted and reported apart ("ref"). The site-colour close-ups also run as whole
+//! frames (160x160 and 350x350, the face filling the frame). Exit status 1 when `--min-recall` is given and a
+//! bucket falls under it.
+
+use clap::Parser;
+use mien::detect::{self, Detections, FaceDetector};
+use mien::frame::{BBox, Frame, Rect};
+use mien::pixels::{self, Scaler};
+use mien::privacy::{PrivacyGuard, PrivacyState};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[path = "../tests/common/centerface.rs"]
+mod centerface;
+use centerface::CenterFace;
+
+#[derive(Parser)]
+struct Args {
+    /// The CI subset: 640x480 and 1920x1080, fewer frames, fewer close-ups.
+    #[arg(long)]
+    reduced: bool,
+    /// Profile whose [detect] and [privacy] sections are used (default: the embedded default profile).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override detect.kind (pyramid, full-range, short-range).
+    #[arg(long)]
+    kind: Option<String>,
+    /// Override detect.model.
+    #[arg(long)]
+    model: Option<String>,
+    /// Override detect.min_face.
+    #[arg(long)]
+    min_face: Option<u32>,
+    /// Frames per resolution (default 24, reduced 6).
+    #[arg(long)]
+    frames: Option<usize>,
+    /// Fail (exit 1) when a bucket's recall is under this.
+    #[arg(long)]
+    min_recall: Option<f64>,
+    /// Where `../shared` is.
+    #[arg(long, default_value = "../shared")]
+    shared: PathBuf,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Also write the report (markdown) here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// A small deterministic generator (SplitMix64): the same seed gives the same frames on every machine.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e3779b97f4a7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    fn range(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.unit()
+    }
+}
+
+/// A face to paste: an image and where the face is in it.
+struct Source {
+    img: Frame,
+    face: BBox,
+}
+
+fn read_rgb(p: &Path) -> Frame {
+    let img = image::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).into_rgb8();
+    let mut f = Frame::new(img.width(), img.height());
+    f.data.copy_from_slice(img.as_raw());
+    f
+}
+
+fn whole(f: Frame) -> Source {
+    let face = BBox { x0: 0.0, y0: 0.0, x1: f.width as f32, y1: f.height as f32 };
+    Source { img: f, face }
+}
+
+fn site_colour_files(shared: &Path) -> Vec<PathBuf> {
+    let dir = shared.join("data/site-colour/images");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// FER+ faces from the train split (the rows come train first; the first 20,000 are all train), grey, 48x48.
+fn ferplus(shared: &Path, n: usize, rng: &mut Rng) -> Vec<Source> {
+    let p = shared.join("data/ferplus/images.u8");
+    let px = std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (0..n)
+        .map(|_| {
+            let i = rng.below(20_000.min(px.len() / 2304));
+            let mut f = Frame::new(48, 48);
+            for (d, g) in f.data.chunks_exact_mut(3).zip(&px[i * 2304..(i + 1) * 2304]) {
+                d.fill(*g);
+            }
+            whole(f)
+        })
+        .collect()
+}
+
+/// The bundled clip's two faces (astronaut, frame 0; Grace Hopper, frame 8) with their surroundings, boxes by
+/// the reference detector.
+fn stills(cf: &CenterFace) -> Vec<Source> {
+    let mut v = Vec::new();
+    for name in ["frame_0000.jpg", "frame_0008.jpg"] {
+        let f = read_rgb(&Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/clip").join(name));
+        let (b, _) = cf.detect(&f, 0.5)[0];
+        let r = b.expand(0.6).to_rect(f.width, f.height).unwrap();
+        let mut img = Frame::new(r.width(), r.height());
+        let row = img.stride();
+        for y in 0..r.height() as usize {
+            let s = ((r.y0 as usize + y) * f.width as usize + r.x0 as usize) * 3;
+            img.data[y * row..(y + 1) * row].copy_from_slice(&f.data[s..s + row]);
+        }
+        let face = BBox { x0: b.x0 - r.x0 as f32, y0: b.y0 - r.y0 as f32, x1: b.x1 - r.x0 as f32, y1: b.y1 - r.y0 as f32 };
+        v.push(Source { img, face });
+    }
+    v
+}
+
+/// Paste `src` scaled so that its face is `side` px tall with the face's top-left at (`fx`, `fy`); returns the
+/// face box in the frame.
+fn paste(frame: &mut Frame, src: &Source, side: f32, fx: f32, fy: f32, scaler: &mut Scaler) -> BBox {
+    let k = side / src.face.height();
+    let (w, h) = (((src.img.width as f32 * k).round() as u32).max(1), ((src.img.height as f32 * k).round() as u32).max(1));
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    scaler.crop_resize(&src.img, src.img.full_rect(), &mut buf, w, h).unwrap();
+    let (ox, oy) = ((fx - src.face.x0 * k).round() as i64, (fy - src.face.y0 * k).round() as i64);
+    for y in 0..h as i64 {
+        let fy = oy + y;
+        if fy < 0 || fy >= frame.height as i64 {
+            continue;
+        }
+        for x in 0..w as i64 {
+            let fx = ox + x;
+            if fx < 0 || fx >= frame.width as i64 {
+                continue;
+            }
+            let d = (fy as usize * frame.width as usize + fx as usize) * 3;
+            let s = (y as usize * w as usize + x as usize) * 3;
+            frame.data[d..d + 3].copy_from_slice(&buf[s..s + 3]);
+        }
+    }
+    let (x0, y0) = (ox as f32 + src.face.x0 * k, oy as f32 + src.face.y0 * k);
+    BBox { x0, y0, x1: x0 + src.face.width() * k, y1: y0 + src.face.height() * k }
+}
+
+fn to_grey(f: &mut Frame) {
+    for p in f.data.chunks_exact_mut(3) {
+        let y = ((p[0] as u32 * 77 + p[1] as u32 * 150 + p[2] as u32 * 29) >> 8) as u8;
+        p.fill(y);
+    }
+}
+
+/// Face-height buckets (px): the report's rows.
+const EDGES: [u32; 12] = [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768];
+
+fn bucket(side: f32) -> usize {
+    EDGES.iter().rposition(|&e| side >= e as f32).unwrap_or(0)
+}
+
+fn bucket_name(b: usize) -> String {
+    match EDGES.get(b + 1) {
+        Some(hi) => format!("{}-{}", EDGES[b], hi - 1),
+        None => format!("{}+", EDGES[b]),
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct Cell {
+    pasted: usize,
+    confirmed: usize,
+    blurred: usize,
+    /// Blurred among all pasted faces, the reference's own misses included.
+    blurred_gt: usize,
+}
+
+/// Does the reference box `r` find the face `g`?
+fn finds(r: &BBox, g: &BBox) -> bool {
+    let (cx, cy) = r.center();
+    let inside = cx >= g.x0 && cx <= g.x1 && cy >= g.y0 && cy <= g.y1;
+    let ratio = r.height() / g.height().max(1.0);
+    r.iou(g) >= 0.25 || (inside && (0.4..=2.5).contains(&ratio))
+}
+
+struct Stage {
+    det: Box<dyn FaceDetector>,
+    guard: PrivacyGuard,
+    dets: Detections,
+    took: Duration,
+    frames: usize,
+    masked: usize,
+}
+
+impl Stage {
+    fn protect(&mut self, f: &mut Frame) {
+        let t = Instant::now();
+        let r = self.det.detect(f, &mut self.dets);
+        self.took += t.elapsed();
+        self.frames += 1;
+        if r.is_err() {
+            self.dets.clear();
+        }
+        if self.guard.protect(f, r.as_ref().map(|()| &self.dets[..])).state() == PrivacyState::MaskedWhole {
+            self.masked += 1;
+        }
+    }
+}
+
+/// Judge each face of `faces` in `orig` and `blurred`, into `cells` by bucket. The detail is measured over the
+/// box the reference found (the face proper: a pasted picture may hold a hat or hair around it), or over the
+/// pasted face box where the reference found none.
+fn judge(orig: &Frame, blurred: &Frame, faces: &[BBox], cf: &CenterFace, cells: &mut [Cell], b_of: impl Fn(&BBox) -> usize) {
+    let before = cf.detect(orig, 0.5);
+    let after = cf.detect(blurred, 0.5);
+    for g in faces {
+        let c = &mut cells[b_of(g)];
+        c.pasted += 1;
+        let found = before.iter().find(|(r, _)| finds(r, g)).map(|(r, _)| *r);
+        let region = found.unwrap_or(*g);
+        let Some(rect): Option<Rect> = region.to_rect(orig.width, orig.height) else { continue };
+        let gone = !after.iter().any(|(r, _)| finds(r, g));
+        let kept = pixels::detail_kept(orig, blurred, rect);
+        let blurred_ok = gone && kept < 0.35;
+        c.blurred_gt += blurred_ok as usize;
+        if found.is_none() {
+            continue;
+        }
+        c.confirmed += 1;
+        if blurred_ok {
+            c.blurred += 1;
+        } else if std::env::var_os("SWEEP_DEBUG").is_some() {
+            let how = if gone { "gone" } else { "still finds it" };
+            eprintln!("kept: {}x{} face {g:?} (h {:.0}): reference {how}, detail kept {kept:.2}", orig.width, orig.height, g.height());
+            let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+            for (f, tag) in [(orig, "orig"), (blurred, "blur")] {
+                image::RgbImage::from_raw(f.width, f.height, f.data.clone()).unwrap().save(format!("/tmp/miss_{n}_{tag}.png")).unwrap();
+            }
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let mut cfg = match &a.config {
+        Some(p) => mien::config::Config::load(p)?,
+        None => mien::config::Config::embedded_default(),
+    };
+    if let Some(k) = &a.kind {
+        cfg.detect.kind = toml::Value::String(k.clone()).try_into()?;
+    }
+    if let Some(m) = &a.model {
+        cfg.detect.model = m.clone();
+    }
+    if let Some(m) = a.min_face {
+        cfg.detect.min_face = m;
+    }
+    cfg.privacy.hold_frames = 0;
+    let mut stage = Stage {
+        det: detect::load(&cfg.detect)?,
+        guard: PrivacyGuard::new(cfg.privacy.clone()),
+        dets: Detections::new(),
+        took: Duration::ZERO,
+        frames: 0,
+        masked: 0,
+    };
+    let setup = format!(
+        "{} (detect.kind {:?}, min_face {}, score_threshold {}), privacy {:?}",
+        stage.det.describe(),
+        cfg.detect.kind,
+        cfg.detect.min_face,
+        cfg.detect.score_threshold,
+        cfg.privacy.mode
+    );
+    let mut rng = Rng(a.seed);
+    let files = site_colour_files(&a.shared);
+    let resolutions: &[(u32, u32)] =
+        if a.reduced { &[(640, 480), (1920, 1080)] } else { &[(320, 240), (640, 480), (1280, 720), (1920, 1080)] };
+    let n_frames = a.frames.unwrap_or(if a.reduced { 6 } else { 24 });
+    let mut scaler = Scaler::default();
+    let clip = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/clip");
+    let backgrounds: Vec<Frame> = (20..24).map(|i| read_rgb(&clip.join(format!("frame_{i:04}.jpg")))).collect();
+    let mut report = format!("Setup: {setup}\n\n");
+    let mut failures = Vec::new();
+    let mut columns: Vec<(String, Vec<Cell>)> = Vec::new();
+
+    for &(w, h) in resolutions {
+        let cf = CenterFace::load(w.div_ceil(32) as usize * 32, h.div_ceil(32) as usize * 32);
+        let stills = stills(&CenterFace::load(640, 480));
+        let mut cells = vec![Cell::default(); EDGES.len()];
+        let (t0, f0, m0) = (stage.took, stage.frames, stage.masked);
+        let mut most = 0;
+        for i in 0..n_frames {
+            // Frame kinds in turn: one face of any size, a few mixed, many small ones, a crowd past MAX_FACES.
+            let (want, lo, hi): (usize, f64, f64) = match i % 4 {
+                0 => (1, 16.0, h as f64),
+                1 => (2 + rng.below(8), 16.0, h as f64 * 0.6),
+                2 => (20 + rng.below(81), 16.0, 64.0),
+                _ if i % 8 == 3 => (detect::MAX_FACES + 12, 16.0, 28.0),
+                _ => (10 + rng.below(30), 16.0, 160.0f64.min(h as f64 * 0.4)),
+            };
+            let mut frame = Frame::new(w, h);
+            if rng.unit() < 0.5 {
+                frame.fill([128, 128, 128]);
+            } else {
+                let bg = &backgrounds[rng.below(backgrounds.len())];
+                scaler.crop_resize(bg, bg.full_rect(), &mut frame.data, w, h).unwrap();
+            }
+            let mut taken: Vec<BBox> = Vec::new();
+            let mut faces = Vec::new();
+            for _ in 0..want {
+                // log-uniform size; the source: site-colour (half), FER+ (a third), a still
+                let side = (lo.ln() + rng.unit() * (hi.ln() - lo.ln())).exp() as f32;
+                let r = rng.unit();
+                let src = if r < 0.5 {
+                    whole(read_rgb(&files[rng.below(files.len())]))
+                } else if r < 0.83 {
+                    ferplus(&a.shared, 1, &mut rng).pop().unwrap()
+                } else {
+                    let s = &stills[rng.below(stills.len())];
+                    Source { img: s.img.clone(), face: s.face }
+                };
+                let fw = side * src.face.width() / src.face.height();
+                // Faces keep apart (by the blur margin), so that one face's blur never covers a missed one.
+                let spot = (0..300).find_map(|_| {
+                    let x = rng.range(0.0, (w as f32 - fw).max(0.0) as f64) as f32;
+                    let y = rng.range(0.0, (h as f32 - side).max(0.0) as f64) as f32;
+                    let b = BBox { x0: x, y0: y, x1: x + fw, y1: y + side };
+                    let grown = b.expand(0.45);
+                    taken.iter().all(|t| t.iou(&grown) == 0.0).then_some((b, grown))
+                });
+                let Some((b, grown)) = spot else { continue };
+                faces.push(paste(&mut frame, &src, side, b.x0, b.y0, &mut scaler));
+                taken.push(grown);
+            }
+            if rng.unit() < 0.33 {
+                to_grey(&mut frame);
+            }
+            most = most.max(faces.len());
+            let orig = frame.clone();
+            stage.protect(&mut frame);
+            judge(&orig, &frame, &faces, &cf, &mut cells, |g| bucket(g.height()));
+        }
+        let frames = stage.frames - f0;
+        report += &format!(
+            "{w}x{h}: {frames} frames, up to {most} faces in one, {} masked whole (more faces than the stage keeps), detect {:.1} ms/frame\n",
+            stage.masked - m0,
+            (stage.took - t0).as_secs_f64() * 1e3 / frames.max(1) as f64
+        );
+        columns.push((format!("{w}x{h}"), cells));
+    }
+
+    // Close-ups: each site-colour face is the whole frame, at its own 160x160 and scaled to 350x350.
+    let n_close = if a.reduced { 40 } else { 400 };
+    for side in [160u32, 350] {
+        let cf = CenterFace::load(side.div_ceil(32) as usize * 32, side.div_ceil(32) as usize * 32);
+        let mut cells = vec![Cell::default(); EDGES.len()];
+        let (t0, f0) = (stage.took, stage.frames);
+        for k in 0..n_close {
+            let src = read_rgb(&files[(k * 7919 + a.seed as usize) % files.len()]);
+            let mut frame = Frame::new(side, side);
+            scaler.crop_resize(&src, src.full_rect(), &mut frame.data, side, side).unwrap();
+            let orig = frame.clone();
+            stage.protect(&mut frame);
+            let g = BBox { x0: 0.0, y0: 0.0, x1: side as f32, y1: side as f32 };
+            judge(&orig, &frame, &[g], &cf, &mut cells, |g| bucket(g.height()));
+        }
+        report += &format!(
+            "close-ups {side}x{side}: {} frames, detect {:.1} ms/frame\n",
+            stage.frames - f0,
+            (stage.took - t0).as_secs_f64() * 1e3 / (stage.frames - f0).max(1) as f64
+        );
+        columns.push((format!("close-up {side}"), cells));
+    }
+
+    // The table: recall (blurred / reference-found) per bucket and column; "all": blurred / pasted.
+    report += "\n| face height (px) |";
+    for (name, _) in &columns {
+        report += &format!(" {name} |");
+    }
+    report += "\n|---|";
+    report += &"---|".repeat(columns.len());
+    report += "\n";
+    for b in 0..EDGES.len() {
+        if columns.iter().all(|(_, c)| c[b].pasted == 0) {
+            continue;
+        }
+        report += &format!("| {} |", bucket_name(b));
+        for (name, cells) in &columns {
+            let c = cells[b];
+            if c.pasted == 0 {
+                report += " |";
+                continue;
+            }
+            let recall = c.blurred as f64 / c.confirmed.max(1) as f64;
+            report += &format!(" {recall:.3} ({}/{}; all {}/{}) |", c.blurred, c.confirmed, c.blurred_gt, c.pasted);
+            if let Some(min) = a.min_recall {
+                if c.confirmed > 0 && recall < min {
+                    failures.push(format!("{name}, faces {} px: recall {recall:.3} < {min}", bucket_name(b)));
+                }
+            }
+        }
+        report += "\n";
+    }
+    let sum = |f: fn(&Cell) -> usize| columns.iter().flat_map(|(_, c)| c).map(f).sum::<usize>();
+    let (b, c, bg, p) = (sum(|x| x.blurred), sum(|x| x.confirmed), sum(|x| x.blurred_gt), sum(|x| x.pasted));
+    report += &format!(
+        "\nBlur recall: {b} of {c} reference-found faces ({:.4}); {bg} of all {p} pasted faces ({:.4})\n",
+        b as f64 / c.max(1) as f64,
+        bg as f64 / p.max(1) as f64
+    );
+    print!("{report}");
+    if let Some(p) = &a.out {
+        std::fs::write(p, &report)?;
+    }
+    if !failures.is_empty() {
+        eprintln!("scale_sweep: under --min-recall:\n  {}", failures.join("\n  "));
+        std::process::exit(1);
+    }
+    Ok(())
+}
