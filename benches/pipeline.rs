@@ -1,7 +1,9 @@
 //! Pipeline benchmark: per-stage latency (capture/convert, detect, blur, classify), end-to-end frames/s and
 //! peak RSS on the bundled sample clip at 640x480, single thread, through the same `Pipeline::step` the
 //! firmware runs. The clip is fed as YUYV from memory, so "capture" is the YUYV->RGB conversion a camera
-//! frame goes through. The same run measures a baseline (the short-range detector) and prints the ratio.
+//! frame goes through. The same run measures baselines and prints the ratios: the previous default (one pass of
+//! the full-range detector, blind to faces under about a tenth of the frame and to faces filling it), the
+//! pyramid laid out from 40 px faces (the Pi profiles), and one pass of the short-range detector.
 //!
 //! The display's cost is measured the same way: the default pipeline with `display = none` against the same
 //! pipeline drawing the overlay into a 640x480 XRGB8888 framebuffer image (what `/dev/fb0` gets, minus the
@@ -149,12 +151,18 @@ fn main() {
         frames.push(mien::pixels::rgb_to_yuyv(img.as_raw()));
     }
     let cfg = Config::embedded_default();
-    let mut main = measure("default: BlazeFace full range + mien int8 expression", &cfg, &frames, rounds, None);
+    let mut main = measure("default: BlazeFace pyramid from 16 px + mien int8 expression", &cfg, &frames, rounds, None);
     let rss_main = peak_rss_kib();
+    let mut full_cfg = cfg.clone();
+    full_cfg.detect.kind = BlazeFaceKind::FullRange;
+    full_cfg.detect.model = "models/blazeface_full_range.onnx".into();
+    let mut full = measure("previous default: BlazeFace full range, one pass", &full_cfg, &frames, rounds, None);
+    let mut p40_cfg = cfg.clone();
+    p40_cfg.detect.min_face = 40;
+    let mut p40 = measure("pyramid from 40 px (Pi profiles)", &p40_cfg, &frames, rounds, None);
     let mut base_cfg = cfg.clone();
     base_cfg.detect.kind = BlazeFaceKind::ShortRange;
-    base_cfg.detect.model = "models/blazeface_short_range.onnx".into();
-    let mut base = measure("baseline: BlazeFace short range + mien int8 expression", &base_cfg, &frames, rounds, None);
+    let mut base = measure("baseline: BlazeFace short range, one pass", &base_cfg, &frames, rounds, None);
     let mut disp = measure("default + display (640x480 framebuffer, refresh 200 ms)", &cfg, &frames, rounds, Some(Duration::from_millis(200)));
     let mut every = measure("default + display redrawn on every frame", &cfg, &frames, rounds, Some(Duration::ZERO));
     // The display-none run again: the spread between the two is the noise the display ratios sit in.
@@ -166,13 +174,17 @@ fn main() {
     let (cost_disp, cost_every) = (mean(&disp, 2) - out_none, mean(&every, 2) - out_none);
     let e2e_none = (e2e(&main) + e2e(&again)) / 2.0;
     let fps_main = report(&mut main);
+    let fps_full = report(&mut full);
+    let fps_p40 = report(&mut p40);
     let fps_base = report(&mut base);
     let fps_disp = report(&mut disp);
     let fps_every = report(&mut every);
     let fps_again = report(&mut again);
     let none = (fps_main + fps_again) / 2.0;
     println!("\npeak RSS after the default pipeline: {:.1} MiB", rss_main as f64 / 1024.0);
-    println!("ratio default/baseline frames/s: {:.2}", fps_main / fps_base);
+    println!("ratio default/previous default (full range) frames/s: {:.2}", fps_main / fps_full);
+    println!("ratio pyramid from 40 px/previous default frames/s: {:.2}", fps_p40 / fps_full);
+    println!("ratio default/baseline (short range) frames/s: {:.2}", fps_main / fps_base);
     println!("display none, two runs: {fps_main:.1} and {fps_again:.1} frames/s (spread {:.1}%)", (fps_main - fps_again).abs() / none * 100.0);
     println!(
         "display cost: {cost_disp:.3} ms/frame at 200 ms refresh ({:.1}% of {e2e_none:.2} ms end to end), {cost_every:.3} ms per redraw",

@@ -1,20 +1,26 @@
 //! Where a model's time goes in tract, op by op (single thread, the firmware's loading path):
 //!
 //!     cargo run --release --example op_profile -- models/mien_student_int8.onnx models/mien_student_fp32.onnx
+//!     cargo run --release --example op_profile -- --shape 1,3,784,1040 --runs 20 models/blazeface_short_range.onnx
 //!
-//! Each model runs `--runs` times (default 2000) on a 1x1x48x48 input after a warm-up; every node's eval is
-//! timed and the totals are printed per op type, most expensive first (`--nodes N` adds the N most expensive
-//! single nodes, each with the kernel tract chose). This is how models/README.md explains why the int8 student
-//! is slower than its fp32 twin on x86.
+//! Each model runs `--runs` times (default 2000) after a warm-up on an input of `--shape` (default: the shape the
+//! file declares; any other size for a fully convolutional model such as the detection pyramid's levels); every
+//! node's eval is timed and the totals are printed per op type, most expensive first (`--nodes N` adds the N most
+//! expensive single nodes, each with the kernel tract chose). This is how models/README.md explains why the int8
+//! student is slower than its fp32 twin on x86.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tract_onnx::prelude::*;
 
-fn profile(path: &str, runs: usize, nodes: usize) -> TractResult<()> {
-    let shape = [1usize, 1, 48, 48];
-    let (model, _) = mien::model::load_f32(std::path::Path::new(path), &shape).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let input: Vec<f32> = (0..48 * 48).map(|i| ((i * 7919) % 255) as f32 / 64.0 - 2.0).collect();
+fn profile(path: &str, shape: Option<&[usize]>, runs: usize, nodes: usize) -> TractResult<()> {
+    let parsed = mien::model::Parsed::open(std::path::Path::new(path)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let shape: Vec<usize> = match shape {
+        Some(s) => s.to_vec(),
+        None => parsed.input().map_err(|e| anyhow::anyhow!("{e}"))?.1.into_iter().map(|d| d.unwrap_or(1)).collect(),
+    };
+    let model = parsed.runnable_for(&shape).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let input: Vec<f32> = (0..shape.iter().product::<usize>()).map(|i| ((i * 7919) % 255) as f32 / 64.0 - 2.0).collect();
     let x = Tensor::from_shape(&shape, &input)?;
     let mut state = model.spawn()?;
     for _ in 0..50 {
@@ -42,7 +48,7 @@ fn profile(path: &str, runs: usize, nodes: usize) -> TractResult<()> {
     let mut rows: Vec<_> = per_op.into_iter().collect();
     rows.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));
     let total: f64 = rows.iter().map(|r| r.1 .0.as_secs_f64()).sum::<f64>() * 1e3 / runs as f64;
-    println!("{path}: {wall:.3} ms per run ({total:.3} ms inside ops), {} nodes", model.model().nodes().len());
+    println!("{path} {shape:?}: {wall:.3} ms per run ({total:.3} ms inside ops), {} nodes", model.model().nodes().len());
     for (op, (d, n)) in rows {
         let ms = d.as_secs_f64() * 1e3 / runs as f64;
         println!("  {op:<28} {:>4} nodes {ms:>8.3} ms {:>5.1}%", n / runs, 100.0 * ms / total);
@@ -62,10 +68,14 @@ fn main() -> TractResult<()> {
     let mut runs = 2000;
     let mut nodes = 0;
     let mut paths = Vec::new();
+    let mut shape: Option<Vec<usize>> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--runs" {
             runs = args.next().and_then(|v| v.parse().ok()).expect("--runs N");
+        } else if a == "--shape" {
+            let v = args.next().expect("--shape N,C,H,W");
+            shape = Some(v.split(',').map(|d| d.trim().parse().expect("--shape: numbers")).collect());
         } else if a == "--nodes" {
             nodes = args.next().and_then(|v| v.parse().ok()).expect("--nodes N");
         } else {
@@ -76,7 +86,7 @@ fn main() -> TractResult<()> {
         paths = vec!["models/mien_student_int8.onnx".into(), "models/mien_student_fp32.onnx".into()];
     }
     for p in &paths {
-        profile(p, runs, nodes)?;
+        profile(p, shape.as_deref(), runs, nodes)?;
     }
     Ok(())
 }

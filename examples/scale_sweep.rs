@@ -11,7 +11,7 @@
 //! profile's detection stage and privacy guard (the pipeline's own stages, hold off: every frame stands alone),
 //! then CenterFace (`models/prepare.sh --reference`) looks for each pasted face in the original and in the
 //! blurred frame. A face counts as blurred when the reference no longer finds it and its box keeps under 35% of
-//! its fine detail (`pixels::detail_kept`). Recall per size bucket = blurred / faces the reference found in the original; the faces the
+//! its fine detail (`pixels::detail_kept`, inside the reference's box less a tenth on each side). Recall per size bucket = blurred / faces the reference found in the original; the faces the
 //! reference itself misses are counted and reported apart ("ref"). The site-colour close-ups also run as whole
 //! frames (160x160 and 350x350, the face filling the frame). Exit status 1 when `--min-recall` is given and a
 //! bucket falls under it.
@@ -45,6 +45,16 @@ struct Args {
     /// Override detect.min_face.
     #[arg(long)]
     min_face: Option<u32>,
+    /// Override detect.score_threshold.
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// Frame sizes, e.g. 640x480,1920x1080 (default: 320x240, 640x480, 1280x720, 1920x1080; reduced: 640x480,
+    /// 1920x1080).
+    #[arg(long, value_delimiter = ',')]
+    resolutions: Vec<String>,
+    /// Close-up frames per size (default 400, reduced 40; 0: none).
+    #[arg(long)]
+    close_ups: Option<usize>,
     /// Frames per resolution (default 24, reduced 6).
     #[arg(long)]
     frames: Option<usize>,
@@ -246,7 +256,9 @@ fn judge(orig: &Frame, blurred: &Frame, faces: &[BBox], cf: &CenterFace, cells: 
         let c = &mut cells[b_of(g)];
         c.pasted += 1;
         let found = before.iter().find(|(r, _)| finds(r, g)).map(|(r, _)| *r);
-        let region = found.unwrap_or(*g);
+        // The face's inside (a tenth off each side): its outline against the background is not what identifies it,
+        // and a mosaic's cell edges can fall on it.
+        let region = found.unwrap_or(*g).expand(-0.1);
         let Some(rect): Option<Rect> = region.to_rect(orig.width, orig.height) else { continue };
         let gone = !after.iter().any(|(r, _)| finds(r, g));
         let kept = pixels::detail_kept(orig, blurred, rect);
@@ -284,6 +296,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(m) = a.min_face {
         cfg.detect.min_face = m;
     }
+    if let Some(t) = a.threshold {
+        cfg.detect.score_threshold = t;
+    }
     cfg.privacy.hold_frames = 0;
     let mut stage = Stage {
         det: detect::load(&cfg.detect)?,
@@ -303,8 +318,17 @@ fn main() -> anyhow::Result<()> {
     );
     let mut rng = Rng(a.seed);
     let files = site_colour_files(&a.shared);
-    let resolutions: &[(u32, u32)] =
-        if a.reduced { &[(640, 480), (1920, 1080)] } else { &[(320, 240), (640, 480), (1280, 720), (1920, 1080)] };
+    let parse = |r: &String| -> Option<(u32, u32)> {
+        let (w, h) = r.split_once('x')?;
+        Some((w.parse().ok()?, h.parse().ok()?))
+    };
+    let resolutions: Vec<(u32, u32)> = if !a.resolutions.is_empty() {
+        a.resolutions.iter().map(|r| parse(r).ok_or_else(|| anyhow::anyhow!("--resolutions: {r:?} is not WxH"))).collect::<Result<_, _>>()?
+    } else if a.reduced {
+        vec![(640, 480), (1920, 1080)]
+    } else {
+        vec![(320, 240), (640, 480), (1280, 720), (1920, 1080)]
+    };
     let n_frames = a.frames.unwrap_or(if a.reduced { 6 } else { 24 });
     let mut scaler = Scaler::default();
     let clip = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/clip");
@@ -313,7 +337,7 @@ fn main() -> anyhow::Result<()> {
     let mut failures = Vec::new();
     let mut columns: Vec<(String, Vec<Cell>)> = Vec::new();
 
-    for &(w, h) in resolutions {
+    for &(w, h) in &resolutions {
         let cf = CenterFace::load(w.div_ceil(32) as usize * 32, h.div_ceil(32) as usize * 32);
         let stills = stills(&CenterFace::load(640, 480));
         let mut cells = vec![Cell::default(); EDGES.len()];
@@ -380,8 +404,8 @@ fn main() -> anyhow::Result<()> {
     }
 
     // Close-ups: each site-colour face is the whole frame, at its own 160x160 and scaled to 350x350.
-    let n_close = if a.reduced { 40 } else { 400 };
-    for side in [160u32, 350] {
+    let n_close = a.close_ups.unwrap_or(if a.reduced { 40 } else { 400 });
+    for side in [160u32, 350].into_iter().filter(|_| n_close > 0) {
         let cf = CenterFace::load(side.div_ceil(32) as usize * 32, side.div_ceil(32) as usize * 32);
         let mut cells = vec![Cell::default(); EDGES.len()];
         let (t0, f0) = (stage.took, stage.frames);

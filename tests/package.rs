@@ -121,7 +121,7 @@ fn deb_contents_unit_and_packaged_binary() {
     let text = String::from_utf8_lossy(&d.stdout);
     // "its fp32 twin": the int8 student is timed against the packaged fp32 one, which is what a board needs to say
     // which flavour is faster on its CPU.
-    for k in ["PASS  camera", "PASS  detect model", "PASS  expression model", "its fp32 twin", "0 failed"] {
+    for k in ["PASS  camera", "PASS  detect model", "PASS  face sizes", "PASS  expression model", "its fp32 twin", "0 failed"] {
         assert!(text.contains(k), "packaged mien doctor lacks {k:?}:\n{text}\n{}", String::from_utf8_lossy(&d.stderr));
     }
     assert!(Path::new(deb).metadata().unwrap().len() > 1 << 20);

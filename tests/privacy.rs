@@ -112,3 +112,37 @@ fn corrupt_frame_is_dropped_with_a_message_and_the_rest_go_on() {
     assert!(err.contains("corrupt frame") && err.contains("b.jpg"), "{err}");
     assert_eq!(labels.len(), 2);
 }
+
+/// A crowd: more faces in one frame than the detection stage keeps (`detect::MAX_FACES`). The frame is masked
+/// whole, not passed on with the faces past the limit left clear.
+#[test]
+fn a_crowd_past_the_stage_limit_masks_the_frame() {
+    let faces_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/site-colour/images");
+    let mut files: Vec<_> = std::fs::read_dir(&faces_dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", faces_dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    // 14 x 10 colour close-ups of 72 px on grey, 1920x1080: 140 faces, MAX_FACES is 128.
+    let (cols, rows, side) = (14u32, 10u32, 72u32);
+    assert!(cols * rows > mien::detect::MAX_FACES as u32);
+    let mut img = image::RgbImage::from_pixel(1920, 1080, image::Rgb([128, 128, 128]));
+    for i in 0..cols * rows {
+        let face = image::open(&files[i as usize * 13]).unwrap().into_rgb8();
+        let face = image::imageops::resize(&face, side, side, image::imageops::FilterType::Triangle);
+        let (x, y) = (i % cols * (1920 / cols) + 30, i / cols * (1080 / rows) + 18);
+        image::imageops::replace(&mut img, &face, x as i64, y as i64);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    img.save(dir.path().join("crowd.png")).unwrap();
+    let cfg = dir.path().join("crowd.toml");
+    // The budget widened for a 1920x1080 frame on a 2-core build machine: the test is about the count, not speed.
+    std::fs::write(&cfg, replaced(mien::config::DEFAULT_PROFILE, &[("timeout_ms = 500", "timeout_ms = 30000")])).unwrap();
+    let src = dir.path().to_str().unwrap();
+    let (_t, saved, labels, err) =
+        run_saving(src, &["--config", cfg.to_str().unwrap(), "--width", "1920", "--height", "1080"]);
+    assert_eq!(saved.len(), 1);
+    assert_all_masked(&saved);
+    assert!(labels.is_empty(), "no label from a frame that was masked whole");
+    assert!(err.contains("more than the 128 the stage keeps"), "{err}");
+}

@@ -1,0 +1,30 @@
+//! The reduced scale sweep (`examples/scale_sweep.rs --reduced`): faces from 16 px to a face filling the frame,
+//! 1 to 140 per frame, colour and grey, at 640x480 and 1920x1080 and as 160/350 px close-ups, through the default
+//! profile's detection stage and blur, judged by the independent reference detector. Every size bucket must
+//! reach a blur recall of 0.995, and the crowd frame with more faces than the stage keeps must be masked whole.
+//! Needs `../shared/data` (site-colour, FER+) and `models/prepare.sh --reference`.
+
+use std::process::Command;
+
+#[test]
+fn reduced_scale_sweep_blurs_every_face_size_and_masks_the_crowd() {
+    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/examples/scale_sweep");
+    assert!(bin.exists(), "{} missing (cargo test --release builds the examples)", bin.display());
+    let out = Command::new(&bin)
+        .args(["--reduced", "--min-recall", "0.995"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run scale_sweep");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!("{stdout}");
+    assert!(out.status.success(), "scale sweep under its bar:\n{stderr}");
+    // The 1920x1080 set holds one frame of MAX_FACES + 12 faces: it must have been masked whole, and only it.
+    let line = stdout.lines().find(|l| l.starts_with("1920x1080:")).expect("a 1920x1080 line");
+    assert!(line.contains(", 1 masked whole"), "{line}");
+    let line = stdout.lines().find(|l| l.starts_with("640x480:")).expect("a 640x480 line");
+    assert!(line.contains(", 0 masked whole"), "{line}");
+    // Every bucket from 16 px up was exercised.
+    for bucket in ["| 16-23 |", "| 24-31 |", "| 32-47 |", "| 48-63 |", "| 128-191 |", "| 256-383 |"] {
+        assert!(stdout.contains(bucket), "no faces in {bucket}");
+    }
+}
