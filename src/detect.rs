@@ -356,7 +356,7 @@ struct Level {
     rh: u32,
     iw: u32,
     ih: u32,
-    model: Runnable,
+    state: model::State,
     anchors: Vec<[f32; 2]>,
     rgb: Vec<u8>,
     input: Vec<f32>,
@@ -416,9 +416,10 @@ impl Pyramid {
             let rh = ((h as f32 * z).round() as u32).max(1);
             let (iw, ih) = (rw.div_ceil(16).max(2) * 16, rh.div_ceil(16).max(2) * 16);
             let model = self.parsed.runnable_for(&[1, 3, ih as usize, iw as usize])?;
+            let state = model::state(&model).map_err(|e| ModelError::Tract { path: self.parsed.path.clone(), msg: format!("{e:#}") })?;
             let anchors = anchors(iw, ih, BlazeFaceKind::Pyramid.anchor_spec());
             let (rgb, input) = (vec![0; (rw * rh * 3) as usize], vec![0.0; (iw * ih * 3) as usize]);
-            levels.push(Level { rw, rh, iw, ih, model, anchors, rgb, input });
+            levels.push(Level { rw, rh, iw, ih, state, anchors, rgb, input });
         }
         log::info!(
             "detect: pyramid for {w}x{h}, faces from {} px: levels {}",
@@ -446,7 +447,7 @@ impl FaceDetector for Pyramid {
             scaler.crop_resize(frame, frame.full_rect(), &mut lv.rgb, lv.rw, lv.rh)?;
             to_input(&lv.rgb, lv.rw, lv.rh, lv.iw, lv.ih, &mut lv.input);
             let shape = [1, 3, lv.ih as usize, lv.iw as usize];
-            let outputs = model::run_f32(&lv.model, &shape, &lv.input).map_err(DetectError::inference)?;
+            let outputs = model::run_state(&mut lv.state, &shape, &lv.input).map_err(DetectError::inference)?;
             let reg = model::output_f32(&outputs[0]).map_err(DetectError::inference)?;
             let cls = model::output_f32(&outputs[1]).map_err(DetectError::inference)?;
             let z = (lv.rw as f32 / frame.width as f32, lv.rh as f32 / frame.height as f32);

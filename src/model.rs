@@ -149,6 +149,22 @@ pub fn output_f32(v: &TValue) -> TractResult<&[f32]> {
     v.try_as_plain_ram()?.as_slice::<f32>()
 }
 
+/// A model's running state, kept from run to run (`run_f32` spawns a fresh one per run): what tract's ops keep
+/// per session (their scratch space) is made once. No speed-up stood out of this machine's run-to-run noise on
+/// the pyramid's 1040x784 level; the state is kept because a fresh one buys nothing.
+pub type State = TypedSimpleState;
+
+/// A running state for `model` (see `State`).
+pub fn state(model: &Runnable) -> TractResult<State> {
+    model.spawn()
+}
+
+/// Run a single-input model's kept `state` on `input` (laid out as `shape`).
+pub fn run_state(state: &mut State, shape: &[usize], input: &[f32]) -> TractResult<TVec<TValue>> {
+    let t = Tensor::from_shape(shape, input)?;
+    state.run(tvec!(t.into()))
+}
+
 /// Run a single-input model on `input` (laid out as `shape`).
 pub fn run_f32(model: &Runnable, shape: &[usize], input: &[f32]) -> TractResult<TVec<TValue>> {
     let t = Tensor::from_shape(shape, input)?;
