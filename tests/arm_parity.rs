@@ -16,7 +16,7 @@ use std::process::Command;
 /// than the host) and its pyramid laid out from 40 px faces (`EMULATED_MIN_FACE`), nothing else.
 fn qemu_config(dir: &Path) -> PathBuf {
     let cfg = dir.join("qemu.toml");
-    let text = replaced(mien::config::DEFAULT_PROFILE, &[("timeout_ms = 500", "timeout_ms = 60000"), EMULATED_MIN_FACE]);
+    let text = replaced(mien::config::DEFAULT_PROFILE, &[("timeout_ms = 1000", "timeout_ms = 60000"), EMULATED_MIN_FACE]);
     std::fs::write(&cfg, text).unwrap();
     cfg
 }

@@ -106,7 +106,7 @@ fn framebuffer_led_and_button_on_real_kernel_devices() {
     let cfg = replaced(
         mien::config::DEFAULT_PROFILE,
         &[
-            ("timeout_ms = 500", "timeout_ms = 60000"),
+            ("timeout_ms = 1000", "timeout_ms = 60000"),
             ("timeout_ms = 2000", "timeout_ms = 20000"),
             EMULATED_MIN_FACE,
             ("kind = \"none\"", "kind = \"framebuffer\""),

@@ -90,7 +90,7 @@ fn corrupt_or_truncated_detector_model_masks_every_frame() {
 fn detector_over_its_time_budget_masks_the_frame() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("slow.toml");
-    let text = replaced(mien::config::DEFAULT_PROFILE, &[("timeout_ms = 500", "timeout_ms = 1")]);
+    let text = replaced(mien::config::DEFAULT_PROFILE, &[("timeout_ms = 1000", "timeout_ms = 1")]);
     std::fs::write(&cfg, text).unwrap();
     let (_t, saved, labels, err) = run_saving("samples/clip", &["--config", cfg.to_str().unwrap(), "--max-frames", "4"]);
     assert_eq!(saved.len(), 4);
@@ -137,7 +137,7 @@ fn a_crowd_past_the_stage_limit_masks_the_frame() {
     img.save(dir.path().join("crowd.png")).unwrap();
     let cfg = dir.path().join("crowd.toml");
     // The budget widened for a 1920x1080 frame on a 2-core build machine: the test is about the count, not speed.
-    std::fs::write(&cfg, replaced(mien::config::DEFAULT_PROFILE, &[("timeout_ms = 500", "timeout_ms = 30000")])).unwrap();
+    std::fs::write(&cfg, replaced(mien::config::DEFAULT_PROFILE, &[("timeout_ms = 1000", "timeout_ms = 30000")])).unwrap();
     let src = dir.path().to_str().unwrap();
     let (_t, saved, labels, err) =
         run_saving(src, &["--config", cfg.to_str().unwrap(), "--width", "1920", "--height", "1080"]);

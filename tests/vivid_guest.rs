@@ -53,7 +53,7 @@ fn loopback(guest: Guest) {
     // Under TCG a detection takes ~100x longer than on the board: widen the budgets, keep everything else.
     let cfg = replaced(
         mien::config::DEFAULT_PROFILE,
-        &[("timeout_ms = 500", "timeout_ms = 60000"), ("timeout_ms = 2000", "timeout_ms = 20000"), EMULATED_MIN_FACE],
+        &[("timeout_ms = 1000", "timeout_ms = 60000"), ("timeout_ms = 2000", "timeout_ms = 20000"), EMULATED_MIN_FACE],
     );
     std::fs::write(s.join("guest.toml"), cfg).unwrap();
     let clip = images(&repo("samples/clip"));
@@ -132,7 +132,7 @@ fn faults(guest: Guest) {
     let share = guest_share(&guest, &format!("mien-faults-{}-", guest.arch), "tests/guest/vivid-faults.sh");
     let s = share.path();
     // Detection budget widened for TCG; the camera keeps its real 2 s timeout.
-    let cfg = replaced(mien::config::DEFAULT_PROFILE, &[("timeout_ms = 500", "timeout_ms = 60000"), EMULATED_MIN_FACE]);
+    let cfg = replaced(mien::config::DEFAULT_PROFILE, &[("timeout_ms = 1000", "timeout_ms = 60000"), EMULATED_MIN_FACE]);
     std::fs::write(s.join("faults.toml"), cfg).unwrap();
     let (st, console) = run_guest(&guest, s, &[]);
     let log = std::fs::read_to_string(s.join("out/faults.log")).unwrap_or_default();
