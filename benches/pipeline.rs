@@ -9,6 +9,9 @@
 //! pipeline drawing the overlay into a 640x480 XRGB8888 framebuffer image (what `/dev/fb0` gets, minus the
 //! write), at the default refresh (200 ms) and on every frame.
 //!
+//! The anchor: deface 1.5 (CenterFace in onnxruntime, `benches/deface_anchor.py`) on the same frames, pinned to one
+//! core, in the same run, when its venv is there (`models/prepare.sh --deface`); the ratio is printed.
+//!
 //! `cargo bench --bench pipeline` (options after `--`: `--rounds N`, default 5 passes over the clip)
 
 use mien::config::Config;
@@ -23,6 +26,25 @@ use mien::privacy::PrivacyGuard;
 use mien::source::{FrameSource, SourceError};
 use mien::uplink::{LabelEvent, LabelSink, SinkError};
 use std::time::Duration;
+
+/// deface's frames/s on the clip, one core (`taskset -c 0`), as `benches/deface_anchor.py` measures it.
+fn deface_fps(rounds: usize) -> Result<f64, String> {
+    let py = std::path::Path::new("models/.venv-deface/bin/python");
+    if !py.exists() {
+        return Err(format!("{} missing (models/prepare.sh --deface)", py.display()));
+    }
+    let out = std::process::Command::new("taskset")
+        .args(["-c", "0"])
+        .arg(py)
+        .args(["benches/deface_anchor.py", "samples/clip", &rounds.to_string()])
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .map_err(|e| format!("taskset: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("deface frames/s: ")?.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| format!("no frames/s from deface: {}{}", text, String::from_utf8_lossy(&out.stderr)))
+}
 
 /// YUYV frames from memory, played `rounds` times.
 struct MemoryYuyv {
@@ -142,6 +164,13 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let rounds = args.iter().position(|a| a == "--rounds").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(5);
     std::env::set_current_dir(env!("CARGO_MANIFEST_DIR")).unwrap();
+    // One core, as deface gets: the comparison is per core.
+    // SAFETY: a zeroed cpu_set_t with one bit set, for this process (pid 0).
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
     let mut frames = Vec::new();
     let mut dir: Vec<_> = std::fs::read_dir("samples/clip").unwrap().map(|e| e.unwrap().path()).collect();
     dir.sort();
@@ -182,6 +211,14 @@ fn main() {
     let fps_again = report(&mut again);
     let none = (fps_main + fps_again) / 2.0;
     println!("\npeak RSS after the default pipeline: {:.1} MiB", rss_main as f64 / 1024.0);
+    match deface_fps(rounds) {
+        Ok(d) => {
+            println!("deface (one core, same frames): {d:.2} frames/s");
+            println!("ratio default/deface frames/s: {:.2}", fps_main / d);
+            println!("ratio pyramid from 40 px/deface frames/s: {:.2}", fps_p40 / d);
+        }
+        Err(why) => println!("deface anchor not run: {why}"),
+    }
     println!("ratio default/previous default (full range) frames/s: {:.2}", fps_main / fps_full);
     println!("ratio pyramid from 40 px/previous default frames/s: {:.2}", fps_p40 / fps_full);
     println!("ratio default/baseline (short range) frames/s: {:.2}", fps_main / fps_base);

