@@ -91,7 +91,9 @@ fn loopback(guest: Guest) {
         std::fs::create_dir(&replay_src).unwrap();
         image::save_buffer(replay_src.join("f.png"), &orig.data, 640, 480, image::ExtendedColorType::Rgb8).unwrap();
         let rl = rdir.path().join("labels.jsonl");
-        run_ok(&["run", "--source", replay_src.to_str().unwrap(), "--labels", rl.to_str().unwrap()]);
+        // The guest's own profile (its pyramid is laid out from EMULATED_MIN_FACE): the same detection setup.
+        let gcfg = s.join("guest.toml");
+        run_ok(&["run", "--config", gcfg.to_str().unwrap(), "--source", replay_src.to_str().unwrap(), "--labels", rl.to_str().unwrap()]);
         let replay: Vec<(String, f64)> =
             label_lines(&rl).iter().map(|v| (v["label"].as_str().unwrap().to_string(), v["confidence"].as_f64().unwrap())).collect();
         assert!(!replay.is_empty(), "case {n}: replay found no face");
