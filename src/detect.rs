@@ -589,6 +589,22 @@ mod tests {
     }
 
     #[test]
+    fn pyramid_levels_cover_min_face_to_the_whole_frame_without_gaps() {
+        for (w, h, min_face) in [(640, 480, 16.0), (1920, 1080, 16.0), (640, 480, 40.0), (160, 160, 16.0), (320, 240, 200.0)] {
+            let z = pyramid_scales(w, h, min_face);
+            // The smallest face the stage promises lands on the first level's smallest trusted size.
+            assert!((PYRAMID_MIN_MODEL_FACE / z[0] - min_face).abs() < 1e-3, "{w}x{h}: {z:?}");
+            // Every next level starts below where the one before stops trusting itself.
+            for k in 1..z.len() {
+                assert!(PYRAMID_MIN_MODEL_FACE / z[k] < PYRAMID_MAX_MODEL_FACE / z[k - 1], "{w}x{h}: gap after level {k}");
+            }
+            // The last level holds a face as tall as the frame's longer side.
+            assert!(PYRAMID_MAX_MODEL_FACE / z[z.len() - 1] >= w.max(h) as f32, "{w}x{h}: {z:?}");
+        }
+        assert_eq!(pyramid_scales(640, 480, 16.0), vec![1.625, 0.40625, 0.1015625]);
+    }
+
+    #[test]
     fn anchor_counts_match_mediapipe() {
         assert_eq!(anchors(128, 128, BlazeFaceKind::ShortRange.anchor_spec()).len(), 896);
         assert_eq!(anchors(192, 192, BlazeFaceKind::FullRange.anchor_spec()).len(), 2304);
