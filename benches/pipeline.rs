@@ -5,6 +5,9 @@
 //! the full-range detector, blind to faces under about a tenth of the frame and to faces filling it), the
 //! pyramid laid out from 40 px faces (the Pi profiles), and one pass of the short-range detector.
 //!
+//! `runtime.threads` is measured too: the default on 1 and on 2 threads, every core allowed, frames/s over
+//! wall-clock time (the other runs are pinned to one core).
+//!
 //! The display's cost is measured the same way: the default pipeline with `display = none` against the same
 //! pipeline drawing the overlay into a 640x480 XRGB8888 framebuffer image (what `/dev/fb0` gets, minus the
 //! write), at the default refresh (200 ms) and on every frame.
@@ -26,6 +29,20 @@ use mien::privacy::PrivacyGuard;
 use mien::source::{FrameSource, SourceError};
 use mien::uplink::{LabelEvent, LabelSink, SinkError};
 use std::time::Duration;
+
+/// Run this process (and the threads it starts from now on) on one core, or on every core (`None`).
+fn pin(core: Option<usize>) {
+    // SAFETY: a zeroed cpu_set_t with the chosen bits set, for this thread (pid 0); threads spawned later
+    // inherit it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        match core {
+            Some(c) => libc::CPU_SET(c, &mut set),
+            None => (0..libc::CPU_SETSIZE as usize).for_each(|c| libc::CPU_SET(c, &mut set)),
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
 
 /// deface's frames/s on the clip, one core (`taskset -c 0`), as `benches/deface_anchor.py` measures it.
 fn deface_fps(rounds: usize) -> Result<f64, String> {
@@ -110,6 +127,8 @@ struct Stats {
     name: String,
     per_stage: [Vec<Duration>; 4],
     total: Vec<Duration>,
+    /// Wall-clock time of the measured frames.
+    wall: Duration,
 }
 
 fn pct(v: &mut [Duration], p: f64) -> f64 {
@@ -136,25 +155,28 @@ fn measure(name: &str, cfg: &Config, frames: &[Vec<u8>], rounds: usize, display:
     for _ in 0..frames.len() {
         p.step(&mut t).unwrap();
     }
-    let mut s = Stats { name: name.into(), per_stage: Default::default(), total: Vec::new() };
+    let mut s = Stats { name: name.into(), per_stage: Default::default(), total: Vec::new(), wall: Duration::ZERO };
+    let t0 = std::time::Instant::now();
     while let StepOutcome::Processed { .. } = p.step(&mut t).unwrap() {
         for (v, d) in s.per_stage.iter_mut().zip([t.capture, t.detect, t.blur + t.output, t.classify]) {
             v.push(d);
         }
         s.total.push(t.capture + t.detect + t.blur + t.classify + t.output);
     }
+    s.wall = t0.elapsed();
     s
 }
 
 fn report(s: &mut Stats) -> f64 {
-    println!("\n{} ({} frames, single thread)", s.name, s.total.len());
+    println!("\n{} ({} frames)", s.name, s.total.len());
     println!("  {:<16} {:>9} {:>9} {:>9}", "stage", "mean ms", "p50 ms", "p95 ms");
     for (name, v) in ["capture+convert", "detect", "blur", "classify"].iter().zip(s.per_stage.iter_mut()) {
         let mean = v.iter().sum::<Duration>().as_secs_f64() * 1e3 / v.len() as f64;
         println!("  {:<16} {:>9.3} {:>9.3} {:>9.3}", name, mean, pct(v, 0.5), pct(v, 0.95));
     }
     let total: f64 = s.total.iter().sum::<Duration>().as_secs_f64();
-    let fps = s.total.len() as f64 / total;
+    // Frames over wall-clock time: with detection workers the stages of several frames overlap.
+    let fps = s.total.len() as f64 / s.wall.as_secs_f64();
     println!("  {:<16} {:>9.3} {:>9.3} {:>9.3}", "end-to-end", total * 1e3 / s.total.len() as f64, pct(&mut s.total, 0.5), pct(&mut s.total, 0.95));
     println!("  frames/s: {fps:.1}");
     fps
@@ -164,13 +186,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let rounds = args.iter().position(|a| a == "--rounds").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(5);
     std::env::set_current_dir(env!("CARGO_MANIFEST_DIR")).unwrap();
-    // One core, as deface gets: the comparison is per core.
-    // SAFETY: a zeroed cpu_set_t with one bit set, for this process (pid 0).
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
+    // One core, as deface gets: the comparison is per core (the threads measurement below gets them all).
+    pin(Some(0));
     let mut frames = Vec::new();
     let mut dir: Vec<_> = std::fs::read_dir("samples/clip").unwrap().map(|e| e.unwrap().path()).collect();
     dir.sort();
@@ -189,6 +206,15 @@ fn main() {
     let mut p40_cfg = cfg.clone();
     p40_cfg.detect.min_face = 40;
     let mut p40 = measure("pyramid from 40 px (Pi profiles)", &p40_cfg, &frames, rounds, None);
+    // runtime.threads: the default on 1 and on 2 threads, every core allowed (this machine has 2).
+    pin(None);
+    let mut t1_cfg = cfg.clone();
+    t1_cfg.runtime.threads = 1;
+    let mut t1 = measure("default, runtime.threads = 1 (all cores allowed)", &t1_cfg, &frames, rounds, None);
+    let mut t2_cfg = cfg.clone();
+    t2_cfg.runtime.threads = 2;
+    let mut t2 = measure("default, runtime.threads = 2", &t2_cfg, &frames, rounds, None);
+    pin(Some(0));
     let mut base_cfg = cfg.clone();
     base_cfg.detect.kind = BlazeFaceKind::ShortRange;
     let mut base = measure("baseline: BlazeFace short range, one pass", &base_cfg, &frames, rounds, None);
@@ -206,6 +232,8 @@ fn main() {
     let fps_full = report(&mut full);
     let fps_p40 = report(&mut p40);
     let fps_base = report(&mut base);
+    let fps_t1 = report(&mut t1);
+    let fps_t2 = report(&mut t2);
     let fps_disp = report(&mut disp);
     let fps_every = report(&mut every);
     let fps_again = report(&mut again);
@@ -219,6 +247,7 @@ fn main() {
         }
         Err(why) => println!("deface anchor not run: {why}"),
     }
+    println!("ratio runtime.threads 2/1 frames/s: {:.2}", fps_t2 / fps_t1);
     println!("ratio default/previous default (full range) frames/s: {:.2}", fps_main / fps_full);
     println!("ratio pyramid from 40 px/previous default frames/s: {:.2}", fps_p40 / fps_full);
     println!("ratio default/baseline (short range) frames/s: {:.2}", fps_main / fps_base);

@@ -158,11 +158,14 @@ impl Default for OutputConfig {
 pub struct RuntimeConfig {
     /// Stop after this many frames (0 = run until the source ends).
     pub max_frames: u64,
+    /// Threads that detect faces, one frame each, in parallel (1 = detection on the pipeline's own thread).
+    /// Frames still leave in capture order, each after its blur. A board's core count is the usual value.
+    pub threads: u32,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { max_frames: 0 }
+        RuntimeConfig { max_frames: 0, threads: 1 }
     }
 }
 
@@ -267,6 +270,9 @@ impl Config {
         if e.enabled && e.model.is_empty() {
             return bad("expression.model", "must name an ONNX file (or set expression.enabled = false)".into());
         }
+        if !(1..=64).contains(&self.runtime.threads) {
+            return bad("runtime.threads", format!("{} is outside 1..=64", self.runtime.threads));
+        }
         if !(e.min_score >= 0.0 && e.min_score < 1.0) {
             return bad("expression.min_score", format!("{} is outside 0..1", e.min_score));
         }
@@ -315,6 +321,7 @@ mod tests {
             ("[expression]\nmin_face = 2\n", "expression.min_face"),
             ("[expression]\nmin_score = 1.5\n", "expression.min_score"),
             ("[detect]\nmin_face = 4\n", "detect.min_face"),
+            ("[runtime]\nthreads = 0\n", "runtime.threads"),
             ("[detect]\nkind = \"tiles\"\n", "kind"),
             ("[uplink]\nenabled = true\nsite = \"a/b\"\n", "uplink.site"),
             ("[uplink]\nenabled = true\nclient_cert = \"c.pem\"\n", "uplink.client_key"),

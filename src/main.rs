@@ -80,6 +80,9 @@ struct RunArgs {
     /// Where labels go: - for stdout or a file (overrides output.labels).
     #[arg(long)]
     labels: Option<String>,
+    /// Detection threads, one frame each (overrides runtime.threads).
+    #[arg(long)]
+    threads: Option<u32>,
     /// Stop after N frames (overrides runtime.max_frames).
     #[arg(long)]
     max_frames: Option<u64>,
@@ -127,6 +130,9 @@ fn load_config(a: &RunArgs) -> anyhow::Result<Config> {
     }
     if let Some(l) = &a.labels {
         cfg.output.labels = l.clone();
+    }
+    if let Some(n) = a.threads {
+        cfg.runtime.threads = n;
     }
     if let Some(n) = a.max_frames {
         cfg.runtime.max_frames = n;

@@ -16,7 +16,81 @@ use crate::track::Tracker;
 use crate::uplink::{Health, LabelEvent, LabelSink};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// A detection result from a worker: the frame back, its faces or why there are none, and the time it took.
+type Detected = (Frame, Result<Detections, DetectError>, Duration);
+
+/// Detection on worker threads (`runtime.threads` > 1), each with its own detector. Frame k goes to worker
+/// k mod n and each worker answers in the order it was asked, so reading the workers in turn gives the results
+/// in frame order.
+struct Workers {
+    jobs: Vec<mpsc::Sender<Frame>>,
+    results: Vec<mpsc::Receiver<Detected>>,
+    handles: Vec<JoinHandle<()>>,
+    sent: usize,
+    received: usize,
+    /// Frame buffers to capture into (allocated once per frame in flight).
+    free: Vec<Frame>,
+}
+
+impl Workers {
+    fn start(detectors: Vec<Box<dyn FaceDetector>>) -> Workers {
+        let mut w = Workers { jobs: Vec::new(), results: Vec::new(), handles: Vec::new(), sent: 0, received: 0, free: Vec::new() };
+        for (i, mut det) in detectors.into_iter().enumerate() {
+            let (job_tx, job_rx) = mpsc::channel::<Frame>();
+            let (res_tx, res_rx) = mpsc::channel::<Detected>();
+            let h = std::thread::Builder::new()
+                .name(format!("detect-{i}"))
+                .spawn(move || {
+                    for frame in job_rx {
+                        let t = Instant::now();
+                        let mut found = Detections::new();
+                        let r = det.detect(&frame, &mut found).map(|()| found);
+                        if res_tx.send((frame, r, t.elapsed())).is_err() {
+                            break;
+                        }
+                    }
+                })
+                .expect("spawn a detection worker");
+            w.jobs.push(job_tx);
+            w.results.push(res_rx);
+            w.handles.push(h);
+        }
+        w
+    }
+
+    fn in_flight(&self) -> usize {
+        self.sent - self.received
+    }
+
+    fn send(&mut self, f: Frame) -> anyhow::Result<()> {
+        let n = self.jobs.len();
+        self.jobs[self.sent % n].send(f).map_err(|_| anyhow::anyhow!("detection worker {} stopped", self.sent % n))?;
+        self.sent += 1;
+        Ok(())
+    }
+
+    fn recv(&mut self) -> anyhow::Result<Detected> {
+        let n = self.results.len();
+        let r = self.results[self.received % n]
+            .recv()
+            .map_err(|_| anyhow::anyhow!("detection worker {} stopped", self.received % n))?;
+        self.received += 1;
+        Ok(r)
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.jobs.clear(); // the workers' loops end
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
 
 /// Time spent in each stage for one frame.
 #[derive(Debug, Default, Clone, Copy)]
@@ -82,6 +156,9 @@ pub struct Pipeline {
     status: Status,
     last_frame: Option<Instant>,
     on_turn: Option<Box<dyn FnMut() + Send>>,
+    /// Detection workers (`runtime.threads` > 1), and whether the source has ended while frames were in flight.
+    workers: Option<Workers>,
+    ended: bool,
     pub stats: RunStats,
 }
 
@@ -125,7 +202,7 @@ pub fn load_classifier(cfg: &Config) -> Option<Box<dyn ExpressionClassifier>> {
 }
 
 impl Pipeline {
-    pub fn new(st: Stages, cfg: &Config) -> Self {
+    pub fn new(mut st: Stages, cfg: &Config) -> Self {
         let (cw, ch) = st.classifier.as_ref().map(|c| c.input_size()).unwrap_or((1, 1));
         match &st.detector {
             Ok(d) => log::info!("detector: {}", d.describe()),
@@ -135,6 +212,23 @@ impl Pipeline {
             log::info!("expression: {}", c.describe());
         }
         log::info!("source: {}", st.source.describe());
+        // runtime.threads: the loaded detector and threads - 1 more, each on its own thread. A detector that
+        // fails to load here only means fewer workers (the first one loaded already).
+        let threads = cfg.runtime.threads.max(1) as usize;
+        let workers = if threads > 1 && st.detector.is_ok() {
+            let first = std::mem::replace(&mut st.detector, Err("on the detection workers".into())).expect("checked");
+            let mut dets = vec![first];
+            for _ in 1..threads {
+                match load_detector(cfg) {
+                    Ok(d) => dets.push(d),
+                    Err(e) => log::warn!("detection worker not started: {e}"),
+                }
+            }
+            log::info!("detection on {} threads", dets.len());
+            Some(Workers::start(dets))
+        } else {
+            None
+        };
         Pipeline {
             frame: Frame::new(cfg.camera.width, cfg.camera.height),
             dets: Detections::new(),
@@ -150,14 +244,22 @@ impl Pipeline {
             status: Status::default(),
             last_frame: None,
             on_turn: None,
+            workers,
+            ended: false,
             stats: RunStats::default(),
             st,
         }
     }
 
-    /// Process one frame end to end.
+    /// Process one frame end to end. With detection workers (`runtime.threads` > 1) the frames up to one per
+    /// worker are captured ahead and detected in parallel; each comes back in capture order and goes through
+    /// the rest of the stages (blur first) one at a time, so outputs keep their order and no frame leaves
+    /// before its blur.
     pub fn step(&mut self, timing: &mut StepTiming) -> anyhow::Result<StepOutcome> {
         *timing = StepTiming::default();
+        if self.workers.is_some() {
+            return self.step_parallel(timing);
+        }
         let t = Instant::now();
         let got = self.st.source.next_frame(&mut self.frame);
         timing.capture = t.elapsed();
@@ -169,18 +271,7 @@ impl Pipeline {
                 self.stats.corrupt += 1;
                 return Ok(StepOutcome::Corrupt);
             }
-            Err(SourceError::Unavailable(_)) => {
-                self.stats.unavailable += 1;
-                self.status.camera = CameraState::Lost;
-                self.status.faces.clear();
-                self.status.fps = 0.0;
-                self.last_frame = None;
-                let reconnects = self.st.source.reconnects();
-                self.st.sink.health(Health { camera_ok: false, masking: false, reconnects });
-                self.status.uplink = self.st.sink.link();
-                present(&mut self.st.display, &self.st.board, None, &self.status);
-                return Ok(StepOutcome::Unavailable);
-            }
+            Err(SourceError::Unavailable(_)) => return Ok(self.camera_away()),
             Err(SourceError::Fatal(why)) => anyhow::bail!("source: {why}"),
         }
         self.frame.seq = self.seq;
@@ -190,20 +281,84 @@ impl Pipeline {
         let t = Instant::now();
         self.dets.clear();
         let det: Result<(), DetectError> = match self.st.detector.as_mut() {
-            Ok(d) => d.detect(&self.frame, &mut self.dets).and_then(|()| {
-                let took = t.elapsed();
-                if took > self.detect_timeout {
-                    Err(DetectError::Timeout {
-                        took_ms: took.as_millis() as u64,
-                        limit_ms: self.detect_timeout.as_millis() as u64,
-                    })
-                } else {
-                    Ok(())
-                }
-            }),
+            Ok(d) => d.detect(&self.frame, &mut self.dets),
             Err(why) => Err(DetectError::Inference(format!("no detector: {why}"))),
         };
         timing.detect = t.elapsed();
+        self.finish(det, timing)
+    }
+
+    /// `step` with detection workers.
+    fn step_parallel(&mut self, timing: &mut StepTiming) -> anyhow::Result<StepOutcome> {
+        let w = self.workers.as_mut().expect("workers");
+        let t = Instant::now();
+        while !self.ended && w.in_flight() < w.jobs.len() {
+            let mut f = w.free.pop().unwrap_or_else(|| Frame::new(self.frame.width, self.frame.height));
+            match self.st.source.next_frame(&mut f) {
+                Ok(true) => {
+                    f.seq = self.seq;
+                    self.seq += 1;
+                    w.send(f)?;
+                }
+                Ok(false) => {
+                    self.ended = true;
+                    w.free.push(f);
+                }
+                Err(SourceError::Corrupt(why)) => {
+                    log::warn!("dropped a corrupt frame: {why}");
+                    self.stats.corrupt += 1;
+                    w.free.push(f);
+                }
+                Err(SourceError::Unavailable(_)) => {
+                    w.free.push(f);
+                    if w.in_flight() == 0 {
+                        timing.capture = t.elapsed();
+                        return Ok(self.camera_away());
+                    }
+                    break; // the frames in flight go out first
+                }
+                Err(SourceError::Fatal(why)) => anyhow::bail!("source: {why}"),
+            }
+        }
+        timing.capture = t.elapsed();
+        if w.in_flight() == 0 {
+            return Ok(StepOutcome::End);
+        }
+        let (frame, found, took) = w.recv()?;
+        w.free.push(std::mem::replace(&mut self.frame, frame));
+        self.dets.clear();
+        let det = found.map(|d| self.dets = d);
+        timing.detect = took;
+        self.finish(det, timing)
+    }
+
+    /// The camera is away: nothing to blur or send; the screen, LED and status say so.
+    fn camera_away(&mut self) -> StepOutcome {
+        self.stats.unavailable += 1;
+        self.status.camera = CameraState::Lost;
+        self.status.faces.clear();
+        self.status.fps = 0.0;
+        self.last_frame = None;
+        let reconnects = self.st.source.reconnects();
+        self.st.sink.health(Health { camera_ok: false, masking: false, reconnects });
+        self.status.uplink = self.st.sink.link();
+        present(&mut self.st.display, &self.st.board, None, &self.status);
+        StepOutcome::Unavailable
+    }
+
+    /// Everything after detection, for the frame in `self.frame` and its detections in `self.dets`: the time
+    /// budget, crops, blur, saver, classifier, sinks, screen and LED.
+    fn finish(&mut self, det: Result<(), DetectError>, timing: &mut StepTiming) -> anyhow::Result<StepOutcome> {
+        let det = det.and_then(|()| {
+            if timing.detect > self.detect_timeout {
+                Err(DetectError::Timeout {
+                    took_ms: timing.detect.as_millis() as u64,
+                    limit_ms: self.detect_timeout.as_millis() as u64,
+                })
+            } else {
+                Ok(())
+            }
+        });
         if let Err(e) = &det {
             log::warn!("frame {}: {e}; masking the whole frame", self.frame.seq);
             self.dets.clear();

@@ -92,11 +92,14 @@ fn detector_over_its_time_budget_masks_the_frame() {
     let cfg = dir.path().join("slow.toml");
     let text = replaced(mien::config::DEFAULT_PROFILE, &[("timeout_ms = 1000", "timeout_ms = 1")]);
     std::fs::write(&cfg, text).unwrap();
-    let (_t, saved, labels, err) = run_saving("samples/clip", &["--config", cfg.to_str().unwrap(), "--max-frames", "4"]);
-    assert_eq!(saved.len(), 4);
-    assert_all_masked(&saved);
-    assert!(labels.is_empty());
-    assert!(err.contains("over its 1 ms budget"), "{err}");
+    for threads in ["1", "4"] {
+        let args = ["--config", cfg.to_str().unwrap(), "--max-frames", "4", "--threads", threads];
+        let (_t, saved, labels, err) = run_saving("samples/clip", &args);
+        assert_eq!(saved.len(), 4);
+        assert_all_masked(&saved);
+        assert!(labels.is_empty());
+        assert!(err.contains("over its 1 ms budget"), "threads {threads}: {err}");
+    }
 }
 
 #[test]
@@ -107,10 +110,12 @@ fn corrupt_frame_is_dropped_with_a_message_and_the_rest_go_on() {
     let bytes = std::fs::read(&clip[1]).unwrap();
     std::fs::write(dir.path().join("b.jpg"), &bytes[..bytes.len() / 3]).unwrap();
     std::fs::copy(&clip[2], dir.path().join("c.jpg")).unwrap();
-    let (_t, saved, labels, err) = run_saving(dir.path().to_str().unwrap(), &[]);
-    assert_eq!(saved.len(), 2, "the corrupt frame must not be passed on");
-    assert!(err.contains("corrupt frame") && err.contains("b.jpg"), "{err}");
-    assert_eq!(labels.len(), 2);
+    for threads in ["1", "4"] {
+        let (_t, saved, labels, err) = run_saving(dir.path().to_str().unwrap(), &["--threads", threads]);
+        assert_eq!(saved.len(), 2, "threads {threads}: the corrupt frame must not be passed on");
+        assert!(err.contains("corrupt frame") && err.contains("b.jpg"), "{err}");
+        assert_eq!(labels.len(), 2);
+    }
 }
 
 /// A crowd: more faces in one frame than the detection stage keeps (`detect::MAX_FACES`). The frame is masked
@@ -145,4 +150,23 @@ fn a_crowd_past_the_stage_limit_masks_the_frame() {
     assert_all_masked(&saved);
     assert!(labels.is_empty(), "no label from a frame that was masked whole");
     assert!(err.contains("more than the 128 the stage keeps"), "{err}");
+}
+
+/// `runtime.threads`: four detection workers give the single thread's labels, in the same order, and the same
+/// blurred frames, bit for bit (each frame still goes through the blur, the hold and the tracker in capture order).
+#[test]
+fn four_detection_threads_keep_order_and_blur_as_one() {
+    let (_t1, saved1, labels1, _) = run_saving("samples/clip", &["--threads", "1"]);
+    let (_t4, saved4, labels4, err) = run_saving("samples/clip", &["--threads", "4"]);
+    assert!(err.contains("detection on 4 threads"), "{err}");
+    let key = |v: &serde_json::Value| (v["frame"].clone(), v["face"].clone(), v["track"].clone(), v["label"].clone(), v["confidence"].clone());
+    assert!(labels1.len() >= 20);
+    assert_eq!(labels4.iter().map(key).collect::<Vec<_>>(), labels1.iter().map(key).collect::<Vec<_>>());
+    assert_eq!(saved4.len(), saved1.len());
+    let cf = CenterFace::load(640, 480);
+    for (a, b) in saved1.iter().zip(&saved4) {
+        let (fa, fb) = (load_frame(a), load_frame(b));
+        assert!(fa.data == fb.data, "{} differs between 1 and 4 threads", b.display());
+        assert!(cf.detect(&fb, 0.5).is_empty(), "{}: a face is detectable", b.display());
+    }
 }
