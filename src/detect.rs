@@ -240,28 +240,23 @@ impl BlazeFace {
             input: vec![0.0; (size * size * 3) as usize],
             candidates: Vec::with_capacity(256),
         };
-        // One dry run checks that the outputs match this kind's anchors (a wrong `kind` is caught at start).
-        let (n_reg, n_cls) = me.output_counts().map_err(|msg| ModelError::Tract { path: path.into(), msg })?;
-        if n_reg != me.anchors.len() || n_cls != me.anchors.len() {
-            return Err(ModelError::Tract {
-                path: path.into(),
-                msg: format!(
-                    "outputs have {n_reg}/{n_cls} anchors, {kind:?} expects {}: is detect.kind right?",
-                    me.anchors.len()
-                ),
-            });
-        }
+        check_anchor_outputs(path, &me.model, size, kind)?;
         Ok(me)
     }
+}
 
-    fn output_counts(&self) -> Result<(usize, usize), String> {
-        let s = self.size as usize;
-        let out = model::run_f32(&self.model, &[1, 3, s, s], &self.input).map_err(|e| format!("{e:#}"))?;
-        if out.len() != 2 {
-            return Err(format!("expected 2 outputs, got {}", out.len()));
-        }
-        Ok((out[0].shape().get(1).copied().unwrap_or(0), out[1].shape().get(1).copied().unwrap_or(0)))
+/// One dry run of `model` on a `size` x `size` input: both outputs must have a row per anchor of `kind`, so that a
+/// wrong file or a wrong `detect.kind` is caught at start rather than on the first frame.
+fn check_anchor_outputs(path: &Path, model: &Runnable, size: u32, kind: BlazeFaceKind) -> Result<(), ModelError> {
+    let err = |msg: String| ModelError::Tract { path: path.into(), msg };
+    let s = size as usize;
+    let out = model::run_f32(model, &[1, 3, s, s], &vec![0.0; 3 * s * s]).map_err(|e| err(format!("{e:#}")))?;
+    let n = anchors(size, size, kind.anchor_spec()).len();
+    let counts: Vec<usize> = out.iter().map(|o| o.shape().get(1).copied().unwrap_or(0)).collect();
+    if counts != [n, n] {
+        return Err(err(format!("outputs have {counts:?} anchors, {kind:?} expects [{n}, {n}]: is detect.kind right?")));
     }
+    Ok(())
 }
 
 /// Anchor centres in model input pixels for a `w` x `h` input, in the order of the model's outputs: layer by
@@ -393,16 +388,7 @@ impl Pyramid {
             candidates: Vec::with_capacity(1024),
         };
         // One dry run at the model's own size checks that it is the short-range model (its anchors).
-        let err = |msg: String| ModelError::Tract { path: path.into(), msg };
-        let m = me.parsed.runnable_for(&[1, 3, 128, 128])?;
-        let out = model::run_f32(&m, &[1, 3, 128, 128], &vec![0.0; 3 * 128 * 128]).map_err(|e| err(format!("{e:#}")))?;
-        let n = anchors(128, 128, BlazeFaceKind::Pyramid.anchor_spec()).len();
-        let counts: Vec<usize> = out.iter().map(|o| o.shape().get(1).copied().unwrap_or(0)).collect();
-        if counts != [n, n] {
-            return Err(err(format!(
-                "outputs have {counts:?} anchors, the pyramid expects [{n}, {n}] (the short-range BlazeFace): is detect.model right?"
-            )));
-        }
+        check_anchor_outputs(path, &me.parsed.runnable_for(&[1, 3, 128, 128])?, 128, BlazeFaceKind::Pyramid)?;
         Ok(me)
     }
 
@@ -415,8 +401,7 @@ impl Pyramid {
             let rw = ((w as f32 * z).round() as u32).max(1);
             let rh = ((h as f32 * z).round() as u32).max(1);
             let (iw, ih) = (rw.div_ceil(16).max(2) * 16, rh.div_ceil(16).max(2) * 16);
-            let model = self.parsed.runnable_for(&[1, 3, ih as usize, iw as usize])?;
-            let state = model::state(&model).map_err(|e| ModelError::Tract { path: self.parsed.path.clone(), msg: format!("{e:#}") })?;
+            let state = self.parsed.state_for(&[1, 3, ih as usize, iw as usize])?;
             let anchors = anchors(iw, ih, BlazeFaceKind::Pyramid.anchor_spec());
             let (rgb, input) = (vec![0; (rw * rh * 3) as usize], vec![0.0; (iw * ih * 3) as usize]);
             levels.push(Level { rw, rh, iw, ih, state, anchors, rgb, input });

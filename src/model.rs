@@ -117,6 +117,11 @@ impl Parsed {
             .map_err(|e| self.err(format!("input {shape:?}: {e:#}")))
     }
 
+    /// `runnable_for(shape)` with a running state kept for it (see `State`).
+    pub fn state_for(&self, shape: &[usize]) -> Result<State, ModelError> {
+        self.runnable_for(shape)?.spawn().map_err(|e| self.err(format!("input {shape:?}: {e:#}")))
+    }
+
     /// Optimize for `shape` (None: the shape the file declares, which must then be fully fixed).
     pub fn load(self, shape: Option<&[usize]>) -> Result<Loaded, ModelError> {
         let (input_name, dims) = self.input()?;
@@ -153,11 +158,6 @@ pub fn output_f32(v: &TValue) -> TractResult<&[f32]> {
 /// per session (their scratch space) is made once. No speed-up stood out of this machine's run-to-run noise on
 /// the pyramid's 1040x784 level; the state is kept because a fresh one buys nothing.
 pub type State = TypedSimpleState;
-
-/// A running state for `model` (see `State`).
-pub fn state(model: &Runnable) -> TractResult<State> {
-    model.spawn()
-}
 
 /// Run a single-input model's kept `state` on `input` (laid out as `shape`).
 pub fn run_state(state: &mut State, shape: &[usize], input: &[f32]) -> TractResult<TVec<TValue>> {
