@@ -24,7 +24,7 @@ use mien::display::{Canvas, DisplayError, DisplayStage, Screen};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use mien::frame::{now_ms, Frame};
-use mien::pipeline::{self, Pipeline, Stages, StepOutcome, StepTiming};
+use mien::pipeline::{Pipeline, Stages, StepOutcome, StepTiming};
 use mien::privacy::PrivacyGuard;
 use mien::source::{FrameSource, SourceError};
 use mien::uplink::{LabelEvent, LabelSink, SinkError};
@@ -140,9 +140,9 @@ fn measure(name: &str, cfg: &Config, frames: &[Vec<u8>], rounds: usize, display:
     let source = MemoryYuyv { frames: frames.to_vec(), left: frames.len() * (rounds + 1), i: 0 };
     let stages = Stages {
         source: Box::new(source),
-        detector: pipeline::load_detector(cfg),
+        detector: mien::detect::load_for_camera(&cfg.detect, cfg.camera.width, cfg.camera.height),
         privacy: PrivacyGuard::new(cfg.privacy.clone()),
-        classifier: pipeline::load_classifier(cfg),
+        classifier: mien::expression::load_configured(&cfg.expression),
         sink: Box::new(CountSink(0)),
         saver: None,
         display: display.map(|r| DisplayStage::new(Box::new(FbImage(Vec::new())), r, Arc::new(AtomicBool::new(true)))),

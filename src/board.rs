@@ -5,9 +5,8 @@
 //! it on `/dev/gpiochipN` lines named by the board profile (`[gpio]`). A small thread runs the blink timing,
 //! so patterns keep their rhythm whatever the frame rate.
 
-use crate::display::{CameraState, Status};
-use crate::privacy::PrivacyState;
-use crate::uplink::LinkState;
+use crate::display::Status;
+use crate::vocab::{CameraState, LinkState, PrivacyState};
 use embedded_hal::digital::{InputPin, OutputPin, PinState};
 use linux_embedded_hal::gpio_cdev::{Chip, LineRequestFlags};
 use linux_embedded_hal::CdevPin;
@@ -16,6 +15,59 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BoardInfo {
+    pub name: String,
+    pub description: String,
+    /// Rust target triple the board's build uses.
+    pub target: String,
+    /// The board's CPU, for people and for `qemu -cpu` when testing its build.
+    pub cpu: String,
+    /// `TRACT_*=value` settings for tract's kernel selection, applied at start unless the environment
+    /// already sets them (e.g. `TRACT_CPU_AARCH64_KIND=a53`, `TRACT_CPU_ARM32_NEON=true`).
+    pub tract_env: Vec<String>,
+}
+
+impl Default for BoardInfo {
+    fn default() -> Self {
+        BoardInfo {
+            name: "default".into(),
+            description: String::new(),
+            target: String::new(),
+            cpu: String::new(),
+            tract_env: Vec::new(),
+        }
+    }
+}
+
+impl BoardInfo {
+    /// Set the profile's tract environment (the process environment wins).
+    pub fn apply_tract_env(&self) {
+        for kv in &self.tract_env {
+            if let Some((k, v)) = kv.split_once('=') {
+                if std::env::var_os(k).is_none() {
+                    log::info!("board {}: {k}={v}", self.name);
+                    std::env::set_var(k, v);
+                }
+            }
+        }
+    }
+}
+
+impl BoardInfo {
+    /// Check the profile's board section; the first bad value is reported with its field name.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        for kv in &self.tract_env {
+            let ok = kv.split_once('=').is_some_and(|(k, v)| k.starts_with("TRACT_") && !v.is_empty());
+            if !ok {
+                return Err(("board.tract_env", format!("{kv:?} is not TRACT_NAME=value")));
+            }
+        }
+        Ok(())
+    }
+}
 
 /// What the status LED shows, most urgent last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -159,7 +211,7 @@ impl Default for GpioConfig {
 }
 
 impl GpioConfig {
-    pub fn check(&self) -> Result<(), (&'static str, String)> {
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if (self.led.is_some() || self.button.is_some()) && self.chip.is_empty() {
             return Err(("gpio.chip", "must name /dev/gpiochipN when gpio.led or gpio.button is set".into()));
         }

@@ -1,9 +1,17 @@
 //! Configuration: one TOML file per board profile (`boards/*.toml`), overridden by command-line flags.
 //! Every value is checked at start, and every error names the field it is about.
+//!
+//! Each stage owns its section's type and its checks (`CameraConfig` in `source`, `DetectConfig` in `detect`,
+//! ...); this module only composes them into one profile and owns the settings of the run as a whole
+//! (`[output]`, `[runtime]`). It is re-exported here so a profile's types are found in one place.
 
+pub use crate::board::{BoardInfo, GpioConfig};
 pub use crate::detect::DetectConfig;
-use crate::privacy::PrivacyConfig;
-use crate::source::PixelFormat;
+pub use crate::display::DisplayConfig;
+pub use crate::expression::{ExpressionConfig, ExpressionKind};
+pub use crate::privacy::PrivacyConfig;
+pub use crate::source::CameraConfig;
+pub use crate::uplink::mqtt::MqttConfig;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -19,124 +27,14 @@ pub struct Config {
     pub privacy: PrivacyConfig,
     pub expression: ExpressionConfig,
     pub output: OutputConfig,
-    pub uplink: crate::uplink::mqtt::MqttConfig,
-    pub display: crate::display::DisplayConfig,
-    pub gpio: crate::board::GpioConfig,
+    pub uplink: MqttConfig,
+    pub display: DisplayConfig,
+    pub gpio: GpioConfig,
     pub runtime: RuntimeConfig,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BoardInfo {
-    pub name: String,
-    pub description: String,
-    /// Rust target triple the board's build uses.
-    pub target: String,
-    /// The board's CPU, for people and for `qemu -cpu` when testing its build.
-    pub cpu: String,
-    /// `TRACT_*=value` settings for tract's kernel selection, applied at start unless the environment
-    /// already sets them (e.g. `TRACT_CPU_AARCH64_KIND=a53`, `TRACT_CPU_ARM32_NEON=true`).
-    pub tract_env: Vec<String>,
-}
 
-impl Default for BoardInfo {
-    fn default() -> Self {
-        BoardInfo {
-            name: "default".into(),
-            description: String::new(),
-            target: String::new(),
-            cpu: String::new(),
-            tract_env: Vec::new(),
-        }
-    }
-}
 
-impl BoardInfo {
-    /// Set the profile's tract environment (the process environment wins).
-    pub fn apply_tract_env(&self) {
-        for kv in &self.tract_env {
-            if let Some((k, v)) = kv.split_once('=') {
-                if std::env::var_os(k).is_none() {
-                    log::info!("board {}: {k}={v}", self.name);
-                    std::env::set_var(k, v);
-                }
-            }
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CameraConfig {
-    /// `/dev/videoN` or a directory of images to replay.
-    pub source: String,
-    pub width: u32,
-    pub height: u32,
-    pub format: PixelFormat,
-    pub fps: f32,
-    /// MMAP buffers to queue.
-    pub buffers: u32,
-    /// Longest wait for a frame before the camera is treated as lost.
-    pub timeout_ms: u32,
-    /// Replay rate for directories (0 = as fast as the pipeline goes).
-    pub replay_fps: f32,
-    /// Replay the directory again and again.
-    pub replay_loop: bool,
-}
-
-impl Default for CameraConfig {
-    fn default() -> Self {
-        CameraConfig {
-            source: "/dev/video0".into(),
-            width: 640,
-            height: 480,
-            format: PixelFormat::Yuyv,
-            fps: 15.0,
-            buffers: 4,
-            timeout_ms: 2000,
-            replay_fps: 0.0,
-            replay_loop: false,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ExpressionKind {
-    /// mien's own distilled student (`models/mien_student_int8.onnx`): 1x1xSxS grey, 8 FER+ classes.
-    Mien,
-    /// face-api.js FaceExpressionNet: 112x112 RGB, 7 classes (no contempt).
-    Faceapi,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ExpressionConfig {
-    pub enabled: bool,
-    pub kind: ExpressionKind,
-    pub model: String,
-    /// Faces whose crop is smaller than this (pixels) are blurred but not classified.
-    pub min_face: u32,
-    /// Faces the detector is less sure of than this are blurred but not classified: privacy blurs at
-    /// `detect.score_threshold` (recall first), labels come only from faces above this (precision first).
-    pub min_score: f32,
-    /// Turn each face crop so that the eyes are level (the detector's eye keypoints give the head's roll): the
-    /// model was trained on upright faces and loses accuracy on tilted heads.
-    pub align: bool,
-}
-
-impl Default for ExpressionConfig {
-    fn default() -> Self {
-        ExpressionConfig {
-            enabled: true,
-            kind: ExpressionKind::Mien,
-            model: "models/mien_student_int8.onnx".into(),
-            min_face: 32,
-            min_score: 0.75,
-            align: true,
-        }
-    }
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -219,73 +117,29 @@ impl Config {
         Self::from_toml(DEFAULT_PROFILE, "boards/default.toml").expect("the bundled default profile is valid")
     }
 
-    /// Check ranges; the first bad value is reported with its field name.
+    /// Check every section; the first bad value is reported with its field name. Each stage checks its own
+    /// section; only the settings of the run as a whole are checked here.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         let bad = |field: &'static str, msg: String| Err(ConfigError::Invalid { origin: origin.into(), field, msg });
-        for kv in &self.board.tract_env {
-            let ok = kv.split_once('=').is_some_and(|(k, v)| k.starts_with("TRACT_") && !v.is_empty());
-            if !ok {
-                return bad("board.tract_env", format!("{kv:?} is not TRACT_NAME=value"));
+        let sections = [
+            self.board.validate(),
+            self.camera.validate(),
+            self.detect.validate(),
+            self.privacy.validate(),
+            self.expression.validate(),
+            self.display.validate(),
+            self.gpio.validate(),
+        ];
+        for check in sections {
+            if let Err((field, msg)) = check {
+                return bad(field, msg);
             }
-        }
-        let c = &self.camera;
-        if c.source.is_empty() {
-            return bad("camera.source", "must name /dev/videoN or a directory of images".into());
-        }
-        if !(16..=8192).contains(&c.width) {
-            return bad("camera.width", format!("{} is outside 16..=8192", c.width));
-        }
-        if !(16..=8192).contains(&c.height) {
-            return bad("camera.height", format!("{} is outside 16..=8192", c.height));
-        }
-        if !(c.fps >= 0.0 && c.fps <= 240.0) {
-            return bad("camera.fps", format!("{} is outside 0..=240", c.fps));
-        }
-        if !(2..=32).contains(&c.buffers) {
-            return bad("camera.buffers", format!("{} is outside 2..=32", c.buffers));
-        }
-        if !(50..=60_000).contains(&c.timeout_ms) {
-            return bad("camera.timeout_ms", format!("{} is outside 50..=60000", c.timeout_ms));
-        }
-        if !(c.replay_fps >= 0.0 && c.replay_fps <= 1000.0) {
-            return bad("camera.replay_fps", format!("{} is outside 0..=1000", c.replay_fps));
-        }
-        if let Err((field, why)) = self.detect.validate() {
-            return bad(field, why);
-        }
-        let p = &self.privacy;
-        if !(p.margin >= 0.0 && p.margin <= 2.0) {
-            return bad("privacy.margin", format!("{} is outside 0..=2", p.margin));
-        }
-        if !(2..=16).contains(&p.mosaic_cells) {
-            return bad(
-                "privacy.mosaic_cells",
-                format!("{} is outside 2..=16 (more cells would leave a face recognisable)", p.mosaic_cells),
-            );
-        }
-        if p.hold_frames > 300 {
-            return bad("privacy.hold_frames", format!("{} is over 300", p.hold_frames));
-        }
-        let e = &self.expression;
-        if e.enabled && e.model.is_empty() {
-            return bad("expression.model", "must name an ONNX file (or set expression.enabled = false)".into());
         }
         if !(1..=64).contains(&self.runtime.threads) {
             return bad("runtime.threads", format!("{} is outside 1..=64", self.runtime.threads));
         }
-        if !(e.min_score >= 0.0 && e.min_score < 1.0) {
-            return bad("expression.min_score", format!("{} is outside 0..1", e.min_score));
-        }
-        if !(8..=4096).contains(&e.min_face) {
-            return bad("expression.min_face", format!("{} is outside 8..=4096", e.min_face));
-        }
         if self.output.labels.is_empty() && !self.uplink.enabled {
             return bad("output.labels", "must be - (stdout) or a file path when uplink.enabled is false".into());
-        }
-        for check in [self.display.check(), self.gpio.check()] {
-            if let Err((field, msg)) = check {
-                return bad(field, msg);
-            }
         }
         if self.uplink.enabled {
             self.uplink.validate().map_err(|e| ConfigError::Invalid {

@@ -70,6 +70,14 @@ pub fn load(cfg: &DetectConfig) -> Result<Box<dyn FaceDetector>, ModelError> {
     })
 }
 
+/// Load the detector the config names, ready for the camera's frame size. A failure here is not fatal to the
+/// caller: privacy masks every frame instead, so the error comes back as the reason to log.
+pub fn load_for_camera(cfg: &DetectConfig, width: u32, height: u32) -> Result<Box<dyn FaceDetector>, String> {
+    let mut d = load(cfg).map_err(|e| e.to_string())?;
+    d.prepare(width, height).map_err(|e| e.to_string())?;
+    Ok(d)
+}
+
 /// Most faces one frame can hold. A frame with more is not passed on with some of them left clear: detection
 /// fails with `DetectError::TooManyFaces` and privacy masks the frame whole (fail-closed).
 pub const MAX_FACES: usize = 128;

@@ -6,7 +6,7 @@
 use crate::config::Config;
 use crate::display::{self, DisplayKind};
 use crate::frame::{BBox, Frame};
-use crate::{expression, pipeline, source};
+use crate::{expression, source};
 use std::fmt;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
@@ -52,7 +52,7 @@ const CLOCK_FLOOR_S: u64 = 1_735_689_600; // 2025-01-01
 pub fn run(cfg: &Config) -> Vec<Check> {
     let mut out = Vec::new();
     out.push(check("camera", camera(cfg)));
-    let det = pipeline::load_detector(cfg);
+    let det = crate::detect::load_for_camera(&cfg.detect, cfg.camera.width, cfg.camera.height);
     out.push(check(
         "detect model",
         det.as_ref().map(|d| format!("{} (hash as in SHA256SUMS; loads)", d.describe())).map_err(|e| format!("{e} (frames would be masked whole)")),

@@ -3,64 +3,67 @@
 //! Crops are cut from the frame *before* privacy blurs it, live only in this process's memory (buffers sized
 //! once at start and overwritten every frame), and are never written, logged or sent.
 
-use crate::config::ExpressionKind;
 use crate::frame::{BBox, Frame, Rect};
 use crate::model::{self, ModelError, Runnable};
 use crate::pixels::Scaler;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// The 8 FER+ expression classes, in FER+ order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
-#[serde(rename_all = "lowercase")]
-pub enum Emotion {
-    Neutral,
-    Happiness,
-    Surprise,
-    Sadness,
-    Anger,
-    Disgust,
-    Fear,
-    Contempt,
+pub use crate::vocab::Emotion;
+
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExpressionKind {
+    /// mien's own distilled student (`models/mien_student_int8.onnx`): 1x1xSxS grey, 8 FER+ classes.
+    Mien,
+    /// face-api.js FaceExpressionNet: 112x112 RGB, 7 classes (no contempt).
+    Faceapi,
 }
 
-impl Emotion {
-    pub const ALL: [Emotion; 8] = [
-        Emotion::Neutral,
-        Emotion::Happiness,
-        Emotion::Surprise,
-        Emotion::Sadness,
-        Emotion::Anger,
-        Emotion::Disgust,
-        Emotion::Fear,
-        Emotion::Contempt,
-    ];
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExpressionConfig {
+    pub enabled: bool,
+    pub kind: ExpressionKind,
+    pub model: String,
+    /// Faces whose crop is smaller than this (pixels) are blurred but not classified.
+    pub min_face: u32,
+    /// Faces the detector is less sure of than this are blurred but not classified: privacy blurs at
+    /// `detect.score_threshold` (recall first), labels come only from faces above this (precision first).
+    pub min_score: f32,
+    /// Turn each face crop so that the eyes are level (the detector's eye keypoints give the head's roll): the
+    /// model was trained on upright faces and loses accuracy on tilted heads.
+    pub align: bool,
+}
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Emotion::Neutral => "neutral",
-            Emotion::Happiness => "happiness",
-            Emotion::Surprise => "surprise",
-            Emotion::Sadness => "sadness",
-            Emotion::Anger => "anger",
-            Emotion::Disgust => "disgust",
-            Emotion::Fear => "fear",
-            Emotion::Contempt => "contempt",
+impl Default for ExpressionConfig {
+    fn default() -> Self {
+        ExpressionConfig {
+            enabled: true,
+            kind: ExpressionKind::Mien,
+            model: "models/mien_student_int8.onnx".into(),
+            min_face: 32,
+            min_score: 0.75,
+            align: true,
         }
     }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
 }
 
-impl std::str::FromStr for Emotion {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Emotion::ALL
-            .into_iter()
-            .find(|e| e.as_str() == s)
-            .ok_or_else(|| format!("unknown expression {s:?} (one of the 8 FER+ classes)"))
+impl ExpressionConfig {
+    /// Check ranges; the first bad value is reported with its field name.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let e = self;
+        if e.enabled && e.model.is_empty() {
+            return Err(("expression.model", "must name an ONNX file (or set expression.enabled = false)".into()));
+        }
+        if !(e.min_score >= 0.0 && e.min_score < 1.0) {
+            return Err(("expression.min_score", format!("{} is outside 0..1", e.min_score)));
+        }
+        if !(8..=4096).contains(&e.min_face) {
+            return Err(("expression.min_face", format!("{} is outside 8..=4096", e.min_face)));
+        }
+        Ok(())
     }
 }
 
@@ -402,6 +405,27 @@ pub fn load(kind: ExpressionKind, path: &Path) -> Result<Box<dyn ExpressionClass
         ExpressionKind::Mien => Box::new(MienExpression::load(path)?),
         ExpressionKind::Faceapi => Box::new(FaceApiExpression::load(path)?),
     })
+}
+
+/// Load the classifier a profile's `[expression]` names; `None` (logged) when disabled or unloadable: blur
+/// still runs without it.
+pub fn load_configured(cfg: &ExpressionConfig) -> Option<Box<dyn ExpressionClassifier>> {
+    if !cfg.enabled {
+        return None;
+    }
+    match load(cfg.kind, Path::new(&cfg.model)) {
+        Ok(c) => {
+            let missing: Vec<&str> = c.missing_classes().iter().map(|e| e.as_str()).collect();
+            if !missing.is_empty() {
+                log::info!("expression model cannot output: {}", missing.join(", "));
+            }
+            Some(c)
+        }
+        Err(e) => {
+            log::error!("expression disabled: {e}");
+            None
+        }
+    }
 }
 
 /// Load a model file of either kind, told apart by its declared input (1x1xSxS grey: mien; 1x112x112x3:

@@ -22,3 +22,4 @@ pub mod save;
 pub mod source;
 pub mod track;
 pub mod uplink;
+pub mod vocab;

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use mien::config::Config;
-use mien::pipeline::{self, Pipeline, Stages};
+use mien::pipeline::{Pipeline, Stages};
 use mien::privacy::{BlurMode, PrivacyGuard};
 use mien::save::FrameSaver;
 use mien::source::{self, PixelFormat};
@@ -203,8 +203,8 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         let dir = PathBuf::from(&cfg.output.save_blurred);
         Some(FrameSaver::new(&dir).with_context(|| format!("output.save_blurred: {}", dir.display()))?)
     };
-    let detector = pipeline::load_detector(&cfg);
-    let classifier = pipeline::load_classifier(&cfg);
+    let detector = mien::detect::load_for_camera(&cfg.detect, cfg.camera.width, cfg.camera.height);
+    let classifier = mien::expression::load_configured(&cfg.expression);
     let mut sinks: Vec<Box<dyn mien::uplink::LabelSink>> = Vec::new();
     if cfg.uplink.enabled {
         // The status message reports the models actually verified and loaded, not the files on disk.

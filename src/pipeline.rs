@@ -6,15 +6,15 @@
 use crate::board::BoardIo;
 use crate::config::Config;
 use crate::detect::{DetectError, Detections, FaceDetector, MAX_FACES};
-use crate::display::{CameraState, DisplayStage, FaceView, Status};
-use crate::expression::{self, CropSet, ExpressionClassifier};
+use crate::display::{DisplayStage, FaceView, Status};
+use crate::expression::{CropSet, ExpressionClassifier};
 use crate::frame::Frame;
-use crate::privacy::{PrivacyGuard, PrivacyState, Protected};
+use crate::privacy::{PrivacyGuard, Protected};
 use crate::save::FrameSaver;
 use crate::source::{FrameSource, SourceError};
 use crate::track::Tracker;
 use crate::uplink::{Health, LabelEvent, LabelSink};
-use std::path::Path;
+use crate::vocab::{CameraState, PrivacyState};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -142,16 +142,9 @@ pub struct Pipeline {
     st: Stages,
     frame: Frame,
     dets: Detections,
-    crops: CropSet,
-    slots: Vec<Option<usize>>,
-    track_ids: Vec<u32>,
+    labeler: Labeler,
     tracker: Tracker,
     detect_timeout: Duration,
-    min_face: u32,
-    /// `expression.min_score`: less certain faces are blurred, not classified.
-    min_score: f32,
-    /// `expression.align`: crops follow each face's roll.
-    align: bool,
     seq: u64,
     status: Status,
     last_frame: Option<Instant>,
@@ -173,31 +166,106 @@ fn present(display: &mut Option<DisplayStage>, board: &Option<BoardIo>, frame: O
     }
 }
 
-/// Load the detector the config names, ready for the camera's frame size. A failure here is not fatal: privacy
-/// masks every frame instead.
-pub fn load_detector(cfg: &Config) -> Result<Box<dyn FaceDetector>, String> {
-    let mut d = crate::detect::load(&cfg.detect).map_err(|e| e.to_string())?;
-    d.prepare(cfg.camera.width, cfg.camera.height).map_err(|e| e.to_string())?;
-    Ok(d)
+/// A detection that came back after `limit` counts as failed: the frame is then masked whole.
+fn within_budget(det: Result<(), DetectError>, took: Duration, limit: Duration) -> Result<(), DetectError> {
+    det.and_then(|()| {
+        if took > limit {
+            Err(DetectError::Timeout { took_ms: took.as_millis() as u64, limit_ms: limit.as_millis() as u64 })
+        } else {
+            Ok(())
+        }
+    })
 }
 
-/// Load the expression classifier; `None` (logged) when disabled or unloadable: blur still runs.
-pub fn load_classifier(cfg: &Config) -> Option<Box<dyn ExpressionClassifier>> {
-    if !cfg.expression.enabled {
-        return None;
+/// The technicians' copy of the blurred frame, if they asked for one (a failure is logged, not fatal).
+fn save(saver: Option<&FrameSaver>, protected: &Protected) {
+    if let Some(saver) = saver {
+        if let Err(e) = saver.save(protected) {
+            log::warn!("cannot save blurred frame: {e}");
+        }
     }
-    match expression::load(cfg.expression.kind, Path::new(&cfg.expression.model)) {
-        Ok(c) => {
-            let missing: Vec<&str> = c.missing_classes().iter().map(|e| e.as_str()).collect();
-            if !missing.is_empty() {
-                log::info!("expression model cannot output: {}", missing.join(", "));
+}
+
+/// After a frame: its rate, the camera and privacy states, and the sinks' health report.
+fn update_status(
+    st: &mut Status,
+    last_frame: &mut Option<Instant>,
+    state: PrivacyState,
+    reconnects: u64,
+    sink: &mut dyn LabelSink,
+) {
+    let now = Instant::now();
+    if let Some(prev) = last_frame.replace(now) {
+        let inst = 1.0 / now.duration_since(prev).as_secs_f32().max(1e-6);
+        st.fps = if st.fps > 0.0 { 0.9 * st.fps + 0.1 * inst } else { inst };
+    }
+    st.camera = CameraState::Ok;
+    st.privacy = state;
+    sink.health(Health { camera_ok: true, masking: state == PrivacyState::MaskedWhole, reconnects });
+    st.uplink = sink.link();
+}
+
+/// The classifier's side of a frame: the face crops (cut before the blur, wiped after use), which face each
+/// crop belongs to, and each face's track.
+struct Labeler {
+    crops: CropSet,
+    /// Per detected face: its crop's index in `crops`, or `None` when it is not classified.
+    slots: Vec<Option<usize>>,
+    track_ids: Vec<u32>,
+    /// `expression.min_face`: smaller faces are blurred, not classified.
+    min_face: u32,
+    /// `expression.min_score`: less certain faces are blurred, not classified.
+    min_score: f32,
+    /// `expression.align`: crops follow each face's roll.
+    align: bool,
+}
+
+impl Labeler {
+    /// Cut the crops of the faces to classify from the frame, which is not blurred yet.
+    fn cut(&mut self, classifier: Option<&dyn ExpressionClassifier>, frame: &Frame, dets: &Detections) {
+        self.slots.clear();
+        let Some(c) = classifier else { return };
+        let roll = |d: &crate::detect::Detection| if self.align { d.roll } else { 0.0 };
+        let faces = dets.iter().map(|d| (d.score >= self.min_score).then_some((&d.bbox, roll(d))));
+        if let Err(e) = self.crops.extract(frame, faces, |b| c.crop_box(b), self.min_face, &mut self.slots) {
+            log::warn!("frame {}: face crops failed: {e}", frame.seq);
+            self.slots.clear();
+        }
+    }
+
+    /// Classify the crops and send one label per face; the crops are wiped whatever happens. Returns the number
+    /// of labels sent.
+    fn classify_and_send(
+        &mut self,
+        classifier: Option<&mut Box<dyn ExpressionClassifier>>,
+        frame: &Frame,
+        sink: &mut dyn LabelSink,
+        status: &mut Status,
+    ) -> anyhow::Result<usize> {
+        let mut labels = 0;
+        if let Some(c) = classifier {
+            for (face, slot) in self.slots.iter().enumerate() {
+                let Some(slot) = slot else { continue };
+                match c.classify(self.crops.get(*slot)) {
+                    Ok(e) => {
+                        let track = self.track_ids.get(face).copied().unwrap_or(u32::MAX);
+                        let ev = LabelEvent::new(frame.ts_ms, frame.seq, face as u16, track, e.label, e.confidence);
+                        if let Err(e) = sink.send(&ev) {
+                            self.crops.wipe(); // no face pixels outlive the frame, even when it ends in an error
+                            return Err(e.into());
+                        }
+                        if let Some(f) = status.faces.get_mut(face) {
+                            f.label = Some((e.label, e.confidence));
+                        }
+                        labels += 1;
+                    }
+                    Err(e) => log::warn!("frame {} face {face}: {e}", frame.seq),
+                }
             }
-            Some(c)
         }
-        Err(e) => {
-            log::error!("expression disabled: {e}");
-            None
-        }
+        self.crops.wipe();
+        sink.frame_done();
+        Ok(labels)
     }
 }
 
@@ -219,7 +287,7 @@ impl Pipeline {
             let first = std::mem::replace(&mut st.detector, Err("on the detection workers".into())).expect("checked");
             let mut dets = vec![first];
             for _ in 1..threads {
-                match load_detector(cfg) {
+                match crate::detect::load_for_camera(&cfg.detect, cfg.camera.width, cfg.camera.height) {
                     Ok(d) => dets.push(d),
                     Err(e) => log::warn!("detection worker not started: {e}"),
                 }
@@ -232,14 +300,16 @@ impl Pipeline {
         Pipeline {
             frame: Frame::new(cfg.camera.width, cfg.camera.height),
             dets: Detections::new(),
-            crops: CropSet::new(MAX_FACES, cw, ch),
-            slots: Vec::with_capacity(MAX_FACES),
-            track_ids: Vec::with_capacity(MAX_FACES),
+            labeler: Labeler {
+                crops: CropSet::new(MAX_FACES, cw, ch),
+                slots: Vec::with_capacity(MAX_FACES),
+                track_ids: Vec::with_capacity(MAX_FACES),
+                min_face: cfg.expression.min_face,
+                min_score: cfg.expression.min_score,
+                align: cfg.expression.align,
+            },
             tracker: Tracker::new(cfg.privacy.hold_frames.max(5)),
             detect_timeout: Duration::from_millis(cfg.detect.timeout_ms as u64),
-            min_face: cfg.expression.min_face,
-            min_score: cfg.expression.min_score,
-            align: cfg.expression.align,
             seq: 0,
             status: Status::default(),
             last_frame: None,
@@ -346,100 +416,58 @@ impl Pipeline {
         StepOutcome::Unavailable
     }
 
-    /// Everything after detection, for the frame in `self.frame` and its detections in `self.dets`: the time
-    /// budget, crops, blur, saver, classifier, sinks, screen and LED.
+    /// Everything after detection, for the frame in `self.frame` and its detections in `self.dets`, in this
+    /// order: the time budget, the crops, the blur, the saver, the classifier and sinks, the screen and LED.
     fn finish(&mut self, det: Result<(), DetectError>, timing: &mut StepTiming) -> anyhow::Result<StepOutcome> {
-        let det = det.and_then(|()| {
-            if timing.detect > self.detect_timeout {
-                Err(DetectError::Timeout {
-                    took_ms: timing.detect.as_millis() as u64,
-                    limit_ms: self.detect_timeout.as_millis() as u64,
-                })
-            } else {
-                Ok(())
-            }
-        });
+        let det = within_budget(det, timing.detect, self.detect_timeout);
         if let Err(e) = &det {
             log::warn!("frame {}: {e}; masking the whole frame", self.frame.seq);
             self.dets.clear();
         }
 
-        // Crops for the classifier, cut before the blur; then blur in place.
+        // Crops for the classifier are cut before the blur; then the blur, in place.
         let t = Instant::now();
-        self.slots.clear();
-        if let (Ok(()), Some(c)) = (&det, self.st.classifier.as_ref()) {
-            if let Err(e) = self.crops.extract(
-                &self.frame,
-                self.dets
-                    .iter()
-                    .map(|d| (d.score >= self.min_score).then_some((&d.bbox, if self.align { d.roll } else { 0.0 }))),
-                |b| c.crop_box(b),
-                self.min_face,
-                &mut self.slots,
-            ) {
-                log::warn!("frame {}: face crops failed: {e}", self.frame.seq);
-                self.slots.clear();
-            }
+        if det.is_ok() {
+            self.labeler.cut(self.st.classifier.as_deref(), &self.frame, &self.dets);
+        } else {
+            self.labeler.slots.clear();
         }
-        self.tracker.update(self.dets.iter().map(|d| &d.bbox), &mut self.track_ids);
+        self.tracker.update(self.dets.iter().map(|d| &d.bbox), &mut self.labeler.track_ids);
         let protected = self.st.privacy.protect(&mut self.frame, det.as_ref().map(|()| &self.dets[..]));
         let state = protected.state();
         timing.blur = t.elapsed();
 
         let t = Instant::now();
-        if let Some(saver) = &self.st.saver {
-            if let Err(e) = saver.save(&protected) {
-                log::warn!("cannot save blurred frame: {e}");
-            }
-        }
+        save(self.st.saver.as_ref(), &protected);
         timing.output = t.elapsed();
-        let (seq, ts) = (protected.frame().seq, protected.frame().ts_ms);
+
+        // Classify the crops; only labels leave.
+        let t = Instant::now();
         self.status.faces.clear();
         for d in self.dets.iter() {
             let _ = self.status.faces.push(FaceView { bbox: d.bbox, label: None });
         }
-
-        // Classify the crops; only labels leave.
-        let t = Instant::now();
-        let mut labels = 0;
-        if let Some(c) = self.st.classifier.as_mut() {
-            for (face, slot) in self.slots.iter().enumerate() {
-                let Some(slot) = slot else { continue };
-                match c.classify(self.crops.get(*slot)) {
-                    Ok(e) => {
-                        let track = self.track_ids.get(face).copied().unwrap_or(u32::MAX);
-                        let ev = LabelEvent::new(ts, seq, face as u16, track, e.label, e.confidence);
-                        if let Err(e) = self.st.sink.send(&ev) {
-                            self.crops.wipe(); // no face pixels outlive the frame, even when it ends in an error
-                            return Err(e.into());
-                        }
-                        if let Some(f) = self.status.faces.get_mut(face) {
-                            f.label = Some((e.label, e.confidence));
-                        }
-                        labels += 1;
-                    }
-                    Err(e) => log::warn!("frame {seq} face {face}: {e}"),
-                }
-            }
-        }
-        self.crops.wipe();
-        self.st.sink.frame_done();
+        let labels = self.labeler.classify_and_send(
+            self.st.classifier.as_mut(),
+            protected.frame(),
+            &mut *self.st.sink,
+            &mut self.status,
+        )?;
         timing.classify = t.elapsed();
 
-        // The board's own outputs: screen (blurred frame only) and status LED.
-        let now = Instant::now();
-        if let Some(prev) = self.last_frame.replace(now) {
-            let inst = 1.0 / now.duration_since(prev).as_secs_f32().max(1e-6);
-            self.status.fps = if self.status.fps > 0.0 { 0.9 * self.status.fps + 0.1 * inst } else { inst };
-        }
-        self.status.camera = CameraState::Ok;
-        self.status.privacy = state;
+        // The board's own outputs: screen (blurred frame only), status LED, health for the status message.
+        let t = Instant::now();
         let reconnects = self.st.source.reconnects();
-        self.st.sink.health(Health { camera_ok: true, masking: state == PrivacyState::MaskedWhole, reconnects });
-        self.status.uplink = self.st.sink.link();
+        update_status(&mut self.status, &mut self.last_frame, state, reconnects, &mut *self.st.sink);
         present(&mut self.st.display, &self.st.board, Some(&protected), &self.status);
-        timing.output += now.elapsed();
+        timing.output += t.elapsed();
 
+        self.count(timing, labels, state);
+        Ok(StepOutcome::Processed { faces: self.dets.len(), labels, state })
+    }
+
+    /// The run's totals.
+    fn count(&mut self, timing: &StepTiming, labels: usize, state: PrivacyState) {
         self.stats.frames += 1;
         self.stats.faces += self.dets.len() as u64;
         self.stats.labels += labels as u64;
@@ -452,7 +480,6 @@ impl Pipeline {
         tt.blur += timing.blur;
         tt.classify += timing.classify;
         tt.output += timing.output;
-        Ok(StepOutcome::Processed { faces: self.dets.len(), labels, state })
     }
 
     /// Called after every loop turn of `run` (frame or not): the service watchdog's heartbeat.

@@ -6,6 +6,8 @@ use crate::frame::{BBox, Frame};
 use crate::pixels;
 use serde::{Deserialize, Serialize};
 
+pub use crate::vocab::PrivacyState;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BlurMode {
@@ -49,15 +51,26 @@ impl Default for PrivacyConfig {
     }
 }
 
-/// What privacy did to a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PrivacyState {
-    /// Faces (if any) blurred; the rest of the frame is visible.
-    Ok { regions: usize },
-    /// Detection failed or timed out, or no detector is loaded: the whole frame is masked.
-    MaskedWhole,
+impl PrivacyConfig {
+    /// Check ranges; the first bad value is reported with its field name.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let p = self;
+        if !(p.margin >= 0.0 && p.margin <= 2.0) {
+            return Err(("privacy.margin", format!("{} is outside 0..=2", p.margin)));
+        }
+        if !(2..=16).contains(&p.mosaic_cells) {
+            return Err((
+                "privacy.mosaic_cells",
+                format!("{} is outside 2..=16 (more cells would leave a face recognisable)", p.mosaic_cells),
+            ));
+        }
+        if p.hold_frames > 300 {
+            return Err(("privacy.hold_frames", format!("{} is over 300", p.hold_frames)));
+        }
+        Ok(())
+    }
 }
+
 
 /// A frame after privacy has run on it. Savers, displays and anything else that shows pixels take this type,
 /// so they cannot be handed a frame that privacy has not seen.

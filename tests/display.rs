@@ -14,7 +14,7 @@ use mien::display::{
 };
 use mien::expression::Emotion;
 use mien::frame::{BBox, Frame, Rect};
-use mien::pipeline::{self, Pipeline, StepOutcome, StepTiming, Stages};
+use mien::pipeline::{Pipeline, StepOutcome, StepTiming, Stages};
 use mien::pixels::Scaler;
 use mien::privacy::{PrivacyGuard, PrivacyState};
 use mien::source::{FrameSource, SourceError};
@@ -203,9 +203,13 @@ fn run_pipeline(detector: bool) -> (Vec<Canvas>, Vec<Frame>, Status) {
     dcfg.expression.model = repo(&cfg.expression.model).display().to_string();
     let stages = Stages {
         source: Box::new(Clip { frames, i: 0, raw: raw.clone() }),
-        detector: if detector { pipeline::load_detector(&dcfg) } else { Err("test: no detector".into()) },
+        detector: if detector {
+            mien::detect::load_for_camera(&dcfg.detect, dcfg.camera.width, dcfg.camera.height)
+        } else {
+            Err("test: no detector".into())
+        },
         privacy: PrivacyGuard::new(cfg.privacy.clone()),
-        classifier: pipeline::load_classifier(&dcfg),
+        classifier: mien::expression::load_configured(&dcfg.expression),
         sink: Box::new(Null),
         saver: None,
         display: Some(DisplayStage::new(Box::new(screen), Duration::ZERO, Arc::new(AtomicBool::new(true)))),

@@ -9,11 +9,12 @@ pub mod fb;
 pub mod spi;
 
 use crate::detect::MAX_FACES;
-use crate::expression::Emotion;
 use crate::frame::{BBox, Frame, Rect};
 use crate::pixels::Scaler;
-use crate::privacy::{PrivacyState, Protected};
-use crate::uplink::LinkState;
+use crate::privacy::Protected;
+use crate::vocab::{Emotion, LinkState, PrivacyState};
+
+pub use crate::vocab::CameraState;
 use embedded_graphics::mono_font::ascii::{FONT_6X10, FONT_9X15_BOLD};
 use embedded_graphics::mono_font::{MonoFont, MonoTextStyle};
 use embedded_graphics::pixelcolor::{Rgb565, Rgb888};
@@ -41,13 +42,6 @@ pub struct FaceView {
     pub label: Option<(Emotion, f32)>,
 }
 
-/// The camera as the pipeline last saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CameraState {
-    Ok,
-    /// No frame from the camera (disconnected or timing out); the source is reconnecting.
-    Lost,
-}
 
 /// Everything the overlay and the status LED show, rebuilt by the pipeline after each frame.
 #[derive(Debug, Clone)]
@@ -365,7 +359,7 @@ impl Default for DisplayConfig {
 
 impl DisplayConfig {
     /// The first bad value, with its field name.
-    pub fn check(&self) -> Result<(), (&'static str, String)> {
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.kind == DisplayKind::None {
             return Ok(());
         }

@@ -4,6 +4,7 @@ pub mod replay;
 pub mod v4l2;
 
 use crate::frame::Frame;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -71,10 +72,74 @@ impl std::str::FromStr for PixelFormat {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CameraConfig {
+    /// `/dev/videoN` or a directory of images to replay.
+    pub source: String,
+    pub width: u32,
+    pub height: u32,
+    pub format: PixelFormat,
+    pub fps: f32,
+    /// MMAP buffers to queue.
+    pub buffers: u32,
+    /// Longest wait for a frame before the camera is treated as lost.
+    pub timeout_ms: u32,
+    /// Replay rate for directories (0 = as fast as the pipeline goes).
+    pub replay_fps: f32,
+    /// Replay the directory again and again.
+    pub replay_loop: bool,
+}
+
+impl Default for CameraConfig {
+    fn default() -> Self {
+        CameraConfig {
+            source: "/dev/video0".into(),
+            width: 640,
+            height: 480,
+            format: PixelFormat::Yuyv,
+            fps: 15.0,
+            buffers: 4,
+            timeout_ms: 2000,
+            replay_fps: 0.0,
+            replay_loop: false,
+        }
+    }
+}
+
+impl CameraConfig {
+    /// Check ranges; the first bad value is reported with its field name.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let c = self;
+        if c.source.is_empty() {
+            return Err(("camera.source", "must name /dev/videoN or a directory of images".into()));
+        }
+        if !(16..=8192).contains(&c.width) {
+            return Err(("camera.width", format!("{} is outside 16..=8192", c.width)));
+        }
+        if !(16..=8192).contains(&c.height) {
+            return Err(("camera.height", format!("{} is outside 16..=8192", c.height)));
+        }
+        if !(c.fps >= 0.0 && c.fps <= 240.0) {
+            return Err(("camera.fps", format!("{} is outside 0..=240", c.fps)));
+        }
+        if !(2..=32).contains(&c.buffers) {
+            return Err(("camera.buffers", format!("{} is outside 2..=32", c.buffers)));
+        }
+        if !(50..=60_000).contains(&c.timeout_ms) {
+            return Err(("camera.timeout_ms", format!("{} is outside 50..=60000", c.timeout_ms)));
+        }
+        if !(c.replay_fps >= 0.0 && c.replay_fps <= 1000.0) {
+            return Err(("camera.replay_fps", format!("{} is outside 0..=1000", c.replay_fps)));
+        }
+        Ok(())
+    }
+}
+
 /// Open `--source`: a path under /dev is a V4L2 device, a directory is replayed.
 pub fn open(
     spec: &str,
-    cam: &crate::config::CameraConfig,
+    cam: &CameraConfig,
     replay_fps: f32,
     replay_loop: bool,
 ) -> Result<Box<dyn FrameSource>, SourceError> {

@@ -3,8 +3,7 @@
 //! camera disappears. A camera that comes back under another node (re-plugged while its old node was still
 //! held open, so the kernel gave it the next free number) is found again by its card name and bus.
 
-use super::{FrameSource, PixelFormat, SourceError};
-use crate::config::CameraConfig;
+use super::{CameraConfig, FrameSource, PixelFormat, SourceError};
 use crate::frame::{now_ms, Frame};
 use crate::pixels;
 use std::time::{Duration, Instant};

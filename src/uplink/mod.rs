@@ -4,7 +4,9 @@
 pub mod mqtt;
 pub mod spool;
 
-use crate::expression::Emotion;
+use crate::vocab::Emotion;
+
+pub use crate::vocab::LinkState;
 use serde::Serialize;
 use std::io::Write;
 
@@ -58,17 +60,6 @@ pub enum SinkError {
     Io(#[from] std::io::Error),
 }
 
-/// Whether labels are reaching their destination (shown on the board's display and LED), in order of
-/// concern: the larger of two states is the worse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LinkState {
-    /// Local output only (stdout or a file): nothing to be connected to.
-    Local,
-    /// Connected to the broker.
-    Up,
-    /// Not connected: labels are being spooled to disk.
-    Down,
-}
 
 /// What the camera and privacy stages are doing, reported to the sinks after every loop turn (the MQTT status
 /// message carries it, and a change is published at once).

@@ -10,7 +10,7 @@
 
 use super::spool::{Fsync, Spool, SpoolConfig};
 use super::{Health, LabelEvent, LabelSink, LinkState, SinkError};
-use crate::expression::Emotion;
+use crate::vocab::Emotion;
 use rumqttc::{Client, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS, TlsConfiguration, Transport};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
