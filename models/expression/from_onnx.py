@@ -18,8 +18,7 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from nets import Student, Teacher, conv_bn_pairs  # noqa: E402
+from nets import Student, Teacher, conv_bn_pairs
 
 
 def rebuild(arch, path):

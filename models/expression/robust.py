@@ -30,7 +30,7 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from data import FerPlus, light_field, standardize  # noqa: E402
-from recipe import metrics, ort_run, ort_session  # noqa: E402
+from evaluate import metrics, ort_run, ort_session  # noqa: E402
 
 SIZE = 48
 
