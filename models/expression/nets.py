@@ -79,7 +79,7 @@ class Student(Classifier):
 
 def conv_bn_pairs(net):
     """Each Conv2d of `net` with the BatchNorm2d that follows it in module order (the order the layers run in; every
-    convolution of both nets has one): what the export folds together, and what gpu/from_onnx.py and recipe.py's
+    convolution of both nets has one): what the export folds together, and what from_onnx.py and distill.py's
     `unfold_bn` take apart."""
     mods = list(net.modules())
     return [(c, next(b for b in mods[i + 1:] if isinstance(b, nn.BatchNorm2d)))

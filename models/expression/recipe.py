@@ -92,6 +92,33 @@ def check_sittings():
     print(f"smoke: all --hours/--split plans {len(cases)} sittings as expected")
 
 
+def check_imports():
+    """The smoke run's check that the recipe's modules import one another one way (no circles)."""
+    import ast
+    import glob
+    mods = {os.path.basename(f)[:-3]: f for f in glob.glob(os.path.join(HERE, "*.py"))}
+    deps = {}
+    for m, f in mods.items():
+        with open(f) as fh:
+            tree = ast.parse(fh.read())
+        names = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        names |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        deps[m] = sorted(names & set(mods))
+    state = {}
+
+    def walk(m, path):
+        if state.get(m) == 1:
+            sys.exit("smoke: import circle: " + " -> ".join(path[path.index(m):] + [m]))
+        if state.get(m) != 2:
+            state[m] = 1
+            for d in deps[m]:
+                walk(d, path + [m])
+            state[m] = 2
+    for m in sorted(mods):
+        walk(m, [])
+    print(f"smoke: {len(mods)} recipe modules import one way")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("cmd", choices=["ssl", "teacher", "student", "polish", "export", "quantize", "ablation", "teachers",
@@ -214,6 +241,7 @@ def main():
     elif a.cmd == "smoke":
         # Every step on a few hundred images, into a scratch dir: proves the recipe runs (CI).
         check_sittings()
+        check_imports()
         kw = {"limit": 600, "work": a.work, "out": a.work, "epochs": 1}
         # The student distils from a two-member ensemble (the same teacher twice) under a --budget it never
         # reaches, with --mixup; a second trains on from the shipped student through camera effects, on a view

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """How the shipped expression models read faces under production-line conditions: uneven light, low light with
-sensor noise, small faces, blur, JPEG. A measurement, not part of `train.sh all`: the model card's "Round seven"
+sensor noise, small faces, blur, JPEG. A measurement, not part of `train.sh all`: the model card's "Beyond FER+"
 reports it.
 
     python robust.py --data ../shared/data/ferplus [--split val] [--models A.onnx,B.onnx] [--limit N]

@@ -1,16 +1,14 @@
 #!/usr/bin/env bash
-# The expression recipe with its pinned environment:
-#   models/expression/train.sh all          # SSL -> teacher -> SSL student -> distilled student -> ONNX (~8 h on 2 cores, --resume
-#                                           #   to continue; ~6 min on one GPU: models/expression/gpu/run.sh)
-#   models/expression/train.sh all --hours 1.75   # one sitting: 1.75 h of training, 45% of it for the teacher, no SSL
-#                                           #   student (--split 186,120,60,109: the full schedule's proportions);
-#                                           #   add --bf16 where the CPU has bfloat16: the teacher gets its full 40
-#                                           #   epochs in the same time (models/README.md, "One sitting in bf16")
-#   models/expression/train.sh smoke        # every step on a few hundred images into a scratch dir (CI)
+# The expression recipe with its pinned environment (models/README.md is the model card):
+#   models/expression/train.sh all          # the shipped recipe: SSL teacher -> teacher -> SSL student -> student (200
+#                                           #   epochs of 256) -> export; ~12 h on 2 cores (--resume to continue), the
+#                                           #   training stages ~15 min on one GPU: models/expression/gpu/run.sh
+#   models/expression/train.sh all --hours 1.75 [--bf16]   # one sitting on a CPU: each stage gets a share of the
+#                                           #   hours (--split), no SSL student; --bf16 where the CPU has bfloat16
+#   models/expression/train.sh smoke        # every step and option on 600 faces into a scratch dir (CI)
 #   models/expression/train.sh ablation     # SSL vs scratch students with 1/10/100% of the labels
-#   models/expression/train.sh <step> ...   # ssl --arch teacher|student, teacher, student, polish, export
-#   models/expression/train.sh quantize     # re-quantize the exported fp32 student only (no training)
-#   models/expression/train.sh teachers --teachers A.pt,B.pt   # each teacher and their ensemble on val (and test)
+#   models/expression/train.sh <step> ...   # ssl --arch teacher|student, teacher, student, export, quantize (the int8
+#                                           #   step alone), and the experiments' polish and teachers (EXPERIMENTS.md)
 #   add --resume to continue an interrupted run (same options; checkpoints in models/expression/work/ckpt)
 # Data: FER+ in ../shared/data/ferplus (override with MIEN_FERPLUS). Python env: MIEN_MODELS_VENV or models/.venv.
 set -euo pipefail

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The shipped schedule on a borrowed GPU machine (how models/mien_*.onnx were trained; export runs at home).
+# The shipped recipe's training stages on a lent GPU (`train.sh all` without export, which runs at home).
 #   here:  python models/expression/gpu/pack.py pack ../shared/data/ferplus .gpu   (and send the repo + .gpu)
-#   there: models/expression/gpu/run.sh .gpu OUTDIR       (python3 with torch, numpy, tqdm; ~6 min on one H200)
-#   here:  copy OUTDIR/*.pt to models/expression/work/, then `train.sh export` and `train.sh ablation --resume`
-#          with OUTDIR/ck/ablation_* in work/ckpt (the test rows stay here, so the ablation reports test here).
-# The SSL runs go side by side (they are independent); the student waits for the teacher.
+#   there: models/expression/gpu/run.sh .gpu OUTDIR       (python3 with torch, numpy, tqdm; ~15 min on one H200)
+#   here:  copy OUTDIR/*.pt to models/expression/work/, then `train.sh export` (and `train.sh ablation --resume`
+#          with OUTDIR/ck/ablation_* in work/ckpt: the test rows stay here, so the ablation reports test here).
+# The SSL runs go side by side (they are independent); the student (200 epochs of 256) waits for the teacher.
 set -u
 PACK=${1:?usage: run.sh PACKDIR OUTDIR}; OUT=${2:?usage: run.sh PACKDIR OUTDIR}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
