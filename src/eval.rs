@@ -221,64 +221,107 @@ pub enum CropMode<'a> {
     Detect { detector: &'a mut dyn FaceDetector, align: bool },
 }
 
-/// Classify every item through the firmware's path (CropSet crop/resize, the classifier's own pre-processing).
-pub fn evaluate(
-    ds: &Dataset,
-    classifier: &mut dyn ExpressionClassifier,
-    mut mode: CropMode,
-    mut progress: impl FnMut(usize, usize),
-) -> Result<Report, EvalError> {
-    let (cw, ch) = classifier.input_size();
-    let mut crops = CropSet::new(1, cw, ch);
-    let mut frame = Frame::new(1, 1);
-    let mut dets = Detections::new();
-    let mut slots = Vec::with_capacity(1);
-    let mut rep = Report { metrics: Metrics::default(), skipped: ds.skipped, no_face: 0, unreadable: Vec::new(), classify: Duration::ZERO };
-    for (i, item) in ds.items.iter().enumerate() {
-        progress(i, ds.items.len());
+/// What became of one item on its way to the classifier.
+pub enum Cropped<'c> {
+    /// The face crop, as the firmware cuts it (valid until the next item).
+    Face(&'c crate::expression::FaceCrop),
+    /// A whole scene in which the detector found no face.
+    NoFace,
+    /// A file that could not be decoded, with why.
+    Unreadable(String),
+}
+
+/// The firmware's path from an item to a classifier's input: decode, detect (largest face) or take the crop as it
+/// is, then the classifier's crop box cut by `CropSet` (turned by the face's roll when aligning). Used by `mien
+/// eval` and by `mien adapt`, so both see faces exactly as the running firmware does.
+pub struct Cropper<'a> {
+    mode: CropMode<'a>,
+    crops: CropSet,
+    frame: Frame,
+    dets: Detections,
+    slots: Vec<Option<usize>>,
+}
+
+impl<'a> Cropper<'a> {
+    /// Crops of `size` (the classifier's input size).
+    pub fn new(mode: CropMode<'a>, size: (u32, u32)) -> Self {
+        Cropper { mode, crops: CropSet::new(1, size.0, size.1), frame: Frame::new(1, 1), dets: Detections::new(), slots: Vec::with_capacity(1) }
+    }
+
+    /// The face of `item`, cut with `crop_box` (the classifier's) around the detected face.
+    pub fn crop(&mut self, item: &Item, crop_box: impl Fn(&BBox) -> BBox) -> Result<Cropped<'_>, EvalError> {
+        self.crops.wipe();
         match &item.source {
             ItemSource::Grey { width, height, pixels } => {
-                frame.ensure_size(*width, *height);
-                for (d, &g) in frame.data.chunks_exact_mut(3).zip(pixels) {
+                self.frame.ensure_size(*width, *height);
+                for (d, &g) in self.frame.data.chunks_exact_mut(3).zip(pixels) {
                     d.fill(g);
                 }
             }
             ItemSource::File(p) => {
-                if let Err(e) = crate::source::replay::decode_image(p, &mut frame) {
-                    rep.unreadable.push(e);
-                    continue;
+                if let Err(e) = crate::source::replay::decode_image(p, &mut self.frame) {
+                    return Ok(Cropped::Unreadable(e));
                 }
             }
         }
-        let face = match &mut mode {
+        let face = match &mut self.mode {
             CropMode::Crops => None,
             CropMode::Detect { detector, align } => {
-                detector.detect(&frame, &mut dets).map_err(|e| EvalError::Classify(format!("{}: {e}", item.name)))?;
-                match dets.iter().max_by(|a, b| a.bbox.area().total_cmp(&b.bbox.area())) {
+                detector
+                    .detect(&self.frame, &mut self.dets)
+                    .map_err(|e| EvalError::Classify(format!("{}: {e}", item.name)))?;
+                match self.dets.iter().max_by(|a, b| a.bbox.area().total_cmp(&b.bbox.area())) {
                     Some(best) => Some((best.bbox, if *align { best.roll } else { 0.0 })),
-                    None => {
-                        rep.no_face += 1;
-                        continue;
-                    }
+                    None => return Ok(Cropped::NoFace),
                 }
             }
         };
-        let whole = BBox { x0: 0.0, y0: 0.0, x1: frame.width as f32, y1: frame.height as f32 };
+        let f = &self.frame;
+        let whole = BBox { x0: 0.0, y0: 0.0, x1: f.width as f32, y1: f.height as f32 };
         let crop_err = |e: crate::pixels::PixelError| EvalError::Classify(format!("{}: {e}", item.name));
         match face {
-            None => crops.extract(&frame, std::iter::once(Some((&whole, 0.0))), |b| *b, 1, &mut slots).map_err(crop_err)?,
-            Some((b, roll)) => {
-                crops.extract(&frame, std::iter::once(Some((&b, roll))), |b| classifier.crop_box(b), 1, &mut slots).map_err(crop_err)?
-            }
+            None => self.crops.extract(f, std::iter::once(Some((&whole, 0.0))), |b| *b, 1, &mut self.slots),
+            Some((b, roll)) => self.crops.extract(f, std::iter::once(Some((&b, roll))), crop_box, 1, &mut self.slots),
         }
-        let Some(Some(slot)) = slots.first().copied() else {
-            rep.no_face += 1;
-            continue;
+        .map_err(crop_err)?;
+        match self.slots.first().copied() {
+            Some(Some(slot)) => Ok(Cropped::Face(self.crops.get(slot))),
+            _ => Ok(Cropped::NoFace),
+        }
+    }
+}
+
+impl Drop for Cropper<'_> {
+    fn drop(&mut self) {
+        self.crops.wipe(); // no face pixels outlive the run
+    }
+}
+
+/// Classify every item through the firmware's path (CropSet crop/resize, the classifier's own pre-processing).
+pub fn evaluate(
+    ds: &Dataset,
+    classifier: &mut dyn ExpressionClassifier,
+    mode: CropMode,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Report, EvalError> {
+    let mut cropper = Cropper::new(mode, classifier.input_size());
+    let mut rep = Report { metrics: Metrics::default(), skipped: ds.skipped, no_face: 0, unreadable: Vec::new(), classify: Duration::ZERO };
+    for (i, item) in ds.items.iter().enumerate() {
+        progress(i, ds.items.len());
+        let crop = match cropper.crop(item, |b| classifier.crop_box(b))? {
+            Cropped::Face(c) => c,
+            Cropped::NoFace => {
+                rep.no_face += 1;
+                continue;
+            }
+            Cropped::Unreadable(e) => {
+                rep.unreadable.push(e);
+                continue;
+            }
         };
         let t = Instant::now();
-        let e = classifier.classify(crops.get(slot)).map_err(|e| EvalError::Classify(format!("{}: {e}", item.name)))?;
+        let e = classifier.classify(crop).map_err(|e| EvalError::Classify(format!("{}: {e}", item.name)))?;
         rep.classify += t.elapsed();
-        crops.wipe();
         rep.metrics.add(item.label, e.label);
     }
     progress(ds.items.len(), ds.items.len());

@@ -299,6 +299,13 @@ impl MienExpression {
     pub const CROP_SCALE: f32 = 1.13;
     pub const CROP_SHIFT: f32 = -0.04;
 
+    /// The square crop around a detected face that reproduces FER's framing (`CROP_SCALE`, `CROP_SHIFT`).
+    pub fn crop_box_for(face: &BBox) -> BBox {
+        let b = square_box(face, Self::CROP_SCALE);
+        let dy = face.height() * Self::CROP_SHIFT;
+        BBox { y0: b.y0 + dy, y1: b.y1 + dy, ..b }
+    }
+
     pub fn load(path: &Path) -> Result<Self, ModelError> {
         Self::from_parsed(model::Parsed::open(path)?)
     }
@@ -359,9 +366,7 @@ impl ExpressionClassifier for MienExpression {
     }
 
     fn crop_box(&self, face: &BBox) -> BBox {
-        let b = square_box(face, Self::CROP_SCALE);
-        let dy = face.height() * Self::CROP_SHIFT;
-        BBox { y0: b.y0 + dy, y1: b.y1 + dy, ..b }
+        Self::crop_box_for(face)
     }
 
     fn classify(&mut self, crop: &FaceCrop) -> Result<Expression, ExpressionError> {

@@ -5,6 +5,7 @@
 //! (ExpressionClassifier) -> `uplink` (LabelSink), with `display` (Screen) and `board` (status LED, button)
 //! alongside; `pipeline` only wires them.
 
+pub mod adapt;
 pub mod board;
 pub mod config;
 pub mod detect;

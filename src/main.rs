@@ -29,6 +29,36 @@ enum Cmd {
     Eval(EvalArgs),
     /// Check a board after flashing: camera, models, broker, clock, disk, display, GPIO (exit 1 on a failure).
     Doctor(RunArgs),
+    /// The pilot: fit the expression model's head to a site's own labelled faces, here, and write the adapted model.
+    Adapt(AdaptArgs),
+}
+
+#[derive(clap::Args)]
+struct AdaptArgs {
+    /// Folder of the site's labelled face images (whole scenes go through the detector; see --crops).
+    #[arg(long, value_name = "DIR")]
+    images: PathBuf,
+    /// CSV with columns path,label (the 8 FER+ class names; any subset of them; other rows are skipped).
+    #[arg(long, value_name = "CSV")]
+    labels: PathBuf,
+    /// The images are face crops already: skip the detector.
+    #[arg(long)]
+    crops: bool,
+    /// Where to write the adapted model; its SHA-256 goes into the SHA256SUMS beside it.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// The model to adapt (default: the profile's expression.model, mien's int8 student).
+    #[arg(long, value_name = "FILE")]
+    model: Option<PathBuf>,
+    /// Profile whose detector and crop settings to use (default: the embedded default).
+    #[arg(long, conflicts_with = "board")]
+    config: Option<PathBuf>,
+    /// Board profile name: boards/<NAME>.toml.
+    #[arg(long)]
+    board: Option<String>,
+    /// Pull towards the base head (comma-separated to let cross-validation choose; default: the built-in set).
+    #[arg(long, value_name = "S[,S...]", value_delimiter = ',')]
+    strength: Vec<f32>,
 }
 
 #[derive(clap::Args)]
@@ -334,6 +364,97 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn adapt(a: AdaptArgs) -> anyhow::Result<()> {
+    use mien::adapt;
+    use mien::eval::CropMode;
+    let cfg = match (&a.config, &a.board) {
+        (Some(p), _) => Config::load(p)?,
+        (None, Some(b)) => Config::board(b)?,
+        (None, None) => Config::embedded_default(),
+    };
+    let data = mien::eval::read_images(&a.images, &a.labels)?;
+    let model = a.model.clone().unwrap_or_else(|| PathBuf::from(&cfg.expression.model));
+    let mut base = adapt::Base::open(&model).with_context(|| format!("--model {}", model.display()))?;
+    println!("base model: {} sha256:{}", base.path.display(), &base.sha256[..12]);
+    let t = std::time::Instant::now();
+    let mut detector;
+    let mode = if a.crops {
+        CropMode::Crops
+    } else {
+        detector = mien::detect::load(&cfg.detect).with_context(|| format!("detect.model {}", cfg.detect.model))?;
+        CropMode::Detect { detector: detector.as_mut(), align: cfg.expression.align }
+    };
+    let pilot = adapt::read_pilot(&data, &mut base, mode)?;
+    let counts = pilot.counts();
+    let listed: Vec<String> = mien::vocab::Emotion::ALL
+        .iter()
+        .filter(|e| counts[e.index()] > 0)
+        .map(|e| format!("{} {}", e.as_str(), counts[e.index()]))
+        .collect();
+    println!(
+        "pilot: {} faces ({}); {} rows skipped (label not one of the 8), {} without a detected face, {} unreadable; \
+         features in {:.1} s",
+        pilot.labels.len(),
+        listed.join(", "),
+        pilot.skipped,
+        pilot.no_face,
+        pilot.unreadable.len(),
+        t.elapsed().as_secs_f64()
+    );
+    for u in pilot.unreadable.iter().take(5) {
+        println!("unreadable: {u}");
+    }
+    for e in mien::vocab::Emotion::ALL {
+        let n = counts[e.index()];
+        if n > 0 && n < adapt::FEW_FACES {
+            println!(
+                "warning: {} has {n} pilot face(s), fewer than {}: its recall after adaptation is guesswork",
+                e.as_str(),
+                adapt::FEW_FACES
+            );
+        }
+    }
+    let t = std::time::Instant::now();
+    let strengths = if a.strength.is_empty() { adapt::STRENGTHS.to_vec() } else { a.strength.clone() };
+    if let Some(s) = strengths.iter().find(|s| !(s.is_finite() && **s >= 0.0)) {
+        anyhow::bail!("--strength {s}: give strengths of 0 or more (e.g. 1)");
+    }
+    let r = adapt::adapt(&pilot, &base.head, &strengths)?;
+    println!("\nBEFORE: the base model on the pilot faces\n{}", r.before.report());
+    println!("\ncross-validation over the pilot faces ({} folds; each face read by a head fitted without it):", r.folds);
+    for (s, m) in &r.tried {
+        let chosen = if *s == r.strength { "  <- chosen" } else { "" };
+        println!("  pull strength {s:<5} accuracy={:.4} macro_f1={:.4}{chosen}", m.accuracy(), m.macro_f1());
+    }
+    println!("\nAFTER: adapted heads, cross-validated (strength {})\n{}", r.strength, r.after().report());
+    let meta = [
+        ("from", format!("{} sha256:{}", model.display(), base.sha256)),
+        ("pilot", format!("{} faces: {}", pilot.labels.len(), listed.join(", "))),
+        ("strength", r.strength.to_string()),
+        (
+            "cv",
+            format!(
+                "before accuracy={:.4} macro_f1={:.4}; after accuracy={:.4} macro_f1={:.4} ({} folds)",
+                r.before.accuracy(),
+                r.before.macro_f1(),
+                r.after().accuracy(),
+                r.after().macro_f1(),
+                r.folds
+            ),
+        ),
+    ];
+    let sha = base.write(&r.head, &meta, &a.out)?;
+    println!(
+        "\nwrote {} sha256:{} (head fitted on all {} pilot faces in {:.1} s)\nuse it with: mien eval --model {0}, \
+         mien run --expression-model {0}, or expression.model in a profile",
+        a.out.display(),
+        &sha[..12],
+        pilot.labels.len(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 fn doctor(a: RunArgs) -> anyhow::Result<()> {
     let origin = match (&a.config, &a.board) {
         (Some(p), _) => p.display().to_string(),
@@ -356,6 +477,7 @@ fn main() {
         Some(Cmd::Run(a)) => run(a),
         Some(Cmd::Eval(a)) => eval(a),
         Some(Cmd::Doctor(a)) => doctor(a),
+        Some(Cmd::Adapt(a)) => adapt(a),
         None => run(RunArgs::default()),
     };
     if let Err(e) = res {

@@ -71,11 +71,26 @@ pub struct Loaded {
 
 impl Parsed {
     pub fn open(path: &Path) -> Result<Parsed, ModelError> {
-        let m = read_verified(path)?;
+        Self::from_verified(read_verified(path)?)
+    }
+
+    /// Parse a file already read and checked (when the caller needs its bytes too).
+    pub fn from_verified(m: VerifiedModel) -> Result<Parsed, ModelError> {
         let model = tract_onnx::onnx()
             .model_for_read(&mut m.bytes.as_slice())
-            .map_err(|e| ModelError::Tract { path: path.into(), msg: format!("{e:#}") })?;
+            .map_err(|e| ModelError::Tract { path: m.path.clone(), msg: format!("{e:#}") })?;
         Ok(Parsed { path: m.path, sha256: m.sha256, model })
+    }
+
+    /// Optimize a copy for a fixed f32 input `shape` whose output is the tensor named `output` instead of the
+    /// file's own outputs (a classifier's encoder: the graph cut at its head's input).
+    pub fn runnable_with_output(&self, output: &str, shape: &[usize]) -> Result<Runnable, ModelError> {
+        let mut m = self.model.clone();
+        m.select_outputs_by_name([output])
+            .and_then(|()| m.with_input_fact(0, f32::fact(shape).into()))
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(|e| self.err(format!("output {output:?}, input {shape:?}: {e:#}")))
     }
 
     fn err(&self, msg: String) -> ModelError {

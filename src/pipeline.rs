@@ -442,11 +442,11 @@ impl Pipeline {
         timing.output = t.elapsed();
 
         // Classify the crops; only labels leave.
-        let t = Instant::now();
         self.status.faces.clear();
         for d in self.dets.iter() {
             let _ = self.status.faces.push(FaceView { bbox: d.bbox, label: None });
         }
+        let t = Instant::now();
         let labels = self.labeler.classify_and_send(
             self.st.classifier.as_mut(),
             protected.frame(),
