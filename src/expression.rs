@@ -72,6 +72,9 @@ impl ExpressionConfig {
 pub struct Expression {
     pub label: Emotion,
     pub confidence: f32,
+    /// Every class's probability, in FER+ order (a class the model cannot output is 0): what per-track
+    /// smoothing averages.
+    pub probs: [f32; 8],
 }
 
 /// A face crop, sized for the classifier. Only `CropSet::extract` fills it.
@@ -356,8 +359,8 @@ pub fn grey01(rgb: &[u8], out: &mut [f32]) {
 fn softmax_top(logits: &[f32], classes: &[Emotion]) -> Expression {
     let m = logits.iter().copied().fold(f32::MIN, f32::max);
     let sum: f32 = logits.iter().map(|v| (v - m).exp()).sum();
-    let e = top_class(logits, classes);
-    Expression { label: e.label, confidence: ((e.confidence - m).exp() / sum).clamp(0.0, 1.0) }
+    let probs: Vec<f32> = logits.iter().map(|v| ((v - m).exp() / sum).clamp(0.0, 1.0)).collect();
+    top_class(&probs, classes)
 }
 
 impl ExpressionClassifier for MienExpression {
@@ -457,7 +460,11 @@ pub fn square_box(face: &BBox, scale: f32) -> BBox {
 
 fn top_class(probs: &[f32], classes: &[Emotion]) -> Expression {
     let (i, p) = probs.iter().enumerate().fold((0, f32::MIN), |acc, (i, &p)| if p > acc.1 { (i, p) } else { acc });
-    Expression { label: classes[i], confidence: p }
+    let mut all = [0f32; 8];
+    for (c, &p) in classes.iter().zip(probs) {
+        all[c.index()] = p;
+    }
+    Expression { label: classes[i], confidence: p, probs: all }
 }
 
 impl ExpressionClassifier for FaceApiExpression {
