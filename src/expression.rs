@@ -35,6 +35,9 @@ pub struct ExpressionConfig {
     /// Turn each face crop so that the eyes are level (the detector's eye keypoints give the head's roll): the
     /// model was trained on upright faces and loses accuracy on tilted heads.
     pub align: bool,
+    /// Per-track smoothing of the class probabilities over capture time (time constant, ms): a track's label
+    /// changes when its face does, not with each frame's noise. 0 = off (each frame's own label).
+    pub smoothing_ms: u32,
 }
 
 impl Default for ExpressionConfig {
@@ -46,9 +49,14 @@ impl Default for ExpressionConfig {
             min_face: 32,
             min_score: 0.75,
             align: true,
+            smoothing_ms: DEFAULT_SMOOTHING_MS,
         }
     }
 }
+
+/// `expression.smoothing_ms` unless a profile says otherwise (chosen from `examples/label_flicker.rs`'s
+/// measurements: docs/adapt.md, "Labels over time").
+pub const DEFAULT_SMOOTHING_MS: u32 = 0;
 
 impl ExpressionConfig {
     /// Check ranges; the first bad value is reported with its field name.
@@ -62,6 +70,9 @@ impl ExpressionConfig {
         }
         if !(8..=4096).contains(&e.min_face) {
             return Err(("expression.min_face", format!("{} is outside 8..=4096", e.min_face)));
+        }
+        if e.smoothing_ms > 60_000 {
+            return Err(("expression.smoothing_ms", format!("{} is over 60000 (a minute)", e.smoothing_ms)));
         }
         Ok(())
     }

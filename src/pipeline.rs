@@ -12,7 +12,7 @@ use crate::frame::Frame;
 use crate::privacy::{PrivacyGuard, Protected};
 use crate::save::FrameSaver;
 use crate::source::{FrameSource, SourceError};
-use crate::track::Tracker;
+use crate::track::{LabelSmoother, Tracker};
 use crate::uplink::{Health, LabelEvent, LabelSink};
 use crate::vocab::{CameraState, PrivacyState};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -218,6 +218,8 @@ struct Labeler {
     min_score: f32,
     /// `expression.align`: crops follow each face's roll.
     align: bool,
+    /// `expression.smoothing_ms`: each track's probabilities averaged over time.
+    smoother: LabelSmoother,
 }
 
 impl Labeler {
@@ -249,13 +251,14 @@ impl Labeler {
                 match c.classify(self.crops.get(*slot)) {
                     Ok(e) => {
                         let track = self.track_ids.get(face).copied().unwrap_or(u32::MAX);
-                        let ev = LabelEvent::new(frame.ts_ms, frame.seq, face as u16, track, e.label, e.confidence);
+                        let (label, confidence) = self.smoother.smooth(track, frame.ts_ms, (e.label, e.confidence), &e.probs);
+                        let ev = LabelEvent::new(frame.ts_ms, frame.seq, face as u16, track, label, confidence);
                         if let Err(e) = sink.send(&ev) {
                             self.crops.wipe(); // no face pixels outlive the frame, even when it ends in an error
                             return Err(e.into());
                         }
                         if let Some(f) = status.faces.get_mut(face) {
-                            f.label = Some((e.label, e.confidence));
+                            f.label = Some((label, confidence));
                         }
                         labels += 1;
                     }
@@ -307,6 +310,7 @@ impl Pipeline {
                 min_face: cfg.expression.min_face,
                 min_score: cfg.expression.min_score,
                 align: cfg.expression.align,
+                smoother: LabelSmoother::new(cfg.expression.smoothing_ms),
             },
             tracker: Tracker::new(cfg.privacy.hold_frames.max(5)),
             detect_timeout: Duration::from_millis(cfg.detect.timeout_ms as u64),

@@ -2,6 +2,7 @@
 //! person can be followed over time without anything that identifies them.
 
 use crate::frame::BBox;
+use crate::vocab::Emotion;
 
 pub struct Tracker {
     tracks: Vec<Track>,
@@ -61,9 +62,117 @@ impl Tracker {
     }
 }
 
+/// Per-track smoothing of the class probabilities (`expression.smoothing_ms`): an exponential moving average over
+/// capture time with time constant `window_ms`, so that a track's label changes when its face does, not with each
+/// frame's noise. A face seen again after `window_ms * 8` starts afresh. `window_ms` 0 is off: every label is the
+/// frame's own.
+pub struct LabelSmoother {
+    window_ms: u32,
+    tracks: Vec<Smoothed>,
+}
+
+struct Smoothed {
+    track: u32,
+    ts_ms: u64,
+    probs: [f32; 8],
+}
+
+/// Tracks kept at most (the oldest is forgotten first); more than the faces one frame can hold.
+const MAX_SMOOTHED: usize = 256;
+
+impl LabelSmoother {
+    pub fn new(window_ms: u32) -> Self {
+        LabelSmoother { window_ms, tracks: Vec::new() }
+    }
+
+    /// The label and confidence to send for `track`'s face at `ts_ms`, given this frame's own label and its
+    /// probabilities (off, or a face without a track: the frame's own).
+    pub fn smooth(&mut self, track: u32, ts_ms: u64, own: (Emotion, f32), probs: &[f32; 8]) -> (Emotion, f32) {
+        let top = |p: &[f32; 8]| {
+            let i = (0..8).fold(0, |b, c| if p[c] > p[b] { c } else { b });
+            (Emotion::ALL[i], p[i])
+        };
+        if self.window_ms == 0 || track == u32::MAX {
+            return own;
+        }
+        let tau = self.window_ms as f64;
+        let stale = |s: &Smoothed| ts_ms.saturating_sub(s.ts_ms) as f64 > 8.0 * tau;
+        let i = match self.tracks.iter().position(|s| s.track == track) {
+            Some(i) if !stale(&self.tracks[i]) => {
+                let s = &mut self.tracks[i];
+                let a = (-(ts_ms.saturating_sub(s.ts_ms) as f64) / tau).exp() as f32;
+                for (m, &p) in s.probs.iter_mut().zip(probs) {
+                    *m = a * *m + (1.0 - a) * p;
+                }
+                s.ts_ms = ts_ms;
+                i
+            }
+            Some(i) => {
+                self.tracks[i] = Smoothed { track, ts_ms, probs: *probs };
+                i
+            }
+            None => {
+                self.tracks.retain(|s| !stale(s));
+                if self.tracks.len() >= MAX_SMOOTHED {
+                    let oldest = (0..self.tracks.len()).min_by_key(|&i| self.tracks[i].ts_ms).expect("not empty");
+                    self.tracks.swap_remove(oldest);
+                }
+                self.tracks.push(Smoothed { track, ts_ms, probs: *probs });
+                self.tracks.len() - 1
+            }
+        };
+        top(&self.tracks[i].probs)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn smooth(s: &mut LabelSmoother, track: u32, ts: u64, p: &[f32; 8]) -> (Emotion, f32) {
+        let i = (0..8).fold(0, |b, c| if p[c] > p[b] { c } else { b });
+        s.smooth(track, ts, (Emotion::ALL[i], p[i]), p)
+    }
+
+    fn one_hot(e: Emotion, p: f32) -> [f32; 8] {
+        let mut v = [(1.0 - p) / 7.0; 8];
+        v[e.index()] = p;
+        v
+    }
+
+    #[test]
+    fn smoothing_off_gives_each_frames_label() {
+        let mut s = LabelSmoother::new(0);
+        assert_eq!(smooth(&mut s, 1, 0, &one_hot(Emotion::Happiness, 0.9)), (Emotion::Happiness, 0.9));
+        assert_eq!(smooth(&mut s, 1, 66, &one_hot(Emotion::Fear, 0.6)), (Emotion::Fear, 0.6));
+    }
+
+    #[test]
+    fn one_odd_frame_does_not_flip_the_label_and_a_lasting_change_does() {
+        let mut s = LabelSmoother::new(500);
+        let mut ts = 0;
+        for _ in 0..30 {
+            ts += 66;
+            assert_eq!(smooth(&mut s, 7, ts, &one_hot(Emotion::Neutral, 0.8)).0, Emotion::Neutral);
+        }
+        ts += 66;
+        assert_eq!(smooth(&mut s, 7, ts, &one_hot(Emotion::Surprise, 0.9)).0, Emotion::Neutral, "one frame of noise");
+        // A real change shows within about the window: the label flips after a few hundred ms, not at once.
+        let mut flipped_after = None;
+        for k in 1..40 {
+            ts += 66;
+            if smooth(&mut s, 7, ts, &one_hot(Emotion::Happiness, 0.9)).0 == Emotion::Happiness {
+                flipped_after = Some(k);
+                break;
+            }
+        }
+        let k = flipped_after.expect("a lasting change shows");
+        assert!((3..=10).contains(&k), "flipped after {k} frames");
+        // Another track is smoothed on its own.
+        assert_eq!(smooth(&mut s, 8, ts, &one_hot(Emotion::Anger, 0.7)), (Emotion::Anger, 0.7));
+        // A face back after a long absence starts afresh.
+        assert_eq!(smooth(&mut s, 7, ts + 60_000, &one_hot(Emotion::Sadness, 0.6)), (Emotion::Sadness, 0.6));
+    }
 
     #[test]
     fn ids_follow_overlapping_boxes() {
