@@ -174,6 +174,7 @@ mod tests {
             ("[camera]\nfps = \"fast\"\n", "fps"),
             ("[expression]\nmin_face = 2\n", "expression.min_face"),
             ("[expression]\nmin_score = 1.5\n", "expression.min_score"),
+            ("[expression]\nsmoothing_ms = 100000\n", "expression.smoothing_ms"),
             ("[detect]\nmin_face = 4\n", "detect.min_face"),
             ("[runtime]\nthreads = 0\n", "runtime.threads"),
             ("[detect]\nkind = \"tiles\"\n", "kind"),

@@ -102,6 +102,15 @@ fn detector_over_its_time_budget_masks_the_frame() {
     }
 }
 
+/// The default profile with the detection budget widened to 30 s, for tests about something other than speed:
+/// four workers on a 2-core machine that also runs the other tests can take over the default 1 s for a frame,
+/// which masks it whole (fail-closed, tested above) and would change what these tests count.
+fn roomy_profile(dir: &std::path::Path) -> std::path::PathBuf {
+    let cfg = dir.join("roomy.toml");
+    std::fs::write(&cfg, replaced(mien::config::DEFAULT_PROFILE, &[("timeout_ms = 1000", "timeout_ms = 30000")])).unwrap();
+    cfg
+}
+
 #[test]
 fn corrupt_frame_is_dropped_with_a_message_and_the_rest_go_on() {
     let dir = tempfile::tempdir().unwrap();
@@ -110,8 +119,10 @@ fn corrupt_frame_is_dropped_with_a_message_and_the_rest_go_on() {
     let bytes = std::fs::read(&clip[1]).unwrap();
     std::fs::write(dir.path().join("b.jpg"), &bytes[..bytes.len() / 3]).unwrap();
     std::fs::copy(&clip[2], dir.path().join("c.jpg")).unwrap();
+    let cfg = roomy_profile(dir.path());
     for threads in ["1", "4"] {
-        let (_t, saved, labels, err) = run_saving(dir.path().to_str().unwrap(), &["--threads", threads]);
+        let args = ["--config", cfg.to_str().unwrap(), "--threads", threads];
+        let (_t, saved, labels, err) = run_saving(dir.path().to_str().unwrap(), &args);
         assert_eq!(saved.len(), 2, "threads {threads}: the corrupt frame must not be passed on");
         assert!(err.contains("corrupt frame") && err.contains("b.jpg"), "{err}");
         assert_eq!(labels.len(), 2);
@@ -156,12 +167,9 @@ fn a_crowd_past_the_stage_limit_masks_the_frame() {
 /// blurred frames, bit for bit (each frame still goes through the blur, the hold and the tracker in capture order).
 #[test]
 fn four_detection_threads_keep_order_and_blur_as_one() {
-    // The budget widened: four workers on a 2-core machine that also runs the other tests can take over the
-    // default 1 s for one frame, which masks it whole (fail-closed, tested elsewhere) and would make the two runs
-    // differ. This test is about order and bit-identity, not speed.
+    // About order and bit-identity, not speed: a roomy budget.
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("slow.toml");
-    std::fs::write(&cfg, replaced(mien::config::DEFAULT_PROFILE, &[("timeout_ms = 1000", "timeout_ms = 30000")])).unwrap();
+    let cfg = roomy_profile(dir.path());
     let cfg = cfg.to_str().unwrap();
     let (_t1, saved1, labels1, _) = run_saving("samples/clip", &["--config", cfg, "--threads", "1"]);
     let (_t4, saved4, labels4, err) = run_saving("samples/clip", &["--config", cfg, "--threads", "4"]);

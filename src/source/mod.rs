@@ -147,7 +147,7 @@ pub fn open(
     if spec.starts_with("/dev/") {
         Ok(Box::new(v4l2::V4l2Source::open(spec, cam)?))
     } else if p.is_dir() {
-        Ok(Box::new(replay::ReplaySource::open(p, replay_fps, replay_loop)?))
+        Ok(Box::new(replay::ReplaySource::open(p, replay_fps, replay_loop)?.nominal_fps(cam.fps)))
     } else if p.exists() {
         Err(SourceError::Fatal(format!(
             "source {spec}: not a directory of images nor a /dev/video device"

@@ -14,6 +14,10 @@ pub struct ReplaySource {
     period: Option<Duration>,
     looping: bool,
     last: Option<Instant>,
+    /// Frame timestamps: the first frame's wall-clock time plus one frame period per frame (see `nominal_fps`).
+    t0_ms: Option<u64>,
+    interval_ms: f64,
+    served: u64,
 }
 
 const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "pgm", "ppm"];
@@ -39,7 +43,19 @@ impl ReplaySource {
             )));
         }
         let period = (fps > 0.0).then(|| Duration::from_secs_f32(1.0 / fps));
-        Ok(ReplaySource { dir: dir.into(), files, next: 0, period, looping, last: None })
+        let interval_ms = if fps > 0.0 { 1000.0 / fps as f64 } else { 1000.0 / 15.0 };
+        Ok(ReplaySource { dir: dir.into(), files, next: 0, period, looping, last: None, t0_ms: None, interval_ms, served: 0 })
+    }
+
+    /// The frame rate the recording stands for when it is replayed as fast as the pipeline goes (`replay_fps`
+    /// 0): a replayed frame's timestamp is the time it would have had at the camera, the first frame's wall-clock
+    /// time plus one period per frame, so time-based stages (label smoothing) see the recording's own timing
+    /// whatever the machine's speed. With `replay_fps` set, its period is used.
+    pub fn nominal_fps(mut self, fps: f32) -> Self {
+        if self.period.is_none() && fps > 0.0 {
+            self.interval_ms = 1000.0 / fps as f64;
+        }
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -69,8 +85,11 @@ impl FrameSource for ReplaySource {
         self.last = Some(Instant::now());
         let path = &self.files[self.next];
         self.next += 1;
+        let k = self.served;
+        self.served += 1;
         decode_image(path, frame).map_err(SourceError::Corrupt)?;
-        frame.ts_ms = now_ms();
+        let t0 = *self.t0_ms.get_or_insert_with(now_ms);
+        frame.ts_ms = t0 + (k as f64 * self.interval_ms).round() as u64;
         Ok(true)
     }
 
@@ -97,6 +116,24 @@ pub fn decode_image(path: &Path, frame: &mut Frame) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replayed_frames_are_stamped_at_the_recordings_rate() {
+        let d = tempfile::tempdir().unwrap();
+        for i in 0..3 {
+            image::RgbImage::from_pixel(4, 4, image::Rgb([9, 9, 9])).save(d.path().join(format!("f{i}.png"))).unwrap();
+        }
+        let mut s = ReplaySource::open(d.path(), 0.0, true).unwrap().nominal_fps(10.0);
+        let mut f = Frame::new(1, 1);
+        let mut ts = Vec::new();
+        for _ in 0..5 {
+            assert!(s.next_frame(&mut f).unwrap());
+            ts.push(f.ts_ms);
+        }
+        let steps: Vec<u64> = ts.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(steps, [100, 100, 100, 100], "as fast as it goes, stamped at 10 frames/s, looping included");
+        assert!(ts[0] > 1_700_000_000_000, "wall-clock start: {}", ts[0]);
+    }
 
     #[test]
     fn plays_in_name_order_and_refuses_corrupt_images() {
