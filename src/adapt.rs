@@ -5,9 +5,10 @@
 //! final `Gemm`, after global pooling). A new 8-way head is fitted on those features here, on the device: a
 //! class-balanced softmax regression pulled towards the shipped head by an L2 penalty, so that classes the pilot
 //! lacks keep what the shipped model knows. Cross-validation over the pilot faces gives the before/after figures
-//! (and chooses the strength when several are given). The adapted model is the base file with only the head's weights and bias replaced (and metadata saying
-//! where it came from), written with its SHA-256 in the `SHA256SUMS` beside it, so every loader accepts it. Crops and
-//! features stay in memory; the file holds weights only.
+//! (and chooses the strength when several are given). The adapted model is the base file with only the head's
+//! weights and bias replaced, plus metadata saying where it came from, written with its SHA-256 in the
+//! `SHA256SUMS` beside it, so every loader accepts it. Crops and features stay in memory; the file holds weights
+//! only.
 
 use crate::eval::{CropMode, Cropped, Cropper, Dataset, Metrics};
 use crate::expression::{grey_standardized, Emotion, MienExpression};
@@ -105,10 +106,11 @@ impl Base {
             .find(|n| n.op_type == "Gemm" && n.output.first() == Some(&out))
             .ok_or_else(|| graph_err(format!("output {out:?} does not come from a Gemm head: not a mien student")))?;
         let attr = |name: &str, default: f32| {
-            gemm.attribute.iter().find(|a| a.name == name).map_or(default, |a| if a.r#type == 1 { a.f } else { a.i as f32 })
+            let value = |a: &pb::AttributeProto| if a.r#type == 1 { a.f } else { a.i as f32 };
+            gemm.attribute.iter().find(|a| a.name == name).map_or(default, value)
         };
-        if attr("transA", 0.0) != 0.0 || attr("transB", 0.0) != 1.0 || attr("alpha", 1.0) != 1.0 || attr("beta", 1.0) != 1.0
-        {
+        let plain = attr("transA", 0.0) == 0.0 && attr("transB", 0.0) == 1.0;
+        if !plain || attr("alpha", 1.0) != 1.0 || attr("beta", 1.0) != 1.0 {
             return Err(graph_err("the head is a Gemm with transA, alpha or beta set, or without transB".into()));
         }
         if gemm.input.len() != 3 {
@@ -246,9 +248,11 @@ impl Pilot {
 /// Every face of `ds` through the firmware's crop path and the base model's encoder.
 pub fn read_pilot(ds: &Dataset, base: &mut Base, mode: CropMode) -> Result<Pilot, AdaptError> {
     let mut cropper = Cropper::new(mode, base.input_size());
-    let mut p = Pilot { features: Vec::new(), labels: Vec::new(), no_face: 0, unreadable: Vec::new(), skipped: ds.skipped };
+    let mut p =
+        Pilot { features: Vec::new(), labels: Vec::new(), no_face: 0, unreadable: Vec::new(), skipped: ds.skipped };
     for item in &ds.items {
-        let crop = match cropper.crop(item, MienExpression::crop_box_for).map_err(|e| AdaptError::Pilot(e.to_string()))? {
+        let cropped = cropper.crop(item, MienExpression::crop_box_for).map_err(|e| AdaptError::Pilot(e.to_string()))?;
+        let crop = match cropped {
             Cropped::Face(c) => c,
             Cropped::NoFace => {
                 p.no_face += 1;

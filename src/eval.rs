@@ -245,7 +245,8 @@ pub struct Cropper<'a> {
 impl<'a> Cropper<'a> {
     /// Crops of `size` (the classifier's input size).
     pub fn new(mode: CropMode<'a>, size: (u32, u32)) -> Self {
-        Cropper { mode, crops: CropSet::new(1, size.0, size.1), frame: Frame::new(1, 1), dets: Detections::new(), slots: Vec::with_capacity(1) }
+        let crops = CropSet::new(1, size.0, size.1);
+        Cropper { mode, crops, frame: Frame::new(1, 1), dets: Detections::new(), slots: Vec::with_capacity(1) }
     }
 
     /// The face of `item`, cut with `crop_box` (the classifier's) around the detected face.

@@ -251,7 +251,8 @@ impl Labeler {
                 match c.classify(self.crops.get(*slot)) {
                     Ok(e) => {
                         let track = self.track_ids.get(face).copied().unwrap_or(u32::MAX);
-                        let (label, confidence) = self.smoother.smooth(track, frame.ts_ms, (e.label, e.confidence), &e.probs);
+                        let own = (e.label, e.confidence);
+                        let (label, confidence) = self.smoother.smooth(track, frame.ts_ms, own, &e.probs);
                         let ev = LabelEvent::new(frame.ts_ms, frame.seq, face as u16, track, label, confidence);
                         if let Err(e) = sink.send(&ev) {
                             self.crops.wipe(); // no face pixels outlive the frame, even when it ends in an error

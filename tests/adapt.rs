@@ -137,7 +137,8 @@ fn bad_pilots_and_models_are_refused_with_a_reason() {
     let e = run(&[&base[..], &["--labels", csv.to_str().unwrap(), "--model", m.to_str().unwrap()]].concat());
     assert!(e.contains("--model") && e.to_lowercase().contains("sha"), "{e}");
     // A model mien cannot adapt (the detector: no Gemm head) is named as such.
-    let e = run(&[&base[..], &["--labels", csv.to_str().unwrap(), "--model", "models/blazeface_short_range.onnx"]].concat());
+    let detector = "models/blazeface_short_range.onnx";
+    let e = run(&[&base[..], &["--labels", csv.to_str().unwrap(), "--model", detector]].concat());
     assert!(e.contains("not a mien student"), "{e}");
     // A missing CSV names the file.
     let e = run(&[&base[..], &["--labels", "/nonexistent/pilot.csv"]].concat());

@@ -44,7 +44,8 @@ impl ReplaySource {
         }
         let period = (fps > 0.0).then(|| Duration::from_secs_f32(1.0 / fps));
         let interval_ms = if fps > 0.0 { 1000.0 / fps as f64 } else { 1000.0 / 15.0 };
-        Ok(ReplaySource { dir: dir.into(), files, next: 0, period, looping, last: None, t0_ms: None, interval_ms, served: 0 })
+        let (next, last, t0_ms, served) = (0, None, None, 0);
+        Ok(ReplaySource { dir: dir.into(), files, next, period, looping, last, t0_ms, interval_ms, served })
     }
 
     /// The frame rate the recording stands for when it is replayed as fast as the pipeline goes (`replay_fps`
