@@ -25,6 +25,10 @@ use mien::vocab::Emotion;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+#[path = "common/rng.rs"]
+mod rng;
+use rng::Rng;
+
 #[derive(Parser)]
 struct Args {
     /// Faces (steady clips); the change clips pair them.
@@ -46,31 +50,16 @@ const W: u32 = 320;
 const H: u32 = 240;
 const SIDE: f32 = 120.0;
 
-/// SplitMix64: the same clips on every machine.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e3779b97f4a7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-        z ^ (z >> 31)
-    }
-    fn range(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * ((self.next() >> 40) as f32 / (1u64 << 24) as f32)
-    }
-}
-
 /// One frame of a clip: `face` at the centre with this frame's jitter, light and noise.
 fn render(face: &Frame, rng: &mut Rng, scaler: &mut Scaler, out: &mut Frame) {
     out.ensure_size(W, H);
     out.data.fill(110);
-    let side = SIDE * rng.range(0.97, 1.03);
-    let (cx, cy) = (W as f32 / 2.0 + rng.range(-3.0, 3.0), H as f32 / 2.0 + rng.range(-3.0, 3.0));
+    let side = SIDE * rng.range(0.97, 1.03) as f32;
+    let (cx, cy) = (W as f32 / 2.0 + rng.range(-3.0, 3.0) as f32, H as f32 / 2.0 + rng.range(-3.0, 3.0) as f32);
     let s = side.round() as u32;
     let mut buf = vec![0u8; (s * s * 3) as usize];
     scaler.crop_resize(face, face.full_rect(), &mut buf, s, s).unwrap();
-    let gain = rng.range(0.94, 1.06);
+    let gain = rng.range(0.94, 1.06) as f32;
     let (ox, oy) = ((cx - side / 2.0).round() as usize, (cy - side / 2.0).round() as usize);
     for y in 0..s as usize {
         for x in 0..s as usize {

@@ -26,6 +26,9 @@ use std::time::{Duration, Instant};
 
 #[path = "../tests/common/centerface.rs"]
 mod centerface;
+#[path = "common/rng.rs"]
+mod rng;
+use rng::Rng;
 use centerface::CenterFace;
 
 #[derive(Parser)]
@@ -69,27 +72,6 @@ struct Args {
     /// Also write the report (markdown) here.
     #[arg(long)]
     out: Option<PathBuf>,
-}
-
-/// A small deterministic generator (SplitMix64): the same seed gives the same frames on every machine.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e3779b97f4a7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.unit()
-    }
 }
 
 /// A face to paste: an image and where the face is in it.
