@@ -463,6 +463,39 @@ pub fn load_any(path: &Path) -> Result<Box<dyn ExpressionClassifier>, ModelError
     }
 }
 
+/// A classifier read through another crop box: a square `scale` times the face box's longer side, its centre
+/// moved by `shift` box heights (down when positive). For measuring how much a model depends on the crop
+/// convention (`mien eval --crop-scale`); the firmware's own crop is the model's.
+pub struct Reframed {
+    pub inner: Box<dyn ExpressionClassifier>,
+    pub scale: f32,
+    pub shift: f32,
+}
+
+impl ExpressionClassifier for Reframed {
+    fn input_size(&self) -> (u32, u32) {
+        self.inner.input_size()
+    }
+    fn crop_box(&self, face: &BBox) -> BBox {
+        let b = square_box(face, self.scale);
+        let dy = face.height() * self.shift;
+        BBox { y0: b.y0 + dy, y1: b.y1 + dy, ..b }
+    }
+    fn classify(&mut self, crop: &FaceCrop) -> Result<Expression, ExpressionError> {
+        self.inner.classify(crop)
+    }
+    fn missing_classes(&self) -> &'static [Emotion] {
+        self.inner.missing_classes()
+    }
+    fn describe(&self) -> String {
+        let inner = self.inner.describe();
+        format!("{inner} through a crop of {}x the face box, shifted {:+} box heights", self.scale, self.shift)
+    }
+    fn sha256(&self) -> &str {
+        self.inner.sha256()
+    }
+}
+
 /// Square box around the face centre, `scale` times its longer side.
 pub fn square_box(face: &BBox, scale: f32) -> BBox {
     let (cx, cy) = face.center();

@@ -91,6 +91,12 @@ struct EvalArgs {
     /// Cut detected faces upright, ignoring their roll (the firmware turns them level: expression.align).
     #[arg(long, requires = "images", conflicts_with = "crops")]
     no_align: bool,
+    /// Measure another crop convention: a square this many times the face box's longer side (mien's is 1.13).
+    #[arg(long, requires = "images", conflicts_with = "crops", value_name = "S")]
+    crop_scale: Option<f32>,
+    /// With --crop-scale: move the crop's centre by this many box heights (down when positive; mien's is -0.04).
+    #[arg(long, requires = "crop_scale", value_name = "D", default_value_t = -0.04, allow_hyphen_values = true)]
+    crop_shift: f32,
 }
 
 #[derive(clap::Args, Default)]
@@ -332,6 +338,12 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
     let model = a.model.clone().unwrap_or_else(|| PathBuf::from(&cfg.expression.model));
     let mut classifier =
         mien::expression::load_any(&model).with_context(|| format!("--model {}", model.display()))?;
+    if let Some(scale) = a.crop_scale {
+        if !(scale > 0.2 && scale < 4.0) {
+            anyhow::bail!("--crop-scale {scale}: give a scale between 0.2 and 4 (mien's crop is 1.13)");
+        }
+        classifier = Box::new(mien::expression::Reframed { inner: classifier, scale, shift: a.crop_shift });
+    }
     let mut detector;
     let mode = if a.ferplus.is_some() || a.crops {
         CropMode::Crops

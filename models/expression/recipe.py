@@ -263,8 +263,9 @@ def main():
             run(cmd, **{**kw, **extra})
         # The robustness measurement (the exported files under a line camera's conditions; EXPERIMENTS.md).
         from robust import main as robust
-        robust(["--data", a.data, "--limit", "64", "--models", ",".join(
-            os.path.join(a.work, f) for f in ("mien_student_int8.onnx", "mien_student_fp32.onnx"))])
+        exported = ",".join(os.path.join(a.work, f) for f in ("mien_student_int8.onnx", "mien_student_fp32.onnx"))
+        robust(["--data", a.data, "--limit", "64", "--models", exported])
+        robust(["--data", a.data, "--limit", "64", "--models", exported, "--framing"])
     else:
         run(a.cmd)
 

@@ -112,6 +112,33 @@ CONDITIONS = {
 }
 
 
+def reframe(x, scale, dy=0.0, dx=0.0):
+    """The face as another crop convention cuts it: a square `scale` times the firmware's crop, its centre moved by
+    `dy` (down when positive) and `dx` (right) of the crop's side, scaled back to the same size (antialiased).
+    Outside the FER+ crop there are no pixels, so a looser crop replicates the edge rows and columns."""
+    n = x.shape[-1]
+    side = int(round(n * scale))
+    pad = max(0, int(np.ceil((side - n) / 2 + max(abs(dx), abs(dy)) * n))) + 2
+    y = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    y0 = int(round(pad + n / 2 + dy * n - side / 2))
+    x0 = int(round(pad + n / 2 + dx * n - side / 2))
+    return resize(y[..., y0:y0 + side, x0:x0 + side], n)
+
+
+# name -> (face size, function): the crop convention, at the clean 96 px camera face (`--framing`).
+FRAMING = {
+    "crop 1.00x (the firmware's)": (96, lambda x, g: x),
+    "crop 0.70x (tighter)": (96, lambda x, g: reframe(x, 0.70)),
+    "crop 0.85x": (96, lambda x, g: reframe(x, 0.85)),
+    "crop 1.15x (looser)": (96, lambda x, g: reframe(x, 1.15)),
+    "crop 1.30x": (96, lambda x, g: reframe(x, 1.30)),
+    "crop 1.40x": (96, lambda x, g: reframe(x, 1.40)),
+    "crop moved up 10%": (96, lambda x, g: reframe(x, 1.0, dy=-0.10)),
+    "crop moved down 10%": (96, lambda x, g: reframe(x, 1.0, dy=0.10)),
+    "crop moved sideways 10%": (96, lambda x, g: reframe(x, 1.0, dx=0.10)),
+}
+
+
 def camera(x, face, fn, g):
     """FER+ face -> camera pixels at `face` px -> condition -> 8 bits -> the firmware's 48x48 crop."""
     up = lambda z, s: F.interpolate(z, size=(s, s), mode="bicubic", align_corners=False).clamp(0, 1)
@@ -128,6 +155,8 @@ def main(argv=None):
     p.add_argument("--models", default=",".join(os.path.join(HERE, "..", f) for f in (
         "mien_student_int8.onnx", "mien_student_fp32.onnx", "mien_teacher_fp32.onnx")))
     p.add_argument("--conditions", default="", help="comma-separated names (prefixes) to run; default all")
+    p.add_argument("--framing", action="store_true",
+                   help="instead of the camera conditions: the crop convention (scale 0.7-1.4, shifts)")
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
@@ -138,7 +167,8 @@ def main(argv=None):
     models = [m for m in a.models.split(",") if m]
     sessions = {m: ort_session(m) for m in models}
     want = [c for c in a.conditions.split(",") if c]
-    conds = [c for c in CONDITIONS if not want or any(c.startswith(w) for w in want)]
+    table = FRAMING if a.framing else CONDITIONS
+    conds = [c for c in table if not want or any(c.startswith(w) for w in want)]
     print(f"{len(idx)} {a.split} faces; accuracy / macro-F1 per model (onnxruntime)")
     # Columns are named by file name, or by path where two models share one (a candidate beside the shipped file).
     names = [os.path.basename(m) for m in models]
@@ -148,7 +178,7 @@ def main(argv=None):
     print("|---|" + "---|" * len(models))
     base = {}
     for c in conds:
-        face, fn = CONDITIONS[c]
+        face, fn = table[c]
         g = torch.Generator().manual_seed(a.seed)
         faces = standardize(camera(x, face, fn, g))
         cells = []
