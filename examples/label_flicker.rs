@@ -22,12 +22,12 @@ use mien::privacy::PrivacyGuard;
 use mien::source::{FrameSource, SourceError};
 use mien::uplink::{LabelEvent, LabelSink, SinkError};
 use mien::vocab::Emotion;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-#[path = "common/rng.rs"]
-mod rng;
-use rng::Rng;
+#[path = "common/mod.rs"]
+mod common;
+use common::{read_rgb, site_colour_files, Rng};
 
 #[derive(Parser)]
 struct Args {
@@ -162,24 +162,11 @@ fn changes(labels: &[Option<(u32, Emotion)>]) -> usize {
     n
 }
 
-fn read_face(p: &Path) -> Frame {
-    let img = image::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).into_rgb8();
-    let mut f = Frame::new(img.width(), img.height());
-    f.data.copy_from_slice(img.as_raw());
-    f
-}
-
 fn main() {
     let a = Args::parse();
-    let dir = a.shared.join("data/site-colour/images");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
-        .collect();
-    files.sort();
+    let files = site_colour_files(&a.shared);
     let step = (files.len() / a.faces.max(1)).max(1);
-    let faces: Vec<Frame> = files.iter().step_by(step).take(a.faces).map(|p| read_face(p)).collect();
+    let faces: Vec<Frame> = files.iter().step_by(step).take(a.faces).map(|p| read_rgb(p)).collect();
     let mut base = Config::embedded_default();
     base.camera.width = W;
     base.camera.height = H;

@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 
 #[path = "../tests/common/centerface.rs"]
 mod centerface;
-#[path = "common/rng.rs"]
-mod rng;
-use rng::Rng;
+#[path = "common/mod.rs"]
+mod common;
+use common::{read_rgb, site_colour_files, Rng};
 use centerface::CenterFace;
 
 #[derive(Parser)]
@@ -80,27 +80,9 @@ struct Source {
     face: BBox,
 }
 
-fn read_rgb(p: &Path) -> Frame {
-    let img = image::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).into_rgb8();
-    let mut f = Frame::new(img.width(), img.height());
-    f.data.copy_from_slice(img.as_raw());
-    f
-}
-
 fn whole(f: Frame) -> Source {
     let face = BBox { x0: 0.0, y0: 0.0, x1: f.width as f32, y1: f.height as f32 };
     Source { img: f, face }
-}
-
-fn site_colour_files(shared: &Path) -> Vec<PathBuf> {
-    let dir = shared.join("data/site-colour/images");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
-        .collect();
-    v.sort();
-    v
 }
 
 /// FER+ faces from the train split (the rows come train first; the first 20,000 are all train), grey, 48x48.
