@@ -10,7 +10,7 @@
 //! `SHA256SUMS` beside it, so every loader accepts it. Crops and features stay in memory; the file holds weights
 //! only.
 
-use crate::eval::{CropMode, Cropped, Cropper, Dataset, Metrics};
+use crate::eval::{CropMode, Cropper, Dataset, LeftOut, Metrics};
 use crate::expression::{grey_standardized, Emotion, MienExpression};
 use crate::model::{self, ModelError, Runnable};
 use prost::Message;
@@ -252,21 +252,12 @@ pub fn read_pilot(ds: &Dataset, base: &mut Base, mode: CropMode) -> Result<Pilot
         Pilot { features: Vec::new(), labels: Vec::new(), no_face: 0, unreadable: Vec::new(), skipped: ds.skipped };
     for item in &ds.items {
         let cropped = cropper.crop(item, MienExpression::crop_box_for).map_err(|e| AdaptError::Pilot(e.to_string()))?;
-        let crop = match cropped {
-            Cropped::Face(c) => c,
-            Cropped::NoFace => {
-                p.no_face += 1;
-                continue;
-            }
-            Cropped::Unreadable(e) => {
-                p.unreadable.push(e);
-                continue;
-            }
-        };
+        let Some(crop) = cropped else { continue };
         p.features.push(base.features(crop)?);
         p.labels.push(item.label);
     }
-    Ok(p)
+    let LeftOut { no_face, unreadable } = std::mem::take(&mut cropper.left_out);
+    Ok(Pilot { no_face, unreadable, ..p })
 }
 
 /// Fit a head on `x` (features) and `y` (class indices), starting from and pulled towards `base`:

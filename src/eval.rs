@@ -5,7 +5,7 @@
 //! uncropped images first go through the detector and the same crop box the pipeline uses (largest face).
 
 use crate::detect::{Detections, FaceDetector};
-use crate::expression::{CropSet, Emotion, ExpressionClassifier};
+use crate::expression::{CropSet, Emotion, ExpressionClassifier, FaceCrop};
 use crate::frame::{BBox, Frame};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -221,14 +221,13 @@ pub enum CropMode<'a> {
     Detect { detector: &'a mut dyn FaceDetector, align: bool },
 }
 
-/// What became of one item on its way to the classifier.
-pub enum Cropped<'c> {
-    /// The face crop, as the firmware cuts it (valid until the next item).
-    Face(&'c crate::expression::FaceCrop),
-    /// A whole scene in which the detector found no face.
-    NoFace,
-    /// A file that could not be decoded, with why.
-    Unreadable(String),
+/// The items that did not reach the classifier, and why.
+#[derive(Debug, Default)]
+pub struct LeftOut {
+    /// Whole scenes in which the detector found no face.
+    pub no_face: usize,
+    /// Files that could not be decoded, with why.
+    pub unreadable: Vec<String>,
 }
 
 /// The firmware's path from an item to a classifier's input: decode, detect (largest face) or take the crop as it
@@ -240,17 +239,21 @@ pub struct Cropper<'a> {
     frame: Frame,
     dets: Detections,
     slots: Vec<Option<usize>>,
+    /// What `crop` left out so far.
+    pub left_out: LeftOut,
 }
 
 impl<'a> Cropper<'a> {
     /// Crops of `size` (the classifier's input size).
     pub fn new(mode: CropMode<'a>, size: (u32, u32)) -> Self {
         let crops = CropSet::new(1, size.0, size.1);
-        Cropper { mode, crops, frame: Frame::new(1, 1), dets: Detections::new(), slots: Vec::with_capacity(1) }
+        let (frame, dets, slots) = (Frame::new(1, 1), Detections::new(), Vec::with_capacity(1));
+        Cropper { mode, crops, frame, dets, slots, left_out: LeftOut::default() }
     }
 
-    /// The face of `item`, cut with `crop_box` (the classifier's) around the detected face.
-    pub fn crop(&mut self, item: &Item, crop_box: impl Fn(&BBox) -> BBox) -> Result<Cropped<'_>, EvalError> {
+    /// The face of `item`, cut with `crop_box` (the classifier's) around the detected face (valid until the next
+    /// item); `None`, counted in `left_out`, for an unreadable file or a scene without a face.
+    pub fn crop(&mut self, item: &Item, crop_box: impl Fn(&BBox) -> BBox) -> Result<Option<&FaceCrop>, EvalError> {
         self.crops.wipe();
         match &item.source {
             ItemSource::Grey { width, height, pixels } => {
@@ -261,7 +264,8 @@ impl<'a> Cropper<'a> {
             }
             ItemSource::File(p) => {
                 if let Err(e) = crate::source::replay::decode_image(p, &mut self.frame) {
-                    return Ok(Cropped::Unreadable(e));
+                    self.left_out.unreadable.push(e);
+                    return Ok(None);
                 }
             }
         }
@@ -273,7 +277,10 @@ impl<'a> Cropper<'a> {
                     .map_err(|e| EvalError::Classify(format!("{}: {e}", item.name)))?;
                 match self.dets.iter().max_by(|a, b| a.bbox.area().total_cmp(&b.bbox.area())) {
                     Some(best) => Some((best.bbox, if *align { best.roll } else { 0.0 })),
-                    None => return Ok(Cropped::NoFace),
+                    None => {
+                        self.left_out.no_face += 1;
+                        return Ok(None);
+                    }
                 }
             }
         };
@@ -286,8 +293,11 @@ impl<'a> Cropper<'a> {
         }
         .map_err(crop_err)?;
         match self.slots.first().copied() {
-            Some(Some(slot)) => Ok(Cropped::Face(self.crops.get(slot))),
-            _ => Ok(Cropped::NoFace),
+            Some(Some(slot)) => Ok(Some(self.crops.get(slot))),
+            _ => {
+                self.left_out.no_face += 1;
+                Ok(None)
+            }
         }
     }
 }
@@ -309,24 +319,15 @@ pub fn evaluate(
     let mut rep = Report { metrics: Metrics::default(), skipped: ds.skipped, no_face: 0, unreadable: Vec::new(), classify: Duration::ZERO };
     for (i, item) in ds.items.iter().enumerate() {
         progress(i, ds.items.len());
-        let crop = match cropper.crop(item, |b| classifier.crop_box(b))? {
-            Cropped::Face(c) => c,
-            Cropped::NoFace => {
-                rep.no_face += 1;
-                continue;
-            }
-            Cropped::Unreadable(e) => {
-                rep.unreadable.push(e);
-                continue;
-            }
-        };
+        let Some(crop) = cropper.crop(item, |b| classifier.crop_box(b))? else { continue };
         let t = Instant::now();
         let e = classifier.classify(crop).map_err(|e| EvalError::Classify(format!("{}: {e}", item.name)))?;
         rep.classify += t.elapsed();
         rep.metrics.add(item.label, e.label);
     }
     progress(ds.items.len(), ds.items.len());
-    Ok(rep)
+    let LeftOut { no_face, unreadable } = std::mem::take(&mut cropper.left_out);
+    Ok(Report { no_face, unreadable, ..rep })
 }
 
 /// Where the detector puts its box on FER-style crops: each 48x48 face is scaled up 4x onto a mid-grey canvas
