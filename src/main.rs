@@ -152,12 +152,17 @@ struct RunArgs {
     display_device: Option<String>,
 }
 
-fn load_config(a: &RunArgs) -> anyhow::Result<Config> {
-    let mut cfg = match (&a.config, &a.board) {
+/// The profile `--config FILE` or `--board NAME` names, else the embedded default.
+fn profile(config: &Option<PathBuf>, board: &Option<String>) -> anyhow::Result<Config> {
+    Ok(match (config, board) {
         (Some(p), _) => Config::load(p)?,
         (None, Some(b)) => Config::board(b)?,
         (None, None) => Config::embedded_default(),
-    };
+    })
+}
+
+fn load_config(a: &RunArgs) -> anyhow::Result<Config> {
+    let mut cfg = profile(&a.config, &a.board)?;
     if let Some(s) = &a.source {
         cfg.camera.source = s.clone();
     }
@@ -379,11 +384,7 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
 fn adapt(a: AdaptArgs) -> anyhow::Result<()> {
     use mien::adapt;
     use mien::eval::CropMode;
-    let cfg = match (&a.config, &a.board) {
-        (Some(p), _) => Config::load(p)?,
-        (None, Some(b)) => Config::board(b)?,
-        (None, None) => Config::embedded_default(),
-    };
+    let cfg = profile(&a.config, &a.board)?;
     let data = mien::eval::read_images(&a.images, &a.labels)?;
     let model = a.model.clone().unwrap_or_else(|| PathBuf::from(&cfg.expression.model));
     let mut base = adapt::Base::open(&model).with_context(|| format!("--model {}", model.display()))?;

@@ -87,9 +87,7 @@ impl Parsed {
     pub fn runnable_with_output(&self, output: &str, shape: &[usize]) -> Result<Runnable, ModelError> {
         let mut m = self.model.clone();
         m.select_outputs_by_name([output])
-            .and_then(|()| m.with_input_fact(0, f32::fact(shape).into()))
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
+            .and_then(|()| optimized_for(m, shape))
             .map_err(|e| self.err(format!("output {output:?}, input {shape:?}: {e:#}")))
     }
 
@@ -126,10 +124,7 @@ impl Parsed {
             Ok(())
         };
         go(&mut m).map_err(|e| self.err(format!("{e:#}")))?;
-        m.with_input_fact(0, f32::fact(shape).into())
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| self.err(format!("input {shape:?}: {e:#}")))
+        optimized_for(m, shape).map_err(|e| self.err(format!("input {shape:?}: {e:#}")))
     }
 
     /// `runnable_for(shape)` with a running state kept for it (see `State`).
@@ -149,13 +144,14 @@ impl Parsed {
                 .ok_or_else(|| self.err(format!("input shape {dims:?} is not fixed")))?,
         };
         let Parsed { path, sha256, model } = self;
-        let model = model
-            .with_input_fact(0, f32::fact(&shape).into())
-            .and_then(|m| m.into_optimized())
-            .and_then(|m| m.into_runnable())
-            .map_err(|e| ModelError::Tract { path, msg: format!("{e:#}") })?;
+        let model = optimized_for(model, &shape).map_err(|e| ModelError::Tract { path, msg: format!("{e:#}") })?;
         Ok(Loaded { model, sha256, shape, input_name })
     }
+}
+
+/// `model` with its first input fixed to f32 `shape`, optimized and made runnable.
+fn optimized_for(model: InferenceModel, shape: &[usize]) -> TractResult<Runnable> {
+    model.with_input_fact(0, f32::fact(shape).into())?.into_optimized()?.into_runnable()
 }
 
 /// Load a verified ONNX model with one fixed f32 input shape, optimize it and make it runnable.
