@@ -59,9 +59,7 @@ impl Head {
     }
 
     pub fn predict(&self, f: &[f32]) -> Emotion {
-        let l = self.logits(f);
-        let best = (0..K).fold(0, |b, c| if l[c] > l[b] { c } else { b });
-        Emotion::ALL[best]
+        Emotion::top(&self.logits(f)).0
     }
 }
 
@@ -487,8 +485,7 @@ mod tests {
                 let f = base.features(crop).unwrap();
                 let l = base.head.logits(&f);
                 let e = model.classify(crop).unwrap();
-                let best = (0..K).fold(0, |b, c| if l[c] > l[b] { c } else { b });
-                assert_eq!(Emotion::ALL[best], e.label, "{file}");
+                assert_eq!(Emotion::top(&l).0, e.label, "{file}");
                 let m = l.iter().copied().fold(f32::MIN, f32::max);
                 let p = 1.0 / l.iter().map(|v| (v - m).exp()).sum::<f32>();
                 assert!((p - e.confidence).abs() < 1e-4, "{file}: {p} vs {}", e.confidence);

@@ -88,10 +88,6 @@ impl LabelSmoother {
     /// The label and confidence to send for `track`'s face at `ts_ms`, given this frame's own label and its
     /// probabilities (off, or a face without a track: the frame's own).
     pub fn smooth(&mut self, track: u32, ts_ms: u64, own: (Emotion, f32), probs: &[f32; 8]) -> (Emotion, f32) {
-        let top = |p: &[f32; 8]| {
-            let i = (0..8).fold(0, |b, c| if p[c] > p[b] { c } else { b });
-            (Emotion::ALL[i], p[i])
-        };
         if self.window_ms == 0 || track == u32::MAX {
             return own;
         }
@@ -121,7 +117,7 @@ impl LabelSmoother {
                 self.tracks.len() - 1
             }
         };
-        top(&self.tracks[i].probs)
+        Emotion::top(&self.tracks[i].probs)
     }
 }
 
@@ -130,8 +126,7 @@ mod tests {
     use super::*;
 
     fn smooth(s: &mut LabelSmoother, track: u32, ts: u64, p: &[f32; 8]) -> (Emotion, f32) {
-        let i = (0..8).fold(0, |b, c| if p[c] > p[b] { c } else { b });
-        s.smooth(track, ts, (Emotion::ALL[i], p[i]), p)
+        s.smooth(track, ts, Emotion::top(p), p)
     }
 
     fn one_hot(e: Emotion, p: f32) -> [f32; 8] {

@@ -46,6 +46,13 @@ impl Emotion {
     pub fn index(self) -> usize {
         self as usize
     }
+
+    /// The class with the largest of `scores` (probabilities or logits, in FER+ order; the first on a tie), and
+    /// that score.
+    pub fn top(scores: &[f32; 8]) -> (Emotion, f32) {
+        let i = (0..8).fold(0, |b, c| if scores[c] > scores[b] { c } else { b });
+        (Emotion::ALL[i], scores[i])
+    }
 }
 
 impl std::str::FromStr for Emotion {
