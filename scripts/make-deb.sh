@@ -63,6 +63,7 @@ SIZE=$(du -sk --exclude=DEBIAN "$ROOT" | cut -f1)
     echo "Maintainer: mien developers <mien@localhost>"
     echo "Installed-Size: $SIZE"
     [ -n "$DEPENDS" ] && echo "Depends: $DEPENDS"
+    echo "Suggests: prometheus-node-exporter"
     echo "Section: video"
     echo "Priority: optional"
     echo "Description: camera firmware: blurs faces in place, sends only expression labels"

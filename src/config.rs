@@ -9,6 +9,7 @@ pub use crate::board::{BoardInfo, GpioConfig};
 pub use crate::detect::DetectConfig;
 pub use crate::display::DisplayConfig;
 pub use crate::expression::{ExpressionConfig, ExpressionKind};
+pub use crate::metrics::MetricsConfig;
 pub use crate::privacy::PrivacyConfig;
 pub use crate::source::CameraConfig;
 pub use crate::uplink::mqtt::MqttConfig;
@@ -30,6 +31,7 @@ pub struct Config {
     pub uplink: MqttConfig,
     pub display: DisplayConfig,
     pub gpio: GpioConfig,
+    pub metrics: MetricsConfig,
     pub runtime: RuntimeConfig,
 }
 
@@ -129,6 +131,7 @@ impl Config {
             self.expression.validate(),
             self.display.validate(),
             self.gpio.validate(),
+            self.metrics.validate(),
         ];
         for check in sections {
             if let Err((field, msg)) = check {
@@ -173,6 +176,10 @@ mod tests {
             ("[detect]\nthreshold = 0.5\n", "threshold"),
             ("[camera]\nfps = \"fast\"\n", "fps"),
             ("[expression]\nmin_face = 2\n", "expression.min_face"),
+            ("[metrics]\nlisten = \"9464\"\n", "metrics.listen"),
+            ("[metrics]\ninterval_ms = 10\n", "metrics.interval_ms"),
+            ("[metrics]\ntextfile = \"/run/mien/mien.txt\"\n", "metrics.textfile"),
+            ("[metrics]\nport = 9464\n", "port"),
             ("[expression]\nmin_score = 1.5\n", "expression.min_score"),
             ("[expression]\nsmoothing_ms = 100000\n", "expression.smoothing_ms"),
             ("[detect]\nmin_face = 4\n", "detect.min_face"),

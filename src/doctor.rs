@@ -78,7 +78,52 @@ pub fn run(cfg: &Config) -> Vec<Check> {
     out.extend(disks(cfg));
     out.push(screen(cfg));
     out.push(gpio(cfg));
+    out.extend(metrics(cfg));
     out
+}
+
+/// node_exporter's textfile directory on Debian and Raspberry Pi OS (prometheus-node-exporter).
+const NODE_EXPORTER_DIR: &str = "/var/lib/prometheus/node-exporter";
+
+/// `[metrics]`: the textfile's directory can be written (or is the service's own /run/mien) and node_exporter
+/// can find the file; the endpoint's address can be bound.
+fn metrics(cfg: &Config) -> Vec<Check> {
+    let m = &cfg.metrics;
+    if !m.enabled() {
+        return vec![Check { name: "metrics", verdict: Verdict::Skip, detail: "metrics.textfile and metrics.listen are off".into() }];
+    }
+    let mut v = Vec::new();
+    if !m.textfile.is_empty() {
+        let file = Path::new(&m.textfile);
+        let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let seen_by_exporter = file.starts_with(NODE_EXPORTER_DIR)
+            || std::fs::read_dir(NODE_EXPORTER_DIR).is_ok_and(|d| {
+                d.filter_map(|e| e.ok()).any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l == file))
+            });
+        let reader = if seen_by_exporter {
+            format!("node_exporter reads it from {NODE_EXPORTER_DIR}")
+        } else {
+            format!("no link to it in {NODE_EXPORTER_DIR} (node_exporter's textfile collector will not see it)")
+        };
+        let (verdict, detail) = match std::fs::metadata(dir) {
+            Ok(md) if md.is_dir() && !md.permissions().readonly() => {
+                (if seen_by_exporter { Verdict::Pass } else { Verdict::Warn }, format!("{}: {reader}", file.display()))
+            }
+            Ok(_) => (Verdict::Fail, format!("metrics.textfile: {} is not a writable directory", dir.display())),
+            Err(_) if dir == Path::new("/run/mien") => {
+                (Verdict::Warn, format!("{}: /run/mien appears when the service starts (RuntimeDirectory); {reader}", file.display()))
+            }
+            Err(e) => (Verdict::Fail, format!("metrics.textfile: {}: {e}", dir.display())),
+        };
+        v.push(Check { name: "metrics file", verdict, detail });
+    }
+    if !m.listen.is_empty() {
+        let r = std::net::TcpListener::bind(&m.listen)
+            .map(|l| format!("http://{}/metrics can be served", l.local_addr().map_or(m.listen.clone(), |a| a.to_string())))
+            .map_err(|e| format!("metrics.listen {}: {e} (is mien's service already running?)", m.listen));
+        v.push(check("metrics endpoint", r));
+    }
+    v
 }
 
 fn camera(cfg: &Config) -> Result<String, String> {

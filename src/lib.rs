@@ -14,6 +14,7 @@ pub mod doctor;
 pub mod eval;
 pub mod expression;
 pub mod frame;
+pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod pipeline;

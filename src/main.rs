@@ -246,13 +246,22 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     };
     let detector = mien::detect::load_for_camera(&cfg.detect, cfg.camera.width, cfg.camera.height);
     let classifier = mien::expression::load_configured(&cfg.expression);
+    // The status message and the metrics report the models actually verified and loaded, not the files on disk.
+    let loaded = [
+        ("detect", &cfg.detect.model, detector.as_ref().map_or("not loaded", |d| d.sha256()).to_string()),
+        ("expression", &cfg.expression.model, classifier.as_ref().map_or("not loaded", |c| c.sha256()).to_string()),
+    ];
+    let metrics = cfg.metrics.enabled().then(|| {
+        let models: Vec<_> = loaded.iter().map(|(r, f, h)| (r.to_string(), f.to_string(), h.clone())).collect();
+        Arc::new(mien::metrics::Metrics::new(&models))
+    });
+    let exporter = match &metrics {
+        Some(m) => Some(mien::metrics::Exporter::start(m.clone(), &cfg.metrics)?),
+        None => None,
+    };
     let mut sinks: Vec<Box<dyn mien::uplink::LabelSink>> = Vec::new();
     if cfg.uplink.enabled {
-        // The status message reports the models actually verified and loaded, not the files on disk.
-        let models = vec![
-            ("detect".to_string(), detector.as_ref().map_or("not loaded", |d| d.sha256()).to_string()),
-            ("expression".to_string(), classifier.as_ref().map_or("not loaded", |c| c.sha256()).to_string()),
-        ];
+        let models = loaded.iter().map(|(r, _, h)| (r.to_string(), h.clone())).collect();
         sinks.push(Box::new(mien::uplink::mqtt::MqttSink::start(&cfg.uplink, models)?));
     }
     if !cfg.output.labels.is_empty() {
@@ -289,6 +298,9 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         board,
     };
     let mut p = Pipeline::new(stages, &cfg);
+    if let Some(m) = metrics {
+        p.with_metrics(m);
+    }
     let t = std::time::Instant::now();
     // Under systemd (Type=notify): ready once models and camera are up; the watchdog is fed every loop turn.
     let mut notifier = mien::notify::Notifier::from_env();
@@ -296,6 +308,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     p.on_turn(Box::new(move || notifier.alive()));
     let s = p.run_until(cfg.runtime.max_frames, stop_on_signals());
     mien::notify::Notifier::from_env().stopping();
+    drop(exporter); // the textfile's last write, with the final counts
     let s = s?;
     let secs = t.elapsed().as_secs_f64();
     let per = |d: std::time::Duration| d.as_secs_f64() * 1e3 / s.frames.max(1) as f64;

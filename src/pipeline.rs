@@ -9,6 +9,7 @@ use crate::detect::{DetectError, Detections, FaceDetector, MAX_FACES};
 use crate::display::{DisplayStage, FaceView, Status};
 use crate::expression::{CropSet, ExpressionClassifier};
 use crate::frame::Frame;
+use crate::metrics::{Metrics, Turn, TurnKind};
 use crate::privacy::{PrivacyGuard, Protected};
 use crate::save::FrameSaver;
 use crate::source::{FrameSource, SourceError};
@@ -16,7 +17,7 @@ use crate::track::{LabelSmoother, Tracker};
 use crate::uplink::{Health, LabelEvent, LabelSink};
 use crate::vocab::{CameraState, PrivacyState};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -149,6 +150,8 @@ pub struct Pipeline {
     status: Status,
     last_frame: Option<Instant>,
     on_turn: Option<Box<dyn FnMut() + Send>>,
+    /// The fleet's metrics (`[metrics]`), counted after every loop turn.
+    metrics: Option<Arc<Metrics>>,
     /// Detection workers (`runtime.threads` > 1), and whether the source has ended while frames were in flight.
     workers: Option<Workers>,
     ended: bool,
@@ -319,6 +322,7 @@ impl Pipeline {
             status: Status::default(),
             last_frame: None,
             on_turn: None,
+            metrics: None,
             workers,
             ended: false,
             stats: RunStats::default(),
@@ -331,6 +335,36 @@ impl Pipeline {
     /// the rest of the stages (blur first) one at a time, so outputs keep their order and no frame leaves
     /// before its blur.
     pub fn step(&mut self, timing: &mut StepTiming) -> anyhow::Result<StepOutcome> {
+        let outcome = self.step_frame(timing)?;
+        if let Some(m) = &self.metrics {
+            if let Some(turn) = self.turn(timing, outcome) {
+                m.observe(&turn);
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// A loop turn as the metrics count it (none at the end of the source).
+    fn turn(&self, timing: &StepTiming, outcome: StepOutcome) -> Option<Turn> {
+        let what = match outcome {
+            StepOutcome::Processed { faces, labels, state } => TurnKind::Processed { faces, labels, privacy: state },
+            StepOutcome::Corrupt => TurnKind::Corrupt,
+            StepOutcome::Unavailable => TurnKind::CameraAway,
+            StepOutcome::End => return None,
+        };
+        let t = timing;
+        Some(Turn {
+            what,
+            seconds: [t.capture, t.detect, t.blur, t.classify, t.output].map(|d| d.as_secs_f64()),
+            fps: self.status.fps,
+            camera: self.status.camera,
+            reconnects: self.st.source.reconnects(),
+            link: self.status.uplink,
+            uplink: self.st.sink.counters(),
+        })
+    }
+
+    fn step_frame(&mut self, timing: &mut StepTiming) -> anyhow::Result<StepOutcome> {
         *timing = StepTiming::default();
         if self.workers.is_some() {
             return self.step_parallel(timing);
@@ -490,6 +524,11 @@ impl Pipeline {
     /// Called after every loop turn of `run` (frame or not): the service watchdog's heartbeat.
     pub fn on_turn(&mut self, f: Box<dyn FnMut() + Send>) {
         self.on_turn = Some(f);
+    }
+
+    /// Count every loop turn into these metrics (`[metrics]`; see `metrics::Exporter`).
+    pub fn with_metrics(&mut self, m: Arc<Metrics>) {
+        self.metrics = Some(m);
     }
 
     /// What the screen and LED show now.

@@ -25,6 +25,9 @@ fn every_board_profile_loads_and_is_complete() {
             );
             assert!(c.camera.source.starts_with("/dev/video"), "{}: a board reads a camera", p.display());
             assert!(c.uplink.tls, "{}: TLS is on by default on boards", p.display());
+            // Metrics for the fleet's node_exporter, on the service's tmpfs; no port opened by default.
+            assert_eq!(c.metrics.textfile, "/run/mien/mien.prom", "{}: metrics.textfile", p.display());
+            assert!(c.metrics.listen.is_empty(), "{}: metrics.listen opens a port; leave it to the site", p.display());
             // Pi boards have a screen and a status LED; every LED pin is distinct from the display's lines.
             if stem.starts_with("rpi") || stem == "zero2w" {
                 assert_ne!(c.display.kind, mien::display::DisplayKind::None, "{}: display", p.display());

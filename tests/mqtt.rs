@@ -6,60 +6,10 @@ mod common;
 use common::*;
 use rumqttc::{Client, Event, Incoming, MqttOptions, QoS};
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-struct Broker {
-    child: Child,
-    port: u16,
-    conf: PathBuf,
-}
-
-impl Broker {
-    /// Anonymous broker with persistence (queued messages for offline sessions survive a restart).
-    fn start(dir: &Path, port: u16) -> Broker {
-        let body = format!("allow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\n", dir.display());
-        Self::start_with(dir, port, &body)
-    }
-    fn start_with(dir: &Path, port: u16, body: &str) -> Broker {
-        let conf = dir.join("mosquitto.conf");
-        // Run as root, mosquitto would switch to user `mosquitto`, who cannot read the test's private dir.
-        let user = if unsafe { libc::geteuid() } == 0 { "user root\n" } else { "" };
-        std::fs::write(&conf, format!("{user}listener {port} 127.0.0.1\n{body}")).unwrap();
-        let mut b = Broker { child: Self::spawn(&conf), port, conf };
-        b.wait_up();
-        b
-    }
-    fn spawn(conf: &Path) -> Child {
-        Command::new("mosquitto").arg("-c").arg(conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("mosquitto (apt install mosquitto)")
-    }
-    fn wait_up(&mut self) {
-        let t = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(10), "mosquitto did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    fn stop(&mut self) {
-        // SIGTERM: mosquitto saves its persistence database (queued messages for offline sessions).
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-    fn restart(&mut self) {
-        self.child = Self::spawn(&self.conf);
-        self.wait_up();
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Open a spool directory the way a restarted mien would (checks and recovers it).
 fn open_spool(dir: &Path) -> (mien::uplink::spool::Spool, mien::uplink::spool::Recovery) {
@@ -70,10 +20,6 @@ fn open_spool(dir: &Path) -> (mien::uplink::spool::Spool, mien::uplink::spool::R
         fsync_interval: Duration::ZERO,
     })
     .unwrap()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A persistent-session subscriber: messages published while it is away are queued for it by the broker.
@@ -159,33 +105,13 @@ fn edit(path: &Path, edits: &[(&str, &str)]) {
     std::fs::write(path, replaced(&std::fs::read_to_string(path).unwrap(), edits)).unwrap();
 }
 
-/// The default profile with the uplink on, pointed at 127.0.0.1:`port` without TLS, spooling under `dir`.
-fn profile(dir: &Path, port: u16) -> PathBuf {
-    let p = dir.join("mqtt.toml");
-    let spool = format!("spool_dir = \"{}/spool\"", dir.display());
-    let text = replaced(
-        mien::config::DEFAULT_PROFILE,
-        &[
-            ("enabled = false\nhost", "enabled = true\nhost"),
-            ("port = 8883", &format!("port = {port}")),
-            ("tls = true", "tls = false"),
-            ("device = \"\"", "device = \"cam1\""),
-            ("spool_dir = \"/var/lib/mien/spool\"", &spool),
-            ("drain_s = 5", "drain_s = 20"),
-            ("host = \"localhost\"", "host = \"127.0.0.1\""),
-        ],
-    );
-    std::fs::write(&p, &text).unwrap();
-    p
-}
-
 #[test]
 fn labels_arrive_once_in_order_with_only_schema_fields() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let _b = Broker::start(dir.path(), port);
     let rx = subscribe(port, "mien/site/cam1/#");
-    let cfg = profile(dir.path(), port);
+    let cfg = uplink_profile(dir.path(), port);
     let labels = dir.path().join("labels.jsonl");
     run_ok(&["run", "--config", cfg.to_str().unwrap(), "--labels", labels.to_str().unwrap()]);
     let local = label_lines(&labels);
@@ -204,7 +130,7 @@ fn status_reports_camera_and_privacy_at_once() {
     let port = free_port();
     let _b = Broker::start(dir.path(), port);
     let rx = subscribe(port, "mien/site/cam1/status");
-    let cfg = profile(dir.path(), port);
+    let cfg = uplink_profile(dir.path(), port);
     // No detector: every frame masked whole. The status says so without waiting for the 30 s period.
     let mut run = mien()
         .args(["run", "--config", cfg.to_str().unwrap(), "--detect-model", "/nonexistent.onnx", "--loop", "--fps", "10"])
@@ -238,7 +164,7 @@ fn broker_outage_loses_no_label() {
     let port = free_port();
     let mut b = Broker::start(dir.path(), port);
     let rx = subscribe(port, "mien/site/cam1/expression");
-    let cfg = profile(dir.path(), port);
+    let cfg = uplink_profile(dir.path(), port);
     let labels = dir.path().join("labels.jsonl");
     // ~4 s of frames at 20 fps; the broker is away for about 1.5 s of it.
     let mut mien_run = mien()
@@ -267,7 +193,7 @@ fn broker_outage_loses_no_label() {
 fn unreachable_broker_spools_and_the_pipeline_keeps_blurring() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port(); // nothing listens there
-    let cfg = profile(dir.path(), port);
+    let cfg = uplink_profile(dir.path(), port);
     let saved = dir.path().join("saved");
     let out = mien()
         .args(["run", "--config", cfg.to_str().unwrap(), "--labels", "-", "--save-blurred", saved.to_str().unwrap()])
@@ -290,7 +216,7 @@ fn bad_tls_files_and_wrong_password_are_clear() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     // TLS on with a CA file that does not exist: refused at start, naming the field.
-    let cfg = profile(dir.path(), port);
+    let cfg = uplink_profile(dir.path(), port);
     edit(&cfg, &[("tls = false", "tls = true"), ("/etc/mien/ca.pem", "/nonexistent/ca.pem")]);
     let out = mien().args(["run", "--config", cfg.to_str().unwrap()]).output().unwrap();
     assert!(!out.status.success());
@@ -311,7 +237,7 @@ fn bad_tls_files_and_wrong_password_are_clear() {
     let _b = Broker::start_with(dir.path(), port, &format!("allow_anonymous false\npassword_file {}\n", pwfile.display()));
     let wrong = dir.path().join("wrong");
     std::fs::write(&wrong, "wrong\n").unwrap();
-    let cfg = profile(dir.path(), port);
+    let cfg = uplink_profile(dir.path(), port);
     let password_file = format!("password_file = \"{}\"", wrong.display());
     edit(
         &cfg,
@@ -328,7 +254,7 @@ fn bad_tls_files_and_wrong_password_are_clear() {
 fn sigkill_while_spooling_loses_nothing_with_fsync_always() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cfg = profile(dir.path(), port);
+    let cfg = uplink_profile(dir.path(), port);
     edit(&cfg, &[("fsync = \"interval\"", "fsync = \"always\"")]);
     // Broker down: every label goes to the spool. Kill mien with SIGKILL at awkward moments, five times.
     let data = dir.path().join("spool/spool.dat");
@@ -408,7 +334,7 @@ fn tls_with_client_certificate_delivers_and_a_wrong_ca_is_refused() {
         ),
     );
     let rx = subscribe(plain_port, "mien/site/cam1/expression");
-    let cfg = profile(d, port);
+    let cfg = uplink_profile(d, port);
     let base = std::fs::read_to_string(&cfg).unwrap();
     let tls = |ca: &str| {
         replaced(
@@ -446,7 +372,7 @@ fn per_track_aggregates_count_the_labels() {
     let port = free_port();
     let _b = Broker::start(dir.path(), port);
     let rx = subscribe(port, "mien/site/cam1/#");
-    let cfg = profile(dir.path(), port);
+    let cfg = uplink_profile(dir.path(), port);
     edit(&cfg, &[("aggregate_s = 0", "aggregate_s = 1")]);
     let labels = dir.path().join("labels.jsonl");
     // 40 frames at 10 fps: about four one-second windows.
@@ -482,7 +408,7 @@ fn per_track_aggregates_count_the_labels() {
 fn full_spool_drops_oldest_and_status_reports_the_count() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cfg = profile(dir.path(), port);
+    let cfg = uplink_profile(dir.path(), port);
     edit(&cfg, &[("spool_max_bytes = 16777216", "spool_max_bytes = 4096"), ("drain_s = 20", "drain_s = 1")]);
     // Broker away: 100 labels (~13 KB) into a 4 KiB spool.
     let out = run_ok(&["run", "--config", cfg.to_str().unwrap(), "--labels", "-", "--loop", "--max-frames", "100"]);

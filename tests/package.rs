@@ -89,6 +89,7 @@ fn deb_contents_unit_and_packaged_binary() {
         "DeviceAllow=char-video4linux rw",
         "DeviceAllow=char-gpiochip rw",
         "StateDirectory=mien",
+        "RuntimeDirectory=mien",
         "ExecStart=/usr/bin/mien run --config /etc/mien/mien.toml",
     ] {
         assert!(unit.contains(k), "unit lacks {k:?}");

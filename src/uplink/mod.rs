@@ -72,6 +72,18 @@ pub struct Health {
     pub reconnects: u64,
 }
 
+/// The MQTT uplink's counters (spool and broker), for tests, the status message and the metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UplinkCounters {
+    /// Labels in the spool, not yet acknowledged by the broker.
+    pub pending: u64,
+    /// Labels dropped because the spool was full.
+    pub dropped: u64,
+    /// Labels the broker acknowledged.
+    pub sent: u64,
+    pub connected: bool,
+}
+
 pub trait LabelSink: Send {
     fn send(&mut self, ev: &LabelEvent) -> Result<(), SinkError>;
     /// Called once per processed frame (for rates in status messages).
@@ -81,6 +93,10 @@ pub trait LabelSink: Send {
         LinkState::Local
     }
     fn health(&mut self, _h: Health) {}
+    /// The spool and broker counters, for a sink that has them.
+    fn counters(&self) -> Option<UplinkCounters> {
+        None
+    }
 }
 
 /// Several sinks at once (e.g. MQTT and a local JSON-lines file).
@@ -101,6 +117,14 @@ impl LabelSink for TeeSink {
     }
     fn health(&mut self, h: Health) {
         self.0.iter_mut().for_each(|s| s.health(h))
+    }
+    fn counters(&self) -> Option<UplinkCounters> {
+        self.0.iter().filter_map(|s| s.counters()).reduce(|a, b| UplinkCounters {
+            pending: a.pending + b.pending,
+            dropped: a.dropped + b.dropped,
+            sent: a.sent + b.sent,
+            connected: a.connected && b.connected,
+        })
     }
 }
 

@@ -9,7 +9,7 @@
 //! last will that turns it to `offline` when the device drops off.
 
 use super::spool::{Fsync, Spool, SpoolConfig};
-use super::{Health, LabelEvent, LabelSink, LinkState, SinkError};
+use super::{Health, LabelEvent, LabelSink, LinkState, SinkError, UplinkCounters};
 use crate::vocab::Emotion;
 use rumqttc::{Client, Event, Incoming, LastWill, MqttOptions, Outgoing, QoS, TlsConfiguration, Transport};
 use serde::{Deserialize, Serialize};
@@ -312,15 +312,6 @@ pub struct MqttSink {
     aggregate: Option<Aggregator>,
 }
 
-/// Counters a test or the status line can read.
-#[derive(Debug, Clone, Copy)]
-pub struct UplinkCounters {
-    pub pending: u64,
-    pub dropped: u64,
-    pub sent: u64,
-    pub connected: bool,
-}
-
 impl MqttSink {
     /// Open the spool (recovering it) and start the network thread. Config and file errors come back here;
     /// a broker that cannot be reached is not an error: labels spool until it can.
@@ -451,6 +442,10 @@ impl LabelSink for MqttSink {
         if changed {
             self.shared.health_changed.store(true, Ordering::Relaxed);
         }
+    }
+
+    fn counters(&self) -> Option<UplinkCounters> {
+        Some(MqttSink::counters(self))
     }
 
     fn link(&self) -> LinkState {

@@ -3,7 +3,10 @@
 //! and training from the firmware's BlazeFace, to check the blur without trusting the detector that placed it.
 #![allow(dead_code)]
 
+mod broker;
 mod centerface;
+#[allow(unused_imports)]
+pub use broker::{free_port, uplink_profile, Broker};
 #[allow(unused_imports)]
 pub use centerface::CenterFace;
 use mien::frame::Frame;
