@@ -47,6 +47,7 @@ done
   cat "boards/$BOARD.toml"; } > "$ROOT/etc/mien/mien.toml"
 chmod 644 "$ROOT/etc/mien/mien.toml"
 install -Dm644 packaging/mien.service "$ROOT/lib/systemd/system/mien.service"
+install -Dm644 packaging/prometheus/mien-alerts.yml "$ROOT/usr/share/mien/prometheus/mien-alerts.yml"
 install -Dm644 README.md "$ROOT/usr/share/doc/mien/README.md"
 install -Dm644 models/ATTRIBUTION.md "$ROOT/usr/share/doc/mien/MODELS-ATTRIBUTION.md"
 install -Dm644 models/README.md "$ROOT/usr/share/doc/mien/MODEL-CARD.md"

@@ -189,7 +189,7 @@ impl Metrics {
         }
         let build = register(
             r,
-            IntGaugeVec::new(Opts::new("mien_build_info", "The firmware build (value 1)."), &["version", "target"])
+            IntGaugeVec::new(Opts::new("mien_build_info", "The firmware build (value 1)."), &["version", "arch"])
                 .expect("valid name"),
         );
         build.with_label_values(&[env!("CARGO_PKG_VERSION"), std::env::consts::ARCH]).set(1);

@@ -360,3 +360,24 @@ fn doctor_checks_the_metrics_outputs() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.lines().any(|l| l.contains("FAIL") && l.contains("metrics.textfile: /nonexistent")), "{text}");
 }
+
+#[test]
+#[ignore = "needs promtool (tests/prom/fetch.sh); .ci/run runs it"]
+fn the_alerting_rules_are_valid_fire_when_they_should_and_the_readme_shows_them() {
+    let dir = repo("packaging/prometheus");
+    for args in [&["check", "rules", "mien-alerts.yml"][..], &["test", "rules", "mien-alerts.test.yml"][..]] {
+        let out = Command::new(prom_tool("promtool")).args(args).current_dir(&dir).output().unwrap();
+        let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && said.contains("SUCCESS"), "promtool {args:?}:\n{said}");
+    }
+    // Every rule's name and expression appear in the README as they are in the file.
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let rules = std::fs::read_to_string(dir.join("mien-alerts.yml")).unwrap();
+    let mut n = 0;
+    for l in rules.lines().map(str::trim).filter(|l| l.starts_with("- alert:") || l.starts_with("expr:")) {
+        let l = l.trim_start_matches("- ");
+        assert!(readme.contains(l), "README lacks {l:?}");
+        n += 1;
+    }
+    assert_eq!(n, 12, "six alerts, each with its expression");
+}

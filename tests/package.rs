@@ -52,6 +52,7 @@ fn deb_contents_unit_and_packaged_binary() {
         "/usr/share/mien/models/mien_student_int8.onnx",
         "/usr/share/mien/models/mien_student_fp32.onnx",
         "/usr/share/mien/models/faceapi_expression.onnx",
+        "/usr/share/mien/prometheus/mien-alerts.yml",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -62,7 +63,7 @@ fn deb_contents_unit_and_packaged_binary() {
     assert_eq!(files, want);
 
     let control = sh(Command::new("dpkg-deb").args(["-f", deb]));
-    for k in ["Package: mien", "Architecture: amd64", "Depends: libc6", "Version: 0.1.0"] {
+    for k in ["Package: mien", "Architecture: amd64", "Depends: libc6", "Version: 0.1.0", "Suggests: prometheus-node-exporter"] {
         assert!(control.contains(k), "control lacks {k:?}:\n{control}");
     }
     let x = out.path().join("root");
