@@ -29,6 +29,39 @@ pub trait FrameSource: Send {
     }
 }
 
+/// One captured buffer of `fmt` (`width` x `height`, `stride` bytes per line as the driver reports it, 0 when it
+/// does not) into `frame` as RGB. A buffer too short for its size, or a JPEG that is cut off or broken, is an
+/// error (the frame is then dropped unseen); the bytes are never trusted beyond their length.
+pub fn convert(
+    fmt: PixelFormat,
+    data: &[u8],
+    width: u32,
+    height: u32,
+    stride: usize,
+    frame: &mut Frame,
+) -> Result<(), crate::pixels::PixelError> {
+    use crate::pixels::{self, PixelError};
+    let w = width as usize;
+    match fmt {
+        PixelFormat::Yuyv => {
+            frame.ensure_size(width, height);
+            pixels::yuyv_to_rgb(data, stride.max(w * 2), frame)
+        }
+        PixelFormat::Grey => {
+            frame.ensure_size(width, height);
+            pixels::grey_to_rgb(data, stride.max(w), frame)
+        }
+        PixelFormat::Rgb24 => {
+            frame.ensure_size(width, height);
+            pixels::rgb_to_rgb(data, stride.max(w * 3), frame)
+        }
+        PixelFormat::Mjpeg => {
+            pixels::check_jpeg_complete(data)?;
+            replay::decode_image_bytes(data, frame).map_err(|e| PixelError::Convert(format!("MJPEG: {e}")))
+        }
+    }
+}
+
 /// Pixel formats mien negotiates, in order of preference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PixelFormat {

@@ -99,16 +99,30 @@ impl FrameSource for ReplaySource {
     }
 }
 
-/// Decode an image file (JPEG, PNG) into `frame`; truncated JPEGs are refused. The error names the file.
+/// Decode an image file (JPEG, PNG, PGM/PPM) into `frame`; truncated JPEGs are refused. The error names the file.
 pub fn decode_image(path: &Path, frame: &mut Frame) -> Result<(), String> {
-    let corrupt = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-    let bytes = std::fs::read(path).map_err(|e| corrupt(&e))?;
-    let format = image::guess_format(&bytes).map_err(|e| corrupt(&e))?;
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    decode_image_bytes(&bytes, frame).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The largest replayed image side, and the most a decoder may allocate: a hostile or broken file that claims
+/// more is refused before any allocation.
+pub const MAX_IMAGE_SIDE: u32 = 8192;
+const MAX_DECODE_ALLOC: u64 = 256 << 20;
+
+/// Decode an image (JPEG, PNG, PGM/PPM, told apart by their bytes) into `frame`.
+pub fn decode_image_bytes(bytes: &[u8], frame: &mut Frame) -> Result<(), String> {
+    let format = image::guess_format(bytes).map_err(|e| e.to_string())?;
     if format == image::ImageFormat::Jpeg {
-        pixels::check_jpeg_complete(&bytes).map_err(|e| corrupt(&e))?;
+        pixels::check_jpeg_complete(bytes).map_err(|e| e.to_string())?;
     }
-    let img = image::load_from_memory_with_format(&bytes, format).map_err(|e| corrupt(&e))?;
-    let rgb = img.into_rgb8();
+    let mut reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_DECODE_ALLOC);
+    reader.limits(limits);
+    let rgb = reader.decode().map_err(|e| e.to_string())?.into_rgb8();
     frame.ensure_size(rgb.width(), rgb.height());
     frame.data.copy_from_slice(rgb.as_raw());
     Ok(())
@@ -163,5 +177,24 @@ mod tests {
         assert!(e.to_string().contains("no images"), "{e}");
         let e = ReplaySource::open(&d.path().join("nope"), 0.0, false).err().unwrap();
         assert!(e.to_string().contains("nope"), "{e}");
+    }
+
+    #[test]
+    fn pgm_and_ppm_frames_replay_and_oversized_images_are_refused_before_allocating() {
+        let d = tempfile::tempdir().unwrap();
+        let mut pgm = b"P5\n3 2\n255\n".to_vec();
+        pgm.extend([0, 50, 100, 150, 200, 250]);
+        std::fs::write(d.path().join("a.pgm"), &pgm).unwrap();
+        std::fs::write(d.path().join("b.ppm"), b"P3\n1 1\n255\n10 20 30\n").unwrap();
+        let mut s = ReplaySource::open(d.path(), 0.0, false).unwrap();
+        let mut f = Frame::new(1, 1);
+        assert!(s.next_frame(&mut f).unwrap());
+        assert_eq!((f.width, f.height), (3, 2));
+        assert_eq!(&f.data[3..6], &[50, 50, 50], "grey becomes RGB");
+        assert!(s.next_frame(&mut f).unwrap());
+        assert_eq!(&f.data[..], &[10, 20, 30]);
+        // A header that claims a frame far beyond any camera: refused, not a 40 GB allocation.
+        let e = decode_image_bytes(b"P5\n120000 120000\n255\n\0\0", &mut f).unwrap_err();
+        assert!(e.to_lowercase().contains("limit"), "{e}");
     }
 }

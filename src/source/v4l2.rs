@@ -5,7 +5,6 @@
 
 use super::{CameraConfig, FrameSource, PixelFormat, SourceError};
 use crate::frame::{now_ms, Frame};
-use crate::pixels;
 use std::time::{Duration, Instant};
 use v4l::buffer::Type;
 use v4l::io::traits::CaptureStream;
@@ -222,14 +221,8 @@ impl FrameSource for V4l2Source {
         if meta.flags.bits() & V4L2_BUF_FLAG_ERROR != 0 {
             return Err(SourceError::Corrupt(format!("frame seq {}: driver flagged the buffer as bad", meta.sequence)));
         }
-        frame.ensure_size(w, h);
-        let res = match fmt {
-            PixelFormat::Yuyv => pixels::yuyv_to_rgb(data, stride.max(w as usize * 2), frame),
-            PixelFormat::Grey => pixels::grey_to_rgb(data, stride.max(w as usize), frame),
-            PixelFormat::Rgb24 => pixels::rgb_to_rgb(data, stride.max(w as usize * 3), frame),
-            PixelFormat::Mjpeg => decode_jpeg(data, frame),
-        };
-        res.map_err(|e| SourceError::Corrupt(format!("frame seq {}: {e}", meta.sequence)))?;
+        super::convert(fmt, data, w, h, stride, frame)
+            .map_err(|e| SourceError::Corrupt(format!("frame seq {}: {e}", meta.sequence)))?;
         frame.ts_ms = now_ms();
         Ok(true)
     }
@@ -258,14 +251,4 @@ fn capture_nodes() -> Vec<String> {
         .unwrap_or_default();
     nodes.sort();
     nodes.into_iter().map(|(_, p)| p).collect()
-}
-
-fn decode_jpeg(data: &[u8], frame: &mut Frame) -> Result<(), pixels::PixelError> {
-    pixels::check_jpeg_complete(data)?;
-    let img = image::load_from_memory_with_format(data, image::ImageFormat::Jpeg)
-        .map_err(|e| pixels::PixelError::Convert(format!("MJPEG: {e}")))?
-        .into_rgb8();
-    frame.ensure_size(img.width(), img.height());
-    frame.data.copy_from_slice(img.as_raw());
-    Ok(())
 }
