@@ -123,6 +123,9 @@ pub fn decode_image_bytes(bytes: &[u8], frame: &mut Frame) -> Result<(), String>
     limits.max_alloc = Some(MAX_DECODE_ALLOC);
     reader.limits(limits);
     let rgb = reader.decode().map_err(|e| e.to_string())?.into_rgb8();
+    if rgb.width() == 0 || rgb.height() == 0 {
+        return Err(format!("an empty image ({}x{})", rgb.width(), rgb.height()));
+    }
     frame.ensure_size(rgb.width(), rgb.height());
     frame.data.copy_from_slice(rgb.as_raw());
     Ok(())

@@ -58,7 +58,14 @@ pub struct Recovery {
     pub pending: u64,
     /// Bytes of a torn or corrupt tail that were cut off.
     pub truncated_bytes: u64,
+    /// Whole records skipped because their number did not follow the one before (a file mien did not write
+    /// in one piece: two spools joined, a record copied back); each is kept in order of first appearance.
+    pub out_of_order: u64,
 }
+
+/// The largest sequence number a spool uses (2^53 - 1: every JSON consumer reads it exactly). A record or a
+/// state beyond it is corrupt.
+pub const MAX_SEQ: u64 = (1 << 53) - 1;
 
 pub struct Spool {
     cfg: SpoolConfig,
@@ -103,6 +110,7 @@ impl Spool {
         let mut pending = VecDeque::new();
         let mut max_seq = acked;
         let mut good_end = 8u64;
+        let mut out_of_order = 0u64;
         if len < 8 {
             file.set_len(0)?;
             file.write_all(MAGIC)?;
@@ -131,7 +139,14 @@ impl Spool {
                 if r.read_exact(&mut payload).is_err() || crc(seq, &payload) != sum {
                     break;
                 }
+                if seq > MAX_SEQ {
+                    break; // not a number mien writes: corrupt from here on
+                }
                 good_end += (HEADER + n) as u64;
+                if pending.back().is_some_and(|r: &Record| seq <= r.seq) {
+                    out_of_order += 1; // replayed in order, once: a repeated or older number is skipped
+                    continue;
+                }
                 max_seq = max_seq.max(seq);
                 if seq > acked {
                     pending.push_back(Record { seq, payload });
@@ -146,7 +161,10 @@ impl Spool {
         }
         file.seek(SeekFrom::End(0))?;
         let bytes = file.metadata()?.len();
-        let rec = Recovery { pending: pending.len() as u64, truncated_bytes };
+        if out_of_order > 0 {
+            log::warn!("spool {}: skipped {out_of_order} records whose numbers went backwards", path.display());
+        }
+        let rec = Recovery { pending: pending.len() as u64, truncated_bytes, out_of_order };
         let spool = Spool {
             cfg,
             file,
@@ -325,7 +343,13 @@ fn read_state(p: &Path) -> io::Result<(u64, u64)> {
     let get = |k: &str| {
         text.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix('=')?.trim().parse::<u64>().ok()).unwrap_or(0)
     };
-    Ok((get("acked"), get("dropped")))
+    let acked = get("acked");
+    if acked > MAX_SEQ {
+        // Not a state mien wrote: resend everything in the file (duplicates by seq) rather than drop it all.
+        log::warn!("{}: acked={acked} is beyond any sequence number; treating nothing as acknowledged", p.display());
+        return Ok((0, get("dropped")));
+    }
+    Ok((acked, get("dropped")))
 }
 
 #[cfg(test)]
@@ -418,6 +442,28 @@ mod tests {
         let (s, rec) = Spool::open(cfg(d.path(), 1 << 20)).unwrap();
         assert_eq!(rec.pending, 1);
         assert_eq!(s.pending().next().unwrap().seq, 1);
+    }
+
+    #[test]
+    fn records_numbered_out_of_order_are_skipped_and_numbers_never_reused() {
+        // Found by the spool_recovery fuzz target's checks: a CRC-valid file whose numbers go backwards (two
+        // spools joined) was replayed out of order. Now each number is replayed once, in order.
+        let d = tempfile::tempdir().unwrap();
+        let mut file = MAGIC.to_vec();
+        for seq in [5u64, 3, 6, 6, 2] {
+            encode(&Record { seq, payload: format!("r{seq}").into_bytes() }, &mut file);
+        }
+        std::fs::write(d.path().join("spool.dat"), &file).unwrap();
+        let (mut s, rec) = Spool::open(cfg(d.path(), 1 << 20)).unwrap();
+        assert_eq!(s.pending().map(|r| r.seq).collect::<Vec<_>>(), [5, 6]);
+        assert_eq!((rec.pending, rec.out_of_order, rec.truncated_bytes), (2, 3, 0));
+        assert_eq!(s.append(b"next").unwrap(), 7);
+        drop(s);
+        // A state claiming more than any number mien writes: nothing counts as acknowledged (sent again, not lost).
+        std::fs::write(d.path().join("spool.state"), format!("acked={}\ndropped=0\n", u64::MAX)).unwrap();
+        let (s, _) = Spool::open(cfg(d.path(), 1 << 20)).unwrap();
+        assert_eq!(s.pending().map(|r| r.seq).collect::<Vec<_>>(), [5, 6, 7]);
+        assert_eq!(s.next_seq(), 8);
     }
 
     #[test]

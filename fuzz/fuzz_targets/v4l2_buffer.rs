@@ -1,0 +1,4 @@
+#![no_main]
+include!("../checks.rs");
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| v4l2_buffer(data));
