@@ -27,7 +27,12 @@ fn check_len(format: &'static str, width: u32, height: u32, got: usize, need: us
 /// YUYV 4:2:2 (BT.601 limited range, what UVC and vivid send) into the RGB frame.
 pub fn yuyv_to_rgb(src: &[u8], stride: usize, frame: &mut Frame) -> Result<(), PixelError> {
     let (w, h) = (frame.width, frame.height);
-    check_len("YUYV", w, h, src.len(), stride * (h as usize - 1) + w as usize * 2)?;
+    // Two pixels share each 4-byte group: an odd width is not YUYV (found by the v4l2_buffer fuzz target:
+    // yuvutils-rs panicked on one).
+    if w % 2 != 0 {
+        return Err(PixelError::Convert(format!("YUYV needs an even width, the buffer says {w}")));
+    }
+    check_len("YUYV", w, h, src.len(), stride * (h as usize).saturating_sub(1) + w as usize * 2)?;
     let packed = yuvutils_rs::YuvPackedImage { yuy: src, yuy_stride: stride as u32, width: w, height: h };
     let rgb_stride = frame.stride() as u32;
     yuvutils_rs::yuyv422_to_rgb(
