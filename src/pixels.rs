@@ -45,18 +45,88 @@ pub fn yuyv_to_rgb(src: &[u8], stride: usize, frame: &mut Frame) -> Result<(), P
     .map_err(|e| PixelError::Convert(format!("{e:?}")))
 }
 
+/// 4:2:0 in one buffer as V4L2's single-planar NV12 and YU12 lay it out (`stride` bytes per Y line, at least the
+/// width; the chroma after the Y plane) into the RGB frame. The planes are cut from the buffer's own length.
+pub fn yuv420_to_rgb(src: &[u8], stride: usize, nv12: bool, frame: &mut Frame) -> Result<(), PixelError> {
+    let h = frame.height as usize;
+    let (ch, name) = (h.div_ceil(2), if nv12 { "NV12" } else { "YU12" });
+    let y_len = stride * h;
+    // NV12: one interleaved UV plane with the Y stride; YU12: U then V planes, each half the Y stride.
+    let c_stride = if nv12 { stride } else { stride.div_ceil(2) };
+    let need = y_len + c_stride * ch * if nv12 { 1 } else { 2 };
+    check_len(name, frame.width, frame.height, src.len(), need)?;
+    let (y, chroma) = src.split_at(y_len);
+    let rgb_stride = frame.stride() as u32;
+    let (range, matrix) = (yuvutils_rs::YuvRange::Limited, yuvutils_rs::YuvStandardMatrix::Bt601);
+    let r = if nv12 {
+        let img = yuvutils_rs::YuvBiPlanarImage {
+            y_plane: y,
+            y_stride: stride as u32,
+            uv_plane: &chroma[..c_stride * ch],
+            uv_stride: c_stride as u32,
+            width: frame.width,
+            height: frame.height,
+        };
+        yuvutils_rs::yuv_nv12_to_rgb(&img, &mut frame.data, rgb_stride, range, matrix, yuvutils_rs::YuvConversionMode::Balanced)
+    } else {
+        let (u, v) = chroma.split_at(c_stride * ch);
+        let img = yuvutils_rs::YuvPlanarImage {
+            y_plane: y,
+            y_stride: stride as u32,
+            u_plane: u,
+            u_stride: c_stride as u32,
+            v_plane: &v[..c_stride * ch],
+            v_stride: c_stride as u32,
+            width: frame.width,
+            height: frame.height,
+        };
+        yuvutils_rs::yuv420_to_rgb(&img, &mut frame.data, rgb_stride, range, matrix)
+    };
+    r.map_err(|e| PixelError::Convert(format!("{name}: {e:?}")))
+}
+
+/// BT.601 limited range, as cameras send it.
+fn bt601(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
+    (
+        16.0 + 0.257 * r + 0.504 * g + 0.098 * b,
+        128.0 - 0.148 * r - 0.291 * g + 0.439 * b,
+        128.0 + 0.439 * r - 0.368 * g - 0.071 * b,
+    )
+}
+
+fn to_u8(v: f32) -> u8 {
+    v.round().clamp(0.0, 255.0) as u8
+}
+
+/// Packed RGB24 (`width` x `height`) into 4:2:0, NV12 or YU12 as one tightly packed buffer: the inverse of
+/// `yuv420_to_rgb`, written independently of it (chroma averaged over each 2x2 block), for feeding test cameras.
+pub fn rgb_to_yuv420(rgb: &[u8], width: usize, height: usize, nv12: bool) -> Vec<u8> {
+    let (cw, ch) = (width.div_ceil(2), height.div_ceil(2));
+    let mut y = Vec::with_capacity(width * height);
+    let (mut u, mut v) = (vec![0f32; cw * ch], vec![0f32; cw * ch]);
+    let mut n = vec![0f32; cw * ch];
+    for (i, px) in rgb.chunks_exact(3).enumerate().take(width * height) {
+        let (yy, uu, vv) = bt601(px[0] as f32, px[1] as f32, px[2] as f32);
+        y.push(to_u8(yy));
+        let c = (i / width / 2) * cw + (i % width) / 2;
+        (u[c], v[c], n[c]) = (u[c] + uu, v[c] + vv, n[c] + 1.0);
+    }
+    let (u, v): (Vec<u8>, Vec<u8>) = u.iter().zip(&v).zip(&n).map(|((a, b), k)| (to_u8(a / k), to_u8(b / k))).unzip();
+    let mut out = y;
+    if nv12 {
+        out.extend(u.iter().zip(&v).flat_map(|(a, b)| [*a, *b]));
+    } else {
+        out.extend_from_slice(&u);
+        out.extend_from_slice(&v);
+    }
+    out
+}
+
 /// Packed RGB24 into YUYV 4:2:2 (BT.601 limited range): the inverse of `yuyv_to_rgb`, for feeding test
 /// cameras (vivid's output) and benchmarks with what a UVC camera would send.
 pub fn rgb_to_yuyv(rgb: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(rgb.len() / 3 * 2);
-    let yuv = |r: f32, g: f32, b: f32| {
-        (
-            16.0 + 0.257 * r + 0.504 * g + 0.098 * b,
-            128.0 - 0.148 * r - 0.291 * g + 0.439 * b,
-            128.0 + 0.439 * r - 0.368 * g - 0.071 * b,
-        )
-    };
-    let c = |v: f32| v.round().clamp(0.0, 255.0) as u8;
+    let (yuv, c) = (bt601, to_u8);
     for px in rgb.chunks_exact(6) {
         let (y0, u0, v0) = yuv(px[0] as f32, px[1] as f32, px[2] as f32);
         let (y1, u1, v1) = yuv(px[3] as f32, px[4] as f32, px[5] as f32);
@@ -331,6 +401,65 @@ mod tests {
         for (a, b) in src.data.iter().zip(&back.data) {
             assert!((*a as i32 - *b as i32).abs() <= 3, "{a} vs {b}");
         }
+    }
+
+    #[test]
+    fn nv12_and_yu12_round_trip_within_rounding_at_even_and_odd_sizes_and_refuse_short_buffers() {
+        for (w, h) in [(8usize, 4usize), (7, 5), (1, 1), (640, 480)] {
+            // 4:2:0 shares chroma over 2x2 blocks: make each block one colour so only rounding remains.
+            let mut src = Frame::new(w as u32, h as u32);
+            for y in 0..h {
+                for x in 0..w {
+                    let k = (y / 2) * 31 + (x / 2) * 17;
+                    src.data[(y * w + x) * 3..][..3].copy_from_slice(&[(k % 200 + 30) as u8, (k * 7 % 180 + 40) as u8, (k * 3 % 190) as u8 + 20]);
+                }
+            }
+            let mut outs = Vec::new();
+            for nv12 in [true, false] {
+                let buf = rgb_to_yuv420(&src.data, w, h, nv12);
+                assert_eq!(buf.len(), w * h + 2 * w.div_ceil(2) * h.div_ceil(2));
+                let mut back = Frame::new(w as u32, h as u32);
+                // V4L2's NV12 chroma lines are as long as the Y lines; a packed odd-width buffer is not, so
+                // decode packed buffers at even widths only, and odd ones through a padded copy.
+                let stride = if nv12 { w.div_ceil(2) * 2 } else { w };
+                let padded = pad_yuv420(&buf, w, h, stride, nv12);
+                yuv420_to_rgb(&padded, stride, nv12, &mut back).unwrap_or_else(|e| panic!("{w}x{h} nv12={nv12}: {e}"));
+                for (a, b) in src.data.iter().zip(&back.data) {
+                    assert!((*a as i32 - *b as i32).abs() <= 3, "{w}x{h} nv12={nv12}: {a} vs {b}");
+                }
+                let e = yuv420_to_rgb(&padded[..padded.len() - 1], stride, nv12, &mut back).unwrap_err();
+                assert!(matches!(e, PixelError::Size { .. }), "{e}");
+                outs.push(back.data);
+            }
+            assert_eq!(outs[0], outs[1], "{w}x{h}: NV12 and YU12 of the same picture decode alike");
+        }
+    }
+
+    /// A packed 4:2:0 buffer laid out with `stride` bytes per Y line (chroma lines: `stride` for NV12, half
+    /// of it for YU12), as a driver with padded lines sends it.
+    fn pad_yuv420(buf: &[u8], w: usize, h: usize, stride: usize, nv12: bool) -> Vec<u8> {
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let mut out = Vec::new();
+        let row = |out: &mut Vec<u8>, line: &[u8], len: usize| {
+            out.extend_from_slice(line);
+            out.resize(out.len() + len - line.len(), 0);
+        };
+        for y in 0..h {
+            row(&mut out, &buf[y * w..][..w], stride);
+        }
+        let c = &buf[w * h..];
+        if nv12 {
+            for y in 0..ch {
+                row(&mut out, &c[y * cw * 2..][..cw * 2], stride);
+            }
+        } else {
+            for plane in 0..2 {
+                for y in 0..ch {
+                    row(&mut out, &c[plane * cw * ch + y * cw..][..cw], stride.div_ceil(2));
+                }
+            }
+        }
+        out
     }
 
     #[test]

@@ -15,7 +15,15 @@ use mien::pixels::detail;
 static GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Frames of the sample clip fed through the loopback: one face, a relit face, two small faces.
-const CASES: [(usize, &str, &str); 4] = [(0, "RGB3", "rgb"), (9, "RGB3", "rgb"), (14, "RGB3", "rgb"), (0, "YUYV", "yuyv")];
+/// Frame 0 also goes through YUYV (4:2:2) and NV12 and YU12 (4:2:0, as MPLANE and ISP cameras send).
+const CASES: [(usize, &str, &str); 6] = [
+    (0, "RGB3", "rgb"),
+    (9, "RGB3", "rgb"),
+    (14, "RGB3", "rgb"),
+    (0, "YUYV", "yuyv"),
+    (0, "NV12", "nv12"),
+    (0, "YU12", "yu12"),
+];
 /// The first captured frames may predate the loopback picture; compare from this frame on.
 const SKIP: u64 = 2;
 
@@ -67,14 +75,18 @@ fn loopback(guest: Guest) {
     let mut cases = String::new();
     for (n, fmt, ext) in CASES {
         let f = load_frame(&clip[n]);
-        let raw = if ext == "rgb" { f.data.clone() } else { mien::pixels::rgb_to_yuyv(&f.data) };
+        let raw = match ext {
+            "rgb" => f.data.clone(),
+            "yuyv" => mien::pixels::rgb_to_yuyv(&f.data),
+            _ => mien::pixels::rgb_to_yuv420(&f.data, 640, 480, ext == "nv12"),
+        };
         std::fs::write(s.join(format!("frame_{n}.{ext}")), raw).unwrap();
         cases.push_str(&format!("{n} {fmt} {ext}\n"));
     }
     std::fs::write(s.join("cases"), cases).unwrap();
 
     let (st, console) = run_guest(&guest, s, &[format!("{}:/bin/vfeed", guest.vfeed.display())]);
-    let logs: String = ["mien-0-RGB3.log", "mien-0-YUYV.log", "missing.log"]
+    let logs: String = ["mien-0-RGB3.log", "mien-0-YUYV.log", "mien-0-NV12.log", "mien-0-YU12.log", "missing.log"]
         .iter()
         .map(|f| format!("--- {f}\n{}\n", std::fs::read_to_string(s.join("out").join(f)).unwrap_or_default()))
         .collect();
@@ -113,7 +125,7 @@ fn loopback(guest: Guest) {
             assert_eq!(got.len(), replay.len(), "case {n} {fmt} frame {frame}: {got:?} vs replay {replay:?}");
             for ((gl, gc), (rl, rc)) in got.iter().zip(&replay) {
                 assert_eq!(gl, rl, "case {n} {fmt} frame {frame}: label differs from replay");
-                // RGB3 is bit-exact through the loopback; YUYV goes through 4:2:2 and back.
+                // RGB3 is bit-exact through the loopback; YUYV, NV12 and YU12 go through 4:2:2 or 4:2:0 and back.
                 let tol = if fmt == "RGB3" { 0.01 } else { 0.15 };
                 assert!((gc - rc).abs() <= tol, "case {n} {fmt} frame {frame}: confidence {gc} vs replay {rc}");
             }

@@ -55,6 +55,10 @@ pub fn convert(
             frame.ensure_size(width, height);
             pixels::rgb_to_rgb(data, stride.max(w * 3), frame)
         }
+        PixelFormat::Nv12 | PixelFormat::Yu12 => {
+            frame.ensure_size(width, height);
+            pixels::yuv420_to_rgb(data, stride.max(w), fmt == PixelFormat::Nv12, frame)
+        }
         PixelFormat::Mjpeg => {
             pixels::check_jpeg_complete(data)?;
             replay::decode_image_bytes(data, frame).map_err(|e| PixelError::Convert(format!("MJPEG: {e}")))
@@ -69,6 +73,12 @@ pub enum PixelFormat {
     Yuyv,
     #[serde(rename = "RGB3")]
     Rgb24,
+    /// 4:2:0, Y then interleaved UV (common on MPLANE and ISP devices, e.g. the Pi's camera pipeline).
+    #[serde(rename = "NV12")]
+    Nv12,
+    /// 4:2:0, Y then U then V (V4L2_PIX_FMT_YUV420; UVC and ISP devices).
+    #[serde(rename = "YU12")]
+    Yu12,
     #[serde(rename = "GREY")]
     Grey,
     #[serde(rename = "MJPG")]
@@ -76,12 +86,21 @@ pub enum PixelFormat {
 }
 
 impl PixelFormat {
-    pub const ALL: [PixelFormat; 4] = [PixelFormat::Yuyv, PixelFormat::Rgb24, PixelFormat::Grey, PixelFormat::Mjpeg];
+    pub const ALL: [PixelFormat; 6] = [
+        PixelFormat::Yuyv,
+        PixelFormat::Rgb24,
+        PixelFormat::Nv12,
+        PixelFormat::Yu12,
+        PixelFormat::Grey,
+        PixelFormat::Mjpeg,
+    ];
 
     pub fn fourcc(self) -> [u8; 4] {
         match self {
             PixelFormat::Yuyv => *b"YUYV",
             PixelFormat::Rgb24 => *b"RGB3",
+            PixelFormat::Nv12 => *b"NV12",
+            PixelFormat::Yu12 => *b"YU12",
             PixelFormat::Grey => *b"GREY",
             PixelFormat::Mjpeg => *b"MJPG",
         }
@@ -101,7 +120,7 @@ impl std::str::FromStr for PixelFormat {
                 return Ok(p);
             }
         }
-        Err(format!("unknown pixel format {s:?} (YUYV, RGB3, GREY or MJPG)"))
+        Err(format!("unknown pixel format {s:?} (YUYV, RGB3, NV12, YU12, GREY or MJPG)"))
     }
 }
 

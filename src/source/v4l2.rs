@@ -139,7 +139,7 @@ impl V4l2Source {
             cam.format
         } else {
             *PixelFormat::ALL.iter().find(|p| offered.contains(p)).ok_or_else(|| {
-                format!("{path}: offers none of the formats mien reads (YUYV, RGB3, GREY, MJPG)")
+                format!("{path}: offers none of the formats mien reads (YUYV, RGB3, NV12, YU12, GREY, MJPG)")
             })?
         };
         if want != cam.format {
