@@ -172,7 +172,7 @@ mod tests {
             ("[camera]\nwidth = 3\n", "camera.width"),
             ("[privacy]\nmosaic_cells = 64\n", "privacy.mosaic_cells"),
             ("[privacy]\nmode = \"pixelate\"\n", "mode"),
-            ("[camera]\nformat = \"NV12\"\n", "format"),
+            ("[camera]\nformat = \"H264\"\n", "format"),
             ("[detect]\nthreshold = 0.5\n", "threshold"),
             ("[camera]\nfps = \"fast\"\n", "fps"),
             ("[expression]\nmin_face = 2\n", "expression.min_face"),

@@ -1,0 +1,287 @@
+//! Outages at their real length (not CI; `scripts/outage.sh` runs it): the `mien` binary at full rate on the
+//! bundled clip (looped, the Pi profiles' detector) against a real mosquitto, then
+//!
+//! 1. a broker outage of `--outage-s` seconds (600 by default), reporting labels produced, delivered,
+//!    duplicated and lost, and the spool's size over time (from mien's own metrics textfile);
+//! 2. a power-cut simulation: with the broker away, mien is SIGKILLed `--kills` times at random moments while it
+//!    spools; after each kill, under `fsync = "interval"` the spool file loses a random part of what was written
+//!    in the last second (what a power cut takes from the page cache), under `always` it gets a torn partial
+//!    record (a power cut mid-write); then the broker comes back and a last run drains.
+//!    Labels lost are counted, and each lost label is checked to lie within the fsync window before a cut.
+//!
+//! `cargo run --release --example outage -- [--outage-s 600] [--kills 20] [--fsync always|interval]`
+//! Labels are matched by (ts_ms, frame, face) between mien's local JSON-lines file and the broker's messages.
+
+mod common;
+use common::Rng;
+use rumqttc::{Client, Event, Incoming, MqttOptions, QoS};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
+    let a: Vec<String> = std::env::args().collect();
+    a.iter().position(|x| x == name).and_then(|i| a.get(i + 1)?.parse().ok()).unwrap_or(default)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Broker {
+    conf: PathBuf,
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Broker {
+    fn new(dir: &Path) -> Broker {
+        let port = free_port();
+        let conf = dir.join("mosquitto.conf");
+        let user = if unsafe { libc::geteuid() } == 0 { "user root\n" } else { "" };
+        let body = format!(
+            "{user}listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\n",
+            dir.display()
+        );
+        std::fs::write(&conf, body).unwrap();
+        let mut b = Broker { conf, child: None, port };
+        b.start();
+        b
+    }
+    fn start(&mut self) {
+        let c = Command::new("mosquitto").arg("-c").arg(&self.conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+        self.child = Some(c.expect("mosquitto (scripts/setup.sh installs it)"));
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(10), "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) }; // saves its persistence database
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+type Key = (u64, u64, u64);
+
+fn key(v: &serde_json::Value) -> Key {
+    (v["ts_ms"].as_u64().unwrap_or(0), v["frame"].as_u64().unwrap_or(0), v["face"].as_u64().unwrap_or(0))
+}
+
+/// A persistent-session subscriber: how many times each label arrived, by its key.
+fn subscribe(port: u16) -> Arc<Mutex<HashMap<Key, u32>>> {
+    let got: Arc<Mutex<HashMap<Key, u32>>> = Arc::default();
+    let mut o = MqttOptions::new("mien-outage-subscriber", "127.0.0.1", port);
+    o.set_clean_session(false).set_keep_alive(Duration::from_secs(5));
+    let (client, mut conn) = Client::new(o, 1000);
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for ev in conn.iter() {
+            match ev {
+                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                    let _ = client.try_subscribe("mien/site/cam1/expression", QoS::AtLeastOnce);
+                }
+                Ok(Event::Incoming(Incoming::Publish(p))) => {
+                    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&p.payload) {
+                        *g.lock().unwrap().entry(key(&v)).or_default() += 1;
+                    }
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                _ => {}
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    got
+}
+
+fn profile(dir: &Path, port: u16, fsync: &str) -> PathBuf {
+    let mut text = mien::config::DEFAULT_PROFILE.to_string();
+    for (from, to) in [
+        ("min_face = 16", "min_face = 40".to_string()),
+        ("enabled = false\nhost", "enabled = true\nhost".into()),
+        ("host = \"localhost\"", "host = \"127.0.0.1\"".into()),
+        ("port = 8883", format!("port = {port}")),
+        ("tls = true", "tls = false".into()),
+        ("device = \"\"", "device = \"cam1\"".into()),
+        ("spool_dir = \"/var/lib/mien/spool\"", format!("spool_dir = \"{}/spool\"", dir.display())),
+        ("fsync = \"interval\"", format!("fsync = \"{fsync}\"")),
+        ("drain_s = 5", "drain_s = 60".into()),
+        ("textfile = \"\"", format!("textfile = \"{}/mien.prom\"", dir.display())),
+        ("interval_ms = 15000", "interval_ms = 1000".into()),
+    ] {
+        assert!(text.contains(from), "{from:?} not in the default profile");
+        text = text.replace(from, &to);
+    }
+    let p = dir.join("outage.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn mien(cfg: &Path, labels: &Path) -> Child {
+    let bin = std::env::var("MIEN_BIN").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/mien").into());
+    Command::new(bin)
+        .args(["run", "--config", cfg.to_str().unwrap(), "--labels", labels.to_str().unwrap(), "--loop"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run target/release/mien (cargo build --release first)")
+}
+
+/// Labels in the local file(s) mien wrote, by key (a line cut by a kill is skipped).
+fn produced(files: &[PathBuf]) -> HashMap<Key, u64> {
+    let mut m = HashMap::new();
+    for f in files {
+        for line in std::fs::read_to_string(f).unwrap_or_default().lines() {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+                m.insert(key(&v), v["ts_ms"].as_u64().unwrap_or(0));
+            }
+        }
+    }
+    m
+}
+
+/// `mien_spool_pending` from the metrics textfile.
+fn spool_pending(prom: &Path) -> Option<u64> {
+    let t = std::fs::read_to_string(prom).ok()?;
+    t.lines().find_map(|l| l.strip_prefix("mien_spool_pending ")?.trim().parse::<f64>().ok()).map(|v| v as u64)
+}
+
+fn stop(mut c: Child) {
+    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    let _ = c.wait();
+}
+
+/// Wait until every produced label arrived or `limit` passed; returns (delivered, duplicates, lost keys).
+fn settle(got: &Mutex<HashMap<Key, u32>>, made: &HashMap<Key, u64>, limit: Duration) -> (usize, u64, Vec<Key>) {
+    let t = Instant::now();
+    loop {
+        let g = got.lock().unwrap();
+        let lost: Vec<Key> = made.keys().filter(|k| !g.contains_key(k)).copied().collect();
+        if lost.is_empty() || t.elapsed() > limit {
+            let dups = g.values().map(|&c| c as u64 - 1).sum();
+            return (g.len(), dups, lost);
+        }
+        drop(g);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn main() {
+    let outage_s: u64 = arg("--outage-s", 600);
+    let kills: usize = arg("--kills", 20);
+    let fsync: String = arg("--fsync", "always".to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut broker = Broker::new(d);
+    let got = subscribe(broker.port);
+    let cfg = profile(d, broker.port, &fsync);
+    let prom = d.join("mien.prom");
+    println!("outage: mien at full rate on the looped clip, fsync = {fsync}, broker on port {}", broker.port);
+
+    // 1. The outage.
+    let labels_a = d.join("labels-a.jsonl");
+    let run = mien(&cfg, &labels_a);
+    let t0 = Instant::now();
+    let mut spool_log: Vec<(u64, u64)> = Vec::new();
+    let mut sample = |spool_log: &mut Vec<(u64, u64)>| {
+        if let Some(p) = spool_pending(&prom) {
+            spool_log.push((t0.elapsed().as_secs(), p));
+        }
+    };
+    let phase = |secs: u64, spool_log: &mut Vec<(u64, u64)>, sample: &mut dyn FnMut(&mut Vec<(u64, u64)>)| {
+        let end = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < end {
+            std::thread::sleep(Duration::from_secs(1));
+            sample(spool_log);
+        }
+    };
+    phase(20, &mut spool_log, &mut sample);
+    broker.stop();
+    println!("outage: broker stopped at {} s for {outage_s} s", t0.elapsed().as_secs());
+    phase(outage_s, &mut spool_log, &mut sample);
+    broker.start();
+    println!("outage: broker back at {} s", t0.elapsed().as_secs());
+    phase(60, &mut spool_log, &mut sample);
+    stop(run);
+    let made = produced(std::slice::from_ref(&labels_a));
+    let (delivered, dups, lost) = settle(&got, &made, Duration::from_secs(120));
+    let outage_lost = lost.len();
+    let secs = t0.elapsed().as_secs();
+    println!("outage: {} labels produced in {secs} s ({:.1}/s), {delivered} delivered, {dups} duplicates, {} lost", made.len(), made.len() as f64 / secs as f64, lost.len());
+    let peak = spool_log.iter().map(|s| s.1).max().unwrap_or(0);
+    let every = (spool_log.len() / 12).max(1);
+    let curve: Vec<String> = spool_log.iter().step_by(every).map(|(t, p)| format!("{t}s:{p}")).collect();
+    println!("outage: spool pending over time (peak {peak}): {}", curve.join(" "));
+    println!("outage: spool file after the drain: {} bytes", std::fs::metadata(d.join("spool/spool.dat")).map_or(0, |m| m.len()));
+
+    // 2. Power cuts while spooling.
+    got.lock().unwrap().clear();
+    broker.stop();
+    let mut rng = Rng(7);
+    let window_ms: u64 = if fsync == "always" { 0 } else { 1000 };
+    let mut files = Vec::new();
+    let mut cuts: Vec<u64> = Vec::new(); // wall-clock ms of each kill
+    let mut cut_bytes = 0u64;
+    let spool_dat = d.join("spool/spool.dat");
+    for k in 0..kills {
+        let f = d.join(format!("labels-b{k}.jsonl"));
+        let size_before = std::fs::metadata(&spool_dat).map_or(0, |m| m.len());
+        let c = mien(&cfg, &f);
+        std::thread::sleep(Duration::from_millis(1500 + rng.below(2500) as u64));
+        // The size the spool had a window ago: under `interval` everything before it was synced.
+        let synced = std::fs::metadata(&spool_dat).map_or(0, |m| m.len());
+        std::thread::sleep(Duration::from_millis(window_ms));
+        let mut c = c;
+        let _ = c.kill(); // SIGKILL: no drain, no sync
+        let _ = c.wait();
+        cuts.push(mien::frame::now_ms());
+        let len = std::fs::metadata(&spool_dat).map_or(0, |m| m.len());
+        if window_ms == 0 {
+            // `always`: every record whose append returned is on disk; the cut tears the next one mid-write.
+            let torn: Vec<u8> = (0..1 + rng.below(40)).map(|_| rng.next() as u8).collect();
+            use std::io::Write;
+            std::fs::OpenOptions::new().append(true).open(&spool_dat).unwrap().write_all(&torn).unwrap();
+            cut_bytes += torn.len() as u64;
+        } else {
+            // `interval`: a random part of what was written since the last sync is gone.
+            let floor = synced.max(size_before.min(len)).min(len);
+            let keep = floor + rng.below((len - floor + 1) as usize) as u64;
+            std::fs::OpenOptions::new().write(true).open(&spool_dat).unwrap().set_len(keep).unwrap();
+            cut_bytes += len - keep;
+        }
+        files.push(f);
+    }
+    broker.start();
+    let f = d.join("labels-drain.jsonl");
+    let c = mien(&cfg, &f);
+    std::thread::sleep(Duration::from_secs(20));
+    stop(c);
+    files.push(f);
+    let made = produced(&files);
+    let (delivered, dups, lost) = settle(&got, &made, Duration::from_secs(120));
+    // A lost label is excused only if it was made within the fsync window (plus a frame) before a cut.
+    let slack = window_ms + 500;
+    let beyond: Vec<&Key> = lost.iter().filter(|k| !cuts.iter().any(|&c| k.0 <= c && c - k.0 <= slack)).collect();
+    println!(
+        "power cuts: {kills} SIGKILLs, {cut_bytes} bytes of spool tail torn or cut; {} labels produced, {delivered} delivered, {dups} duplicates, {} lost ({} of them beyond the {window_ms} ms fsync window)",
+        made.len(),
+        lost.len(),
+        beyond.len()
+    );
+    if outage_lost > 0 || !beyond.is_empty() {
+        std::process::exit(1);
+    }
+}
