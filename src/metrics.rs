@@ -16,7 +16,7 @@ use prometheus::{
 };
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -303,8 +303,6 @@ pub struct Exporter {
     stop: Arc<AtomicBool>,
     writer: Option<JoinHandle<()>>,
     server: Option<(Arc<tiny_http::Server>, JoinHandle<()>)>,
-    /// Textfile writes that failed (a test and the log read it).
-    pub write_errors: Arc<AtomicU64>,
 }
 
 /// The metrics endpoint could not be started.
@@ -321,7 +319,6 @@ impl Exporter {
     /// error, since the profile asked for it and nothing would answer.
     pub fn start(metrics: Arc<Metrics>, cfg: &MetricsConfig) -> Result<Exporter, ExporterError> {
         let stop = Arc::new(AtomicBool::new(false));
-        let write_errors = Arc::new(AtomicU64::new(0));
         let server = if cfg.listen.is_empty() {
             None
         } else {
@@ -341,16 +338,16 @@ impl Exporter {
         } else {
             let path = PathBuf::from(&cfg.textfile);
             let every = Duration::from_millis(cfg.interval_ms as u64);
-            let (stop, errors) = (stop.clone(), write_errors.clone());
+            let stop = stop.clone();
             log::info!("metrics: writing {} every {every:?}", path.display());
             Some(
                 std::thread::Builder::new()
                     .name("metrics-file".into())
-                    .spawn(move || write_loop(&path, every, &metrics, &stop, &errors))
+                    .spawn(move || write_loop(&path, every, &metrics, &stop))
                     .expect("spawn the metrics writer"),
             )
         };
-        Ok(Exporter { stop, writer, server, write_errors })
+        Ok(Exporter { stop, writer, server })
     }
 
     /// Where the endpoint listens (with the port the system chose, when the profile gave port 0).
@@ -393,7 +390,7 @@ fn serve(server: &tiny_http::Server, metrics: &Metrics) {
     }
 }
 
-fn write_loop(path: &Path, every: Duration, metrics: &Metrics, stop: &AtomicBool, errors: &AtomicU64) {
+fn write_loop(path: &Path, every: Duration, metrics: &Metrics, stop: &AtomicBool) {
     let mut failing = false;
     loop {
         match write_atomically(path, &metrics.encode()) {
@@ -403,7 +400,6 @@ fn write_loop(path: &Path, every: Duration, metrics: &Metrics, stop: &AtomicBool
             }
             Ok(()) => {}
             Err(e) => {
-                errors.fetch_add(1, Ordering::Relaxed);
                 if !failing {
                     log::warn!("metrics.textfile: cannot write {} ({e}); retrying every {every:?}", path.display());
                     failing = true;

@@ -59,10 +59,8 @@ pub fn convert(
             frame.ensure_size(width, height);
             pixels::yuv420_to_rgb(data, stride.max(w), fmt == PixelFormat::Nv12, frame)
         }
-        PixelFormat::Mjpeg => {
-            pixels::check_jpeg_complete(data)?;
-            replay::decode_image_bytes(data, frame).map_err(|e| PixelError::Convert(format!("MJPEG: {e}")))
-        }
+        PixelFormat::Mjpeg => replay::decode_as(data, image::ImageFormat::Jpeg, frame)
+            .map_err(|e| PixelError::Convert(format!("MJPEG: {e}"))),
     }
 }
 

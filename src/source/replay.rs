@@ -112,7 +112,12 @@ const MAX_DECODE_ALLOC: u64 = 256 << 20;
 
 /// Decode an image (JPEG, PNG, PGM/PPM, told apart by their bytes) into `frame`.
 pub fn decode_image_bytes(bytes: &[u8], frame: &mut Frame) -> Result<(), String> {
-    let format = image::guess_format(bytes).map_err(|e| e.to_string())?;
+    decode_as(bytes, image::guess_format(bytes).map_err(|e| e.to_string())?, frame)
+}
+
+/// Decode `bytes` as `format` into `frame` (a camera's MJPEG buffer is decoded as JPEG whatever it holds); a
+/// truncated JPEG is refused, and the size and allocation limits apply.
+pub fn decode_as(bytes: &[u8], format: image::ImageFormat, frame: &mut Frame) -> Result<(), String> {
     if format == image::ImageFormat::Jpeg {
         pixels::check_jpeg_complete(bytes).map_err(|e| e.to_string())?;
     }
