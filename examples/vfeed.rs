@@ -3,6 +3,8 @@
 //!
 //! All buffers are filled once, then only dequeued and requeued, so the output queue never runs dry (a
 //! feeder that re-reads its file every frame cannot keep up with vivid under TCG).
+//! A multi-planar output (vivid loaded with multiplanar=2) goes through mien's own MPLANE streaming: the file
+//! holds the planes end to end (NM12: Y then UV; YM12: Y, U, V), each cut at the size the driver set for it.
 //! usage: vfeed DEV FILE WIDTH HEIGHT FOURCC [SECONDS]
 use std::{io, mem, os::raw::c_void, time::{Duration, Instant}};
 use v4l::prelude::*;
@@ -25,6 +27,9 @@ fn main() -> io::Result<()> {
     let secs: u64 = a.get(6).and_then(|s| s.parse().ok()).unwrap_or(3600);
     let fourcc: [u8; 4] = a[5].as_bytes().try_into().map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "FOURCC must be 4 characters"))?;
     let dev = Device::with_path(&a[1])?;
+    if dev.query_caps()?.capabilities.contains(v4l::capability::Flags::VIDEO_OUTPUT_MPLANE) {
+        return feed_mplane(&dev, &frame, w, h, fourcc, secs);
+    }
     let mut fmt = Output::format(&dev)?;
     fmt.width = w;
     fmt.height = h;
@@ -89,5 +94,39 @@ fn main() -> io::Result<()> {
         }
         eprintln!("vfeed: {} frames in {:?}", n, t0.elapsed());
     }
+    Ok(())
+}
+
+fn feed_mplane(dev: &Device, frame: &[u8], w: u32, h: u32, fourcc: [u8; 4], secs: u64) -> io::Result<()> {
+    use mien::source::mplane::{self, Direction};
+    let fmt = mplane::set_format(&dev.handle(), Direction::Output, fourcc, w, h)?;
+    let sizes: Vec<usize> = fmt.planes.iter().map(|&(_, size)| size as usize).collect();
+    if sizes.iter().sum::<usize>() != frame.len() || fmt.fourcc != fourcc {
+        eprintln!("vfeed: frame file is {} bytes, driver set {} in planes of {sizes:?}", frame.len(), String::from_utf8_lossy(&fmt.fourcc));
+        std::process::exit(3);
+    }
+    let mut s = mplane::Stream::new(dev.handle(), Direction::Output, NBUF)?;
+    s.set_timeout(Duration::from_secs(1));
+    let used: Vec<u32> = sizes.iter().map(|&n| n as u32).collect();
+    for i in 0..s.count() {
+        let mut at = 0;
+        for (plane, &n) in s.planes_mut(i).into_iter().zip(&sizes) {
+            plane[..n].copy_from_slice(&frame[at..at + n]);
+            at += n;
+        }
+        s.queue(i as u32, &used)?;
+    }
+    s.start()?;
+    eprintln!("vfeed: streaming {w}x{h} {} multi-planar, planes {sizes:?}, {} buffers", String::from_utf8_lossy(&fourcc), s.count());
+    let (t0, mut n) = (Instant::now(), 0u64);
+    while t0.elapsed() < Duration::from_secs(secs) {
+        match s.dequeue() {
+            Ok(m) => s.queue(m.index, &used)?,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => continue,
+            Err(e) => return Err(e),
+        }
+        n += 1;
+    }
+    eprintln!("vfeed: {} frames in {:?}", n, t0.elapsed());
     Ok(())
 }

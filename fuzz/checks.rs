@@ -35,8 +35,9 @@ pub fn replay_decode(data: &[u8]) {
     }
 }
 
-/// A raw V4L2 buffer of each pixel format, at any size and stride the driver might claim, with any bytes:
-/// refused, or a frame of the negotiated size (MJPEG: of the JPEG's own size).
+/// A raw V4L2 buffer of each pixel format, at any size and stride the driver might claim, with any bytes, in one
+/// buffer or cut into planes as a multi-planar device hands them over (sometimes one plane too many): refused, or
+/// a frame of the negotiated size (MJPEG: of the JPEG's own size).
 #[allow(dead_code)]
 pub fn v4l2_buffer(data: &[u8]) {
     use mien::source::PixelFormat;
@@ -46,7 +47,17 @@ pub fn v4l2_buffer(data: &[u8]) {
     let h = 1 + u16::from_le_bytes([head[3], head[4]]) as u32 % 72;
     let stride = u16::from_le_bytes([head[5], head[6]]) as usize % 512;
     let mut f = Frame::new(1, 1);
-    if mien::source::convert(fmt, buf, w, h, stride, &mut f).is_ok() {
+    let ok = if head[0] & 0x80 == 0 {
+        mien::source::convert(fmt, buf, w, h, stride, &mut f).is_ok()
+    } else {
+        // A multi-planar buffer: the bytes cut into the format's planes (1 to 3), each with its own stride.
+        let n = fmt.planes() + (head[0] as usize >> 5 & 1);
+        let part = buf.len() / n;
+        let planes: Vec<(&[u8], usize)> =
+            (0..n).map(|i| (&buf[i * part..(i + 1) * part], if i == 0 { stride } else { stride / 2 + i })).collect();
+        mien::source::convert_planes(fmt, &planes, w, h, &mut f).is_ok()
+    };
+    if ok {
         assert_eq!(f.data.len(), f.width as usize * f.height as usize * 3);
         if fmt != PixelFormat::Mjpeg {
             assert_eq!((f.width, f.height), (w, h));

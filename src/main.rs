@@ -132,7 +132,7 @@ struct RunArgs {
     width: Option<u32>,
     #[arg(long)]
     height: Option<u32>,
-    /// YUYV, RGB3, GREY or MJPG.
+    /// YUYV, RGB3, NV12, NM12, YU12, YM12, GREY or MJPG (NM12 and YM12: multi-planar cameras).
     #[arg(long)]
     format: Option<PixelFormat>,
     /// mosaic, gaussian or fill.

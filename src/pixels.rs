@@ -17,6 +17,22 @@ pub enum PixelError {
     Resize(String),
 }
 
+/// `lines` lines of `line` bytes, `stride` bytes apart in `src`, as one tight buffer: borrowed when the lines are
+/// already tight, else copied. yuvutils-rs 0.8 refuses packed YUYV and interleaved UV planes whose lines are
+/// longer than the picture (awxkee/yuvutils-rs#85, #108), and cameras pad lines to their alignment (a Pi camera's
+/// 3280-wide YUYV comes 6592 bytes a line). The caller has checked `src` holds every line.
+fn tight(src: &[u8], stride: usize, line: usize, lines: usize) -> std::borrow::Cow<'_, [u8]> {
+    if stride == line {
+        std::borrow::Cow::Borrowed(&src[..line * lines])
+    } else {
+        let mut v = Vec::with_capacity(line * lines);
+        for y in 0..lines {
+            v.extend_from_slice(&src[y * stride..][..line]);
+        }
+        std::borrow::Cow::Owned(v)
+    }
+}
+
 fn check_len(format: &'static str, width: u32, height: u32, got: usize, need: usize) -> Result<(), PixelError> {
     if got < need {
         return Err(PixelError::Size { format, width, height, got, need });
@@ -32,8 +48,10 @@ pub fn yuyv_to_rgb(src: &[u8], stride: usize, frame: &mut Frame) -> Result<(), P
     if w % 2 != 0 {
         return Err(PixelError::Convert(format!("YUYV needs an even width, the buffer says {w}")));
     }
-    check_len("YUYV", w, h, src.len(), stride * (h as usize).saturating_sub(1) + w as usize * 2)?;
-    let packed = yuvutils_rs::YuvPackedImage { yuy: src, yuy_stride: stride as u32, width: w, height: h };
+    let line = w as usize * 2;
+    check_len("YUYV", w, h, src.len(), stride * (h as usize).saturating_sub(1) + line)?;
+    let src = tight(src, stride, line, h as usize);
+    let packed = yuvutils_rs::YuvPackedImage { yuy: &src, yuy_stride: line as u32, width: w, height: h };
     let rgb_stride = frame.stride() as u32;
     yuvutils_rs::yuyv422_to_rgb(
         &packed,
@@ -56,27 +74,58 @@ pub fn yuv420_to_rgb(src: &[u8], stride: usize, nv12: bool, frame: &mut Frame) -
     let need = y_len + c_stride * ch * if nv12 { 1 } else { 2 };
     check_len(name, frame.width, frame.height, src.len(), need)?;
     let (y, chroma) = src.split_at(y_len);
+    if nv12 {
+        yuv420_planes_to_rgb(&[(y, stride), (&chroma[..c_stride * ch], c_stride)], frame)
+    } else {
+        let (u, v) = chroma.split_at(c_stride * ch);
+        yuv420_planes_to_rgb(&[(y, stride), (u, c_stride), (&v[..c_stride * ch], c_stride)], frame)
+    }
+}
+
+/// 4:2:0 as separate planes, each `(bytes, bytes per line)`: two planes are NV12 (Y, interleaved UV), three are
+/// YU12 (Y, U, V). This is how multi-planar V4L2 devices hand over NV12M and YUV420M buffers, one plane per
+/// buffer. A plane shorter than its lines, or a line shorter than the width, is refused.
+pub fn yuv420_planes_to_rgb(planes: &[(&[u8], usize)], frame: &mut Frame) -> Result<(), PixelError> {
+    let (w, h) = (frame.width as usize, frame.height as usize);
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    let (nv12, name) = match planes.len() {
+        2 => (true, "NV12"),
+        3 => (false, "YU12"),
+        n => return Err(PixelError::Convert(format!("4:2:0 comes in 2 or 3 planes, the buffer has {n}"))),
+    };
+    for (i, &(data, stride)) in planes.iter().enumerate() {
+        let (line, lines) = match i {
+            0 => (w, h),
+            _ if nv12 => (cw * 2, ch),
+            _ => (cw, ch),
+        };
+        if stride < line {
+            return Err(PixelError::Convert(format!("{name} plane {i}: {stride} bytes per line, the width needs {line}")));
+        }
+        check_len(name, frame.width, frame.height, data.len(), stride * lines)?;
+    }
     let rgb_stride = frame.stride() as u32;
     let (range, matrix) = (yuvutils_rs::YuvRange::Limited, yuvutils_rs::YuvStandardMatrix::Bt601);
+    let (y, ys) = planes[0];
     let r = if nv12 {
+        let uv = tight(planes[1].0, planes[1].1, cw * 2, ch);
         let img = yuvutils_rs::YuvBiPlanarImage {
             y_plane: y,
-            y_stride: stride as u32,
-            uv_plane: &chroma[..c_stride * ch],
-            uv_stride: c_stride as u32,
+            y_stride: ys as u32,
+            uv_plane: &uv,
+            uv_stride: (cw * 2) as u32,
             width: frame.width,
             height: frame.height,
         };
         yuvutils_rs::yuv_nv12_to_rgb(&img, &mut frame.data, rgb_stride, range, matrix, yuvutils_rs::YuvConversionMode::Balanced)
     } else {
-        let (u, v) = chroma.split_at(c_stride * ch);
         let img = yuvutils_rs::YuvPlanarImage {
             y_plane: y,
-            y_stride: stride as u32,
-            u_plane: u,
-            u_stride: c_stride as u32,
-            v_plane: &v[..c_stride * ch],
-            v_stride: c_stride as u32,
+            y_stride: ys as u32,
+            u_plane: planes[1].0,
+            u_stride: planes[1].1 as u32,
+            v_plane: planes[2].0,
+            v_stride: planes[2].1 as u32,
             width: frame.width,
             height: frame.height,
         };
@@ -401,6 +450,12 @@ mod tests {
         for (a, b) in src.data.iter().zip(&back.data) {
             assert!((*a as i32 - *b as i32).abs() <= 3, "{a} vs {b}");
         }
+        // Lines padded to an alignment and bytes after the last line (a driver's sizeimage): the same picture.
+        let padded: Vec<u8> = yuyv.chunks(16).flat_map(|l| l.iter().copied().chain([0x55; 8])).chain([9; 5]).collect();
+        let mut again = Frame::new(8, 2);
+        yuyv_to_rgb(&padded, 24, &mut again).unwrap();
+        assert_eq!(again.data, back.data);
+        assert!(matches!(yuyv_to_rgb(&padded[..24 + 15], 24, &mut again), Err(PixelError::Size { .. })));
     }
 
     #[test]
@@ -432,6 +487,44 @@ mod tests {
                 outs.push(back.data);
             }
             assert_eq!(outs[0], outs[1], "{w}x{h}: NV12 and YU12 of the same picture decode alike");
+        }
+    }
+
+    #[test]
+    fn separate_4_2_0_planes_with_their_own_strides_decode_as_the_single_buffer_does_and_bad_planes_are_refused() {
+        let (w, h) = (10usize, 6usize);
+        let mut src = Frame::new(w as u32, h as u32);
+        for (i, p) in src.data.iter_mut().enumerate() {
+            *p = (i * 37 % 251) as u8;
+        }
+        for nv12 in [true, false] {
+            let buf = rgb_to_yuv420(&src.data, w, h, nv12);
+            let mut whole = Frame::new(w as u32, h as u32);
+            yuv420_to_rgb(&buf, w, nv12, &mut whole).unwrap();
+            // NV12M / YUV420M: one buffer per plane, each with its own padding (as an ISP's planes may have).
+            let (cw, ch) = (w / 2, h / 2);
+            let pad = |data: &[u8], line: usize, lines: usize, stride: usize| -> Vec<u8> {
+                (0..lines).flat_map(|y| data[y * line..][..line].iter().copied().chain(std::iter::repeat(0xAA).take(stride - line))).collect()
+            };
+            let y = pad(&buf[..w * h], w, h, w + 6);
+            let planes: Vec<(Vec<u8>, usize)> = if nv12 {
+                vec![(y, w + 6), (pad(&buf[w * h..], cw * 2, ch, cw * 2 + 2), cw * 2 + 2)]
+            } else {
+                let (u, v) = buf[w * h..].split_at(cw * ch);
+                vec![(y, w + 6), (pad(u, cw, ch, cw + 3), cw + 3), (pad(v, cw, ch, cw + 1), cw + 1)]
+            };
+            let refs: Vec<(&[u8], usize)> = planes.iter().map(|(d, s)| (d.as_slice(), *s)).collect();
+            let mut sep = Frame::new(w as u32, h as u32);
+            yuv420_planes_to_rgb(&refs, &mut sep).unwrap();
+            assert_eq!(sep.data, whole.data, "nv12={nv12}");
+            // A short plane, a line shorter than the width, and a wrong plane count are refused.
+            let mut short = refs.clone();
+            short[1].0 = &short[1].0[..short[1].0.len() - 1];
+            assert!(matches!(yuv420_planes_to_rgb(&short, &mut sep), Err(PixelError::Size { .. })));
+            let mut narrow = refs.clone();
+            narrow[0].1 = w - 1;
+            assert!(yuv420_planes_to_rgb(&narrow, &mut sep).unwrap_err().to_string().contains("plane 0"));
+            assert!(yuv420_planes_to_rgb(&refs[..1], &mut sep).is_err());
         }
     }
 

@@ -15,14 +15,19 @@ use mien::pixels::detail;
 static GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Frames of the sample clip fed through the loopback: one face, a relit face, two small faces.
-/// Frame 0 also goes through YUYV (4:2:2) and NV12 and YU12 (4:2:0, as MPLANE and ISP cameras send).
-const CASES: [(usize, &str, &str); 6] = [
-    (0, "RGB3", "rgb"),
-    (9, "RGB3", "rgb"),
-    (14, "RGB3", "rgb"),
-    (0, "YUYV", "yuyv"),
-    (0, "NV12", "nv12"),
-    (0, "YU12", "yu12"),
+/// Frame 0 also goes through YUYV (4:2:2) and NV12 and YU12 (4:2:0, as MPLANE and ISP cameras send). The last
+/// three go through vivid reloaded multi-planar (the MPLANE API only): RGB3 in one plane, NV12 as NM12 (Y and UV
+/// in two buffers) and YU12 as YM12 (three).
+const CASES: [(usize, &str, &str, bool); 9] = [
+    (0, "RGB3", "rgb", false),
+    (9, "RGB3", "rgb", false),
+    (14, "RGB3", "rgb", false),
+    (0, "YUYV", "yuyv", false),
+    (0, "NV12", "nv12", false),
+    (0, "YU12", "yu12", false),
+    (14, "RGB3", "rgb", true),
+    (0, "NM12", "nv12", true),
+    (0, "YM12", "yu12", true),
 ];
 /// The first captured frames may predate the loopback picture; compare from this frame on.
 const SKIP: u64 = 2;
@@ -72,8 +77,8 @@ fn loopback(guest: Guest) {
     );
     std::fs::write(s.join("guest.toml"), cfg).unwrap();
     let clip = images(&repo("samples/clip"));
-    let mut cases = String::new();
-    for (n, fmt, ext) in CASES {
+    let (mut cases, mut mplane) = (String::new(), String::new());
+    for (n, fmt, ext, mp) in CASES {
         let f = load_frame(&clip[n]);
         let raw = match ext {
             "rgb" => f.data.clone(),
@@ -81,12 +86,13 @@ fn loopback(guest: Guest) {
             _ => mien::pixels::rgb_to_yuv420(&f.data, 640, 480, ext == "nv12"),
         };
         std::fs::write(s.join(format!("frame_{n}.{ext}")), raw).unwrap();
-        cases.push_str(&format!("{n} {fmt} {ext}\n"));
+        if mp { &mut mplane } else { &mut cases }.push_str(&format!("{n} {fmt} {ext}\n"));
     }
     std::fs::write(s.join("cases"), cases).unwrap();
+    std::fs::write(s.join("cases-mplane"), mplane).unwrap();
 
     let (st, console) = run_guest(&guest, s, &[format!("{}:/bin/vfeed", guest.vfeed.display())]);
-    let logs: String = ["mien-0-RGB3.log", "mien-0-YUYV.log", "mien-0-NV12.log", "mien-0-YU12.log", "missing.log"]
+    let logs: String = ["mien-0-RGB3.log", "mien-0-YUYV.log", "mien-0-NV12.log", "mien-0-YU12.log", "missing.log", "mien-mp-0-NM12.log", "vfeed-mp-0-NM12.log", "doctor-mplane.log"]
         .iter()
         .map(|f| format!("--- {f}\n{}\n", std::fs::read_to_string(s.join("out").join(f)).unwrap_or_default()))
         .collect();
@@ -96,13 +102,20 @@ fn loopback(guest: Guest) {
     assert!(cam.contains("PASS") && cam.contains("vivid") && cam.contains("YUYV"), "mien doctor:\n{doctor}");
     let missing = std::fs::read_to_string(s.join("out/missing.log")).unwrap();
     assert!(missing.contains("/dev/video9: no such device"), "{missing}");
+    // Reloaded multi-planar, the same camera is seen through the MPLANE API with its multi-plane formats.
+    let doctor = std::fs::read_to_string(s.join("out/doctor-mplane.log")).unwrap();
+    let cam = doctor.lines().find(|l| l.starts_with("  ") && l.contains(" camera ")).unwrap_or("");
+    assert!(cam.contains("PASS") && cam.contains("multi-planar") && cam.contains("NM12"), "mien doctor:\n{doctor}");
+    let log = std::fs::read_to_string(s.join("out/mien-mp-0-YM12.log")).unwrap();
+    assert!(log.contains("YM12") && log.contains("multi-planar"), "{log}");
 
     let cf = CenterFace::load(640, 480);
     let mut rgb_labels = std::collections::HashMap::new();
-    for (n, fmt, _) in CASES {
-        let guest_labels = label_lines(&s.join(format!("out/{n}-{fmt}.jsonl")));
-        let saved = images(&s.join(format!("out/{n}-{fmt}")));
-        assert_eq!(saved.len(), 5, "case {n} {fmt}: saved frames");
+    for (n, fmt, _, mp) in CASES {
+        let case = format!("{}{n}-{fmt}", if mp { "mp-" } else { "" });
+        let guest_labels = label_lines(&s.join(format!("out/{case}.jsonl")));
+        let saved = images(&s.join(format!("out/{case}")));
+        assert_eq!(saved.len(), 5, "case {case}: saved frames");
         // Replay of the same frame, on the host.
         let rdir = tempfile::tempdir().unwrap();
         let orig = load_frame(&clip[n]);
@@ -122,14 +135,14 @@ fn loopback(guest: Guest) {
                 .filter(|v| v["frame"].as_u64() == Some(frame))
                 .map(|v| (v["label"].as_str().unwrap().to_string(), v["confidence"].as_f64().unwrap()))
                 .collect();
-            assert_eq!(got.len(), replay.len(), "case {n} {fmt} frame {frame}: {got:?} vs replay {replay:?}");
+            assert_eq!(got.len(), replay.len(), "case {case} frame {frame}: {got:?} vs replay {replay:?}");
             for ((gl, gc), (rl, rc)) in got.iter().zip(&replay) {
-                assert_eq!(gl, rl, "case {n} {fmt} frame {frame}: label differs from replay");
+                assert_eq!(gl, rl, "case {case} frame {frame}: label differs from replay");
                 // RGB3 is bit-exact through the loopback; YUYV, NV12 and YU12 go through 4:2:2 or 4:2:0 and back.
                 let tol = if fmt == "RGB3" { 0.01 } else { 0.15 };
-                assert!((gc - rc).abs() <= tol, "case {n} {fmt} frame {frame}: confidence {gc} vs replay {rc}");
+                assert!((gc - rc).abs() <= tol, "case {case} frame {frame}: confidence {gc} vs replay {rc}");
             }
-            if fmt == "RGB3" {
+            if fmt == "RGB3" && !mp {
                 rgb_labels.insert(n, got);
             }
         }

@@ -1,5 +1,6 @@
 //! Frame sources: a V4L2 camera or a replayed directory of images, behind one trait.
 
+pub mod mplane;
 pub mod replay;
 pub mod v4l2;
 
@@ -55,12 +56,38 @@ pub fn convert(
             frame.ensure_size(width, height);
             pixels::rgb_to_rgb(data, stride.max(w * 3), frame)
         }
-        PixelFormat::Nv12 | PixelFormat::Yu12 => {
+        // NV12M and YUV420M laid end to end are NV12 and YU12.
+        PixelFormat::Nv12 | PixelFormat::Yu12 | PixelFormat::Nv12m | PixelFormat::Yu12m => {
             frame.ensure_size(width, height);
-            pixels::yuv420_to_rgb(data, stride.max(w), fmt == PixelFormat::Nv12, frame)
+            let nv12 = matches!(fmt, PixelFormat::Nv12 | PixelFormat::Nv12m);
+            pixels::yuv420_to_rgb(data, stride.max(w), nv12, frame)
         }
         PixelFormat::Mjpeg => replay::decode_as(data, image::ImageFormat::Jpeg, frame)
             .map_err(|e| PixelError::Convert(format!("MJPEG: {e}"))),
+    }
+}
+
+/// A multi-planar buffer (`(bytes, bytes per line)` per plane, as the driver reported them) into `frame`.
+/// NV12M and YUV420M come in 2 and 3 planes; every other format in one, which goes through [`convert`].
+pub fn convert_planes(
+    fmt: PixelFormat,
+    planes: &[(&[u8], usize)],
+    width: u32,
+    height: u32,
+    frame: &mut Frame,
+) -> Result<(), crate::pixels::PixelError> {
+    use crate::pixels::{self, PixelError};
+    let want = fmt.planes();
+    if planes.len() != want {
+        let f = String::from_utf8_lossy(&fmt.fourcc()).into_owned();
+        return Err(PixelError::Convert(format!("{f} comes in {want} plane(s), the buffer has {}", planes.len())));
+    }
+    match fmt {
+        PixelFormat::Nv12m | PixelFormat::Yu12m => {
+            frame.ensure_size(width, height);
+            pixels::yuv420_planes_to_rgb(planes, frame)
+        }
+        _ => convert(fmt, planes[0].0, width, height, planes[0].1, frame),
     }
 }
 
@@ -74,9 +101,15 @@ pub enum PixelFormat {
     /// 4:2:0, Y then interleaved UV (common on MPLANE and ISP devices, e.g. the Pi's camera pipeline).
     #[serde(rename = "NV12")]
     Nv12,
+    /// NV12 with the Y and UV planes in separate buffers (V4L2_PIX_FMT_NV12M; multi-planar devices only).
+    #[serde(rename = "NM12")]
+    Nv12m,
     /// 4:2:0, Y then U then V (V4L2_PIX_FMT_YUV420; UVC and ISP devices).
     #[serde(rename = "YU12")]
     Yu12,
+    /// YU12 with Y, U and V in three buffers (V4L2_PIX_FMT_YUV420M; multi-planar devices only).
+    #[serde(rename = "YM12")]
+    Yu12m,
     #[serde(rename = "GREY")]
     Grey,
     #[serde(rename = "MJPG")]
@@ -84,11 +117,13 @@ pub enum PixelFormat {
 }
 
 impl PixelFormat {
-    pub const ALL: [PixelFormat; 6] = [
+    pub const ALL: [PixelFormat; 8] = [
         PixelFormat::Yuyv,
         PixelFormat::Rgb24,
         PixelFormat::Nv12,
+        PixelFormat::Nv12m,
         PixelFormat::Yu12,
+        PixelFormat::Yu12m,
         PixelFormat::Grey,
         PixelFormat::Mjpeg,
     ];
@@ -99,6 +134,8 @@ impl PixelFormat {
             PixelFormat::Rgb24 => *b"RGB3",
             PixelFormat::Nv12 => *b"NV12",
             PixelFormat::Yu12 => *b"YU12",
+            PixelFormat::Nv12m => *b"NM12",
+            PixelFormat::Yu12m => *b"YM12",
             PixelFormat::Grey => *b"GREY",
             PixelFormat::Mjpeg => *b"MJPG",
         }
@@ -106,6 +143,32 @@ impl PixelFormat {
 
     pub fn from_fourcc(f: &[u8; 4]) -> Option<Self> {
         Self::ALL.into_iter().find(|p| &p.fourcc() == f)
+    }
+
+    /// Buffers (memory planes) per frame on a multi-planar device.
+    pub fn planes(self) -> usize {
+        match self {
+            PixelFormat::Nv12m => 2,
+            PixelFormat::Yu12m => 3,
+            _ => 1,
+        }
+    }
+
+    /// The same pixels in the other memory layout (NV12 <-> NM12, YU12 <-> YM12): a camera offering only one of
+    /// the two still serves a profile that names the other.
+    pub fn twin(self) -> Option<Self> {
+        match self {
+            PixelFormat::Nv12 => Some(PixelFormat::Nv12m),
+            PixelFormat::Nv12m => Some(PixelFormat::Nv12),
+            PixelFormat::Yu12 => Some(PixelFormat::Yu12m),
+            PixelFormat::Yu12m => Some(PixelFormat::Yu12),
+            _ => None,
+        }
+    }
+
+    /// The names mien reads, for messages.
+    pub fn names() -> String {
+        Self::ALL.map(|p| String::from_utf8_lossy(&p.fourcc()).into_owned()).join(", ")
     }
 }
 
@@ -118,7 +181,7 @@ impl std::str::FromStr for PixelFormat {
                 return Ok(p);
             }
         }
-        Err(format!("unknown pixel format {s:?} (YUYV, RGB3, NV12, YU12, GREY or MJPG)"))
+        Err(format!("unknown pixel format {s:?} (one of {})", Self::names()))
     }
 }
 

@@ -2,11 +2,14 @@
 //! timeout before each dequeue (the crate opens devices non-blocking), and reconnection with backoff when the
 //! camera disappears. A camera that comes back under another node (re-plugged while its old node was still
 //! held open, so the kernel gave it the next free number) is found again by its card name and bus.
+//! Multi-planar devices (SoC camera pipelines, ISPs) stream through [`super::mplane`], which the crate lacks.
 
+use super::mplane;
 use super::{CameraConfig, FrameSource, PixelFormat, SourceError};
 use crate::frame::{now_ms, Frame};
 use std::time::{Duration, Instant};
 use v4l::buffer::Type;
+use v4l::capability::Flags;
 use v4l::io::traits::CaptureStream;
 use v4l::prelude::*;
 use v4l::video::Capture;
@@ -18,14 +21,21 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
 const V4L2_BUF_FLAG_ERROR: u32 = 0x40;
 
+/// The single-planar API (through the `v4l` crate) or the multi-planar one (ours).
+enum Stream {
+    Single(MmapStream<'static>),
+    Multi(mplane::Stream),
+}
+
 struct Open {
     // Field order matters: the stream (mmaped buffers, STREAMOFF on drop) goes before the device.
-    stream: MmapStream<'static>,
+    stream: Stream,
     _dev: Device,
     format: PixelFormat,
     width: u32,
     height: u32,
-    stride: usize,
+    /// Bytes per line of each plane, as the driver set them.
+    strides: Vec<usize>,
     id: Identity,
 }
 
@@ -61,18 +71,50 @@ fn describe_io(path: &str, e: &std::io::Error) -> String {
     }
 }
 
+/// Which capture API a device speaks: single-planar first (the `v4l` crate's), else multi-planar.
+fn planar(caps: &v4l::Capabilities) -> Option<bool> {
+    if caps.capabilities.contains(Flags::VIDEO_CAPTURE) {
+        Some(false)
+    } else if caps.capabilities.contains(Flags::VIDEO_CAPTURE_MPLANE) {
+        Some(true)
+    } else {
+        None
+    }
+}
+
 /// What the device is and which pixel formats it offers (for `mien doctor`).
 pub fn probe(path: &str) -> Result<String, String> {
     let dev = Device::with_path(path).map_err(|e| describe_io(path, &e))?;
     let caps = dev.query_caps().map_err(|e| describe_io(path, &e))?;
-    let formats: Vec<String> = dev
-        .enum_formats()
-        .map_err(|e| describe_io(path, &e))?
+    let (fourccs, api) = match planar(&caps) {
+        Some(false) => (dev.enum_formats().map_err(|e| describe_io(path, &e))?.iter().map(|d| d.fourcc.repr).collect(), ""),
+        Some(true) => (mplane::enum_formats(&dev.handle(), mplane::Direction::Capture).map_err(|e| describe_io(path, &e))?, ", multi-planar"),
+        None => return Err(format!("{path}: {} ({}) is not a video capture device", caps.card, caps.driver)),
+    };
+    let formats: Vec<String> = fourccs
         .iter()
-        .map(|d| d.fourcc.to_string().trim().to_string())
+        .map(|f| String::from_utf8_lossy(f).trim().to_string())
         .filter(|f| !f.is_empty() && f.chars().all(|c| c.is_ascii_graphic()))
         .collect();
-    Ok(format!("{} ({}), formats {}", caps.card, caps.driver, formats.join(" ")))
+    Ok(format!("{} ({}{api}), formats {}", caps.card, caps.driver, formats.join(" ")))
+}
+
+/// The profile's format if offered, else the same pixels in the other memory layout (NV12 <-> NM12,
+/// YU12 <-> YM12), else the first format mien reads that the camera offers.
+fn choose(path: &str, offered: &[PixelFormat], asked: PixelFormat) -> Result<PixelFormat, String> {
+    if offered.contains(&asked) {
+        return Ok(asked);
+    }
+    if let Some(t) = asked.twin().filter(|t| offered.contains(t)) {
+        log::info!("{path}: {asked:?} is offered as {t:?} (same pixels, other plane layout); using it");
+        return Ok(t);
+    }
+    let f = *PixelFormat::ALL
+        .iter()
+        .find(|p| offered.contains(p))
+        .ok_or_else(|| format!("{path}: offers none of the formats mien reads ({})", PixelFormat::names()))?;
+    log::warn!("{path}: camera.format {asked:?} not offered, using {f:?}");
+    Ok(f)
 }
 
 impl V4l2Source {
@@ -80,12 +122,13 @@ impl V4l2Source {
     pub fn open(path: &str, cam: &CameraConfig) -> Result<Self, SourceError> {
         let open = Self::try_open(path, cam).map_err(SourceError::Fatal)?;
         log::info!(
-            "camera {path}: {}x{} {} stride {}, {} buffers",
+            "camera {path}: {}x{} {} strides {:?}, {} buffers{}",
             open.width,
             open.height,
             String::from_utf8_lossy(&open.format.fourcc()),
-            open.stride,
-            cam.buffers
+            open.strides,
+            cam.buffers,
+            if matches!(open.stream, Stream::Multi(_)) { ", multi-planar" } else { "" }
         );
         Ok(V4l2Source {
             path: path.into(),
@@ -109,8 +152,7 @@ impl V4l2Source {
         };
         for node in capture_nodes().into_iter().filter(|n| *n != self.path) {
             let same = Device::with_path(&node).and_then(|d| d.query_caps()).is_ok_and(|c| {
-                let capture = c.capabilities.contains(v4l::capability::Flags::VIDEO_CAPTURE);
-                c.card == self.id.card && c.bus == self.id.bus && capture
+                c.card == self.id.card && c.bus == self.id.bus && planar(&c).is_some()
             });
             if same {
                 let o = Self::try_open(&node, &self.cam)?;
@@ -126,25 +168,24 @@ impl V4l2Source {
     fn try_open(path: &str, cam: &CameraConfig) -> Result<Open, String> {
         let dev = Device::with_path(path).map_err(|e| describe_io(path, &e))?;
         let caps = dev.query_caps().map_err(|e| describe_io(path, &e))?;
-        if !caps.capabilities.contains(v4l::capability::Flags::VIDEO_CAPTURE) {
-            return Err(format!("{path}: {} ({}) is not a single-planar video capture device", caps.card, caps.driver));
+        let multi = planar(&caps)
+            .ok_or_else(|| format!("{path}: {} ({}) is not a video capture device", caps.card, caps.driver))?;
+        let id = Identity { card: caps.card, bus: caps.bus };
+        if multi {
+            Self::open_multi(path, cam, dev, id)
+        } else {
+            Self::open_single(path, cam, dev, id)
         }
+    }
+
+    fn open_single(path: &str, cam: &CameraConfig, dev: Device, id: Identity) -> Result<Open, String> {
         let offered: Vec<PixelFormat> = dev
             .enum_formats()
             .map_err(|e| describe_io(path, &e))?
             .iter()
             .filter_map(|d| PixelFormat::from_fourcc(&d.fourcc.repr))
             .collect();
-        let want = if offered.contains(&cam.format) {
-            cam.format
-        } else {
-            *PixelFormat::ALL.iter().find(|p| offered.contains(p)).ok_or_else(|| {
-                format!("{path}: offers none of the formats mien reads (YUYV, RGB3, NV12, YU12, GREY, MJPG)")
-            })?
-        };
-        if want != cam.format {
-            log::warn!("{path}: camera.format {:?} not offered, using {:?}", cam.format, want);
-        }
+        let want = choose(path, &offered, cam.format)?;
         let mut fmt = dev.format().map_err(|e| describe_io(path, &e))?;
         fmt.width = cam.width;
         fmt.height = cam.height;
@@ -167,8 +208,40 @@ impl V4l2Source {
         let mut stream = MmapStream::with_buffers(&dev, Type::VideoCapture, cam.buffers)
             .map_err(|e| describe_io(path, &e))?;
         stream.set_timeout(Duration::from_millis(cam.timeout_ms as u64));
-        let id = Identity { card: caps.card, bus: caps.bus };
-        Ok(Open { stream, _dev: dev, format, width: fmt.width, height: fmt.height, stride: fmt.stride as usize, id })
+        let (width, height, strides) = (fmt.width, fmt.height, vec![fmt.stride as usize]);
+        Ok(Open { stream: Stream::Single(stream), _dev: dev, format, width, height, strides, id })
+    }
+
+    fn open_multi(path: &str, cam: &CameraConfig, dev: Device, id: Identity) -> Result<Open, String> {
+        use mplane::Direction::Capture;
+        let handle = dev.handle();
+        let offered: Vec<PixelFormat> = mplane::enum_formats(&handle, Capture)
+            .map_err(|e| describe_io(path, &e))?
+            .iter()
+            .filter_map(PixelFormat::from_fourcc)
+            .collect();
+        let want = choose(path, &offered, cam.format)?;
+        let fmt = mplane::set_format(&handle, Capture, want.fourcc(), cam.width, cam.height)
+            .map_err(|e| format!("{path}: cannot set format: {e}"))?;
+        let format = PixelFormat::from_fourcc(&fmt.fourcc).ok_or_else(|| {
+            format!("{path}: driver chose format {} that mien cannot read", String::from_utf8_lossy(&fmt.fourcc))
+        })?;
+        if fmt.planes.len() != format.planes() {
+            let (got, want) = (fmt.planes.len(), format.planes());
+            return Err(format!("{path}: driver gave {format:?} in {got} planes, mien reads it in {want}"));
+        }
+        if (fmt.width, fmt.height) != (cam.width, cam.height) {
+            log::warn!("{path}: asked {}x{}, driver gave {}x{}", cam.width, cam.height, fmt.width, fmt.height);
+        }
+        if cam.fps > 0.0 {
+            if let Err(e) = mplane::set_fps(&handle, cam.fps.round() as u32) {
+                log::warn!("{path}: cannot set {} fps: {e}", cam.fps);
+            }
+        }
+        let mut stream = mplane::Stream::new(handle, Capture, cam.buffers).map_err(|e| describe_io(path, &e))?;
+        stream.set_timeout(Duration::from_millis(cam.timeout_ms as u64));
+        let strides = fmt.planes.iter().map(|&(bpl, _)| bpl as usize).collect();
+        Ok(Open { stream: Stream::Multi(stream), _dev: dev, format, width: fmt.width, height: fmt.height, strides, id })
     }
 
     fn lose(&mut self, why: String) -> SourceError {
@@ -208,21 +281,30 @@ impl FrameSource for V4l2Source {
             }
         }
         let o = self.open.as_mut().expect("opened above");
-        let (fmt, w, h, stride) = (o.format, o.width, o.height, o.stride);
-        let (buf, meta) = match o.stream.next() {
+        let (fmt, w, h) = (o.format, o.width, o.height);
+        let got = match &mut o.stream {
+            Stream::Single(s) => s.next().map(|(buf, meta)| {
+                let used = (meta.bytesused as usize).min(buf.len());
+                let bad = meta.flags.bits() & V4L2_BUF_FLAG_ERROR != 0;
+                (bad, meta.sequence, super::convert(fmt, &buf[..used], w, h, o.strides[0], frame))
+            }),
+            Stream::Multi(s) => s.next().map(|(planes, meta)| {
+                let planes: Vec<(&[u8], usize)> = planes.into_iter().zip(o.strides.iter().copied()).collect();
+                let bad = meta.flags & V4L2_BUF_FLAG_ERROR != 0;
+                (bad, meta.sequence, super::convert_planes(fmt, &planes, w, h, frame))
+            }),
+        };
+        let (bad, seq, converted) = match got {
             Ok(x) => x,
             Err(e) => {
                 let why = describe_io(&self.path, &e);
                 return Err(self.lose(why));
             }
         };
-        let used = (meta.bytesused as usize).min(buf.len());
-        let data = &buf[..used];
-        if meta.flags.bits() & V4L2_BUF_FLAG_ERROR != 0 {
-            return Err(SourceError::Corrupt(format!("frame seq {}: driver flagged the buffer as bad", meta.sequence)));
+        if bad {
+            return Err(SourceError::Corrupt(format!("frame seq {seq}: driver flagged the buffer as bad")));
         }
-        super::convert(fmt, data, w, h, stride, frame)
-            .map_err(|e| SourceError::Corrupt(format!("frame seq {}: {e}", meta.sequence)))?;
+        converted.map_err(|e| SourceError::Corrupt(format!("frame seq {seq}: {e}")))?;
         frame.ts_ms = now_ms();
         Ok(true)
     }
