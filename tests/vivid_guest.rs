@@ -16,18 +16,20 @@ static GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Frames of the sample clip fed through the loopback: one face, a relit face, two small faces.
 /// Frame 0 also goes through YUYV (4:2:2) and NV12 and YU12 (4:2:0, as MPLANE and ISP cameras send). The last
-/// three go through vivid reloaded multi-planar (the MPLANE API only): RGB3 in one plane, NV12 as NM12 (Y and UV
-/// in two buffers) and YU12 as YM12 (three).
-const CASES: [(usize, &str, &str, bool); 9] = [
-    (0, "RGB3", "rgb", false),
-    (9, "RGB3", "rgb", false),
-    (14, "RGB3", "rgb", false),
-    (0, "YUYV", "yuyv", false),
-    (0, "NV12", "nv12", false),
-    (0, "YU12", "yu12", false),
-    (14, "RGB3", "rgb", true),
-    (0, "NM12", "nv12", true),
-    (0, "YM12", "yu12", true),
+/// field says how mien reaches the camera: "" directly; "pre-" under libv4l2's LD_PRELOAD wrapper (the way
+/// libcamerify hands a Pi camera module to V4L2 programs); "mp-" with vivid reloaded multi-planar (the MPLANE API
+/// only): RGB3 in one plane, NV12 as NM12 (Y and UV in two buffers), YU12 as YM12 (three).
+const CASES: [(usize, &str, &str, &str); 10] = [
+    (0, "RGB3", "rgb", ""),
+    (9, "RGB3", "rgb", ""),
+    (14, "RGB3", "rgb", ""),
+    (0, "YUYV", "yuyv", ""),
+    (0, "NV12", "nv12", ""),
+    (0, "YU12", "yu12", ""),
+    (0, "RGB3", "rgb", "pre-"),
+    (14, "RGB3", "rgb", "mp-"),
+    (0, "NM12", "nv12", "mp-"),
+    (0, "YM12", "yu12", "mp-"),
 ];
 /// The first captured frames may predate the loopback picture; compare from this frame on.
 const SKIP: u64 = 2;
@@ -77,8 +79,8 @@ fn loopback(guest: Guest) {
     );
     std::fs::write(s.join("guest.toml"), cfg).unwrap();
     let clip = images(&repo("samples/clip"));
-    let (mut cases, mut mplane) = (String::new(), String::new());
-    for (n, fmt, ext, mp) in CASES {
+    let mut lists = std::collections::BTreeMap::from([("", String::new()), ("pre-", String::new()), ("mp-", String::new())]);
+    for (n, fmt, ext, via) in CASES {
         let f = load_frame(&clip[n]);
         let raw = match ext {
             "rgb" => f.data.clone(),
@@ -86,13 +88,14 @@ fn loopback(guest: Guest) {
             _ => mien::pixels::rgb_to_yuv420(&f.data, 640, 480, ext == "nv12"),
         };
         std::fs::write(s.join(format!("frame_{n}.{ext}")), raw).unwrap();
-        if mp { &mut mplane } else { &mut cases }.push_str(&format!("{n} {fmt} {ext}\n"));
+        lists.get_mut(via).unwrap().push_str(&format!("{n} {fmt} {ext}\n"));
     }
-    std::fs::write(s.join("cases"), cases).unwrap();
-    std::fs::write(s.join("cases-mplane"), mplane).unwrap();
+    for (via, file) in [("", "cases"), ("pre-", "cases-preload"), ("mp-", "cases-mplane")] {
+        std::fs::write(s.join(file), &lists[via]).unwrap();
+    }
 
     let (st, console) = run_guest(&guest, s, &[format!("{}:/bin/vfeed", guest.vfeed.display())]);
-    let logs: String = ["mien-0-RGB3.log", "mien-0-YUYV.log", "mien-0-NV12.log", "mien-0-YU12.log", "missing.log", "mien-mp-0-NM12.log", "vfeed-mp-0-NM12.log", "doctor-mplane.log"]
+    let logs: String = ["mien-0-RGB3.log", "mien-0-YUYV.log", "mien-0-NV12.log", "mien-0-YU12.log", "missing.log", "mien-pre-0-RGB3.log", "mien-mp-0-NM12.log", "vfeed-mp-0-NM12.log", "doctor-mplane.log"]
         .iter()
         .map(|f| format!("--- {f}\n{}\n", std::fs::read_to_string(s.join("out").join(f)).unwrap_or_default()))
         .collect();
@@ -108,11 +111,17 @@ fn loopback(guest: Guest) {
     assert!(cam.contains("PASS") && cam.contains("multi-planar") && cam.contains("NM12"), "mien doctor:\n{doctor}");
     let log = std::fs::read_to_string(s.join("out/mien-mp-0-YM12.log")).unwrap();
     assert!(log.contains("YM12") && log.contains("multi-planar"), "{log}");
+    // Under the LD_PRELOAD layer, mien's own calls went through it: libv4l2 logged the ioctls it was handed.
+    let calls = std::fs::read_to_string(s.join("out/libv4l2.log")).unwrap_or_default();
+    for ioctl in ["VIDIOC_QUERYCAP", "VIDIOC_S_FMT", "VIDIOC_REQBUFS", "VIDIOC_STREAMON"] {
+        assert!(calls.contains(ioctl), "libv4l2 saw no {ioctl} from mien:\n{calls}");
+    }
+    assert!(calls.matches("VIDIOC_DQBUF").count() >= 5, "libv4l2 saw fewer than 5 DQBUFs:\n{calls}");
 
     let cf = CenterFace::load(640, 480);
     let mut rgb_labels = std::collections::HashMap::new();
-    for (n, fmt, _, mp) in CASES {
-        let case = format!("{}{n}-{fmt}", if mp { "mp-" } else { "" });
+    for (n, fmt, _, via) in CASES {
+        let case = format!("{via}{n}-{fmt}");
         let guest_labels = label_lines(&s.join(format!("out/{case}.jsonl")));
         let saved = images(&s.join(format!("out/{case}")));
         assert_eq!(saved.len(), 5, "case {case}: saved frames");
@@ -142,7 +151,7 @@ fn loopback(guest: Guest) {
                 let tol = if fmt == "RGB3" { 0.01 } else { 0.15 };
                 assert!((gc - rc).abs() <= tol, "case {case} frame {frame}: confidence {gc} vs replay {rc}");
             }
-            if fmt == "RGB3" && !mp {
+            if fmt == "RGB3" && via.is_empty() {
                 rgb_labels.insert(n, got);
             }
         }

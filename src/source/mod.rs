@@ -1,8 +1,8 @@
 //! Frame sources: a V4L2 camera or a replayed directory of images, behind one trait.
 
-pub mod mplane;
 pub mod replay;
 pub mod v4l2;
+pub mod v4l2io;
 
 use crate::frame::Frame;
 use serde::{Deserialize, Serialize};

@@ -1,19 +1,13 @@
-//! V4L2 capture through the `v4l` crate: format negotiation, MMAP streaming with several buffers, poll with a
-//! timeout before each dequeue (the crate opens devices non-blocking), and reconnection with backoff when the
-//! camera disappears. A camera that comes back under another node (re-plugged while its old node was still
-//! held open, so the kernel gave it the next free number) is found again by its card name and bus.
-//! Multi-planar devices (SoC camera pipelines, ISPs) stream through [`super::mplane`], which the crate lacks.
+//! V4L2 capture: format negotiation, MMAP streaming with several buffers, poll with a timeout before each
+//! dequeue, and reconnection with backoff when the camera disappears. A camera that comes back under another
+//! node (re-plugged while its old node was still held open, so the kernel gave it the next free number) is found
+//! again by its card name and bus. Single-planar devices (UVC, most USB cameras, libcamerify) and multi-planar
+//! ones (SoC camera pipelines, ISPs) alike; the calls themselves are in [`super::v4l2io`].
 
-use super::mplane;
+use super::v4l2io;
 use super::{CameraConfig, FrameSource, PixelFormat, SourceError};
 use crate::frame::{now_ms, Frame};
 use std::time::{Duration, Instant};
-use v4l::buffer::Type;
-use v4l::capability::Flags;
-use v4l::io::traits::CaptureStream;
-use v4l::prelude::*;
-use v4l::video::Capture;
-use v4l::FourCC;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 // Retries stay cheap (a failed open and a scan of /dev), so a camera that comes back is picked up within about
@@ -21,16 +15,10 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
 const V4L2_BUF_FLAG_ERROR: u32 = 0x40;
 
-/// The single-planar API (through the `v4l` crate) or the multi-planar one (ours).
-enum Stream {
-    Single(MmapStream<'static>),
-    Multi(mplane::Stream),
-}
-
 struct Open {
-    // Field order matters: the stream (mmaped buffers, STREAMOFF on drop) goes before the device.
-    stream: Stream,
-    _dev: Device,
+    // The stream holds the device open (and unmaps, STREAMOFFs and frees its buffers on drop).
+    stream: v4l2io::Stream,
+    multi: bool,
     format: PixelFormat,
     width: u32,
     height: u32,
@@ -71,31 +59,18 @@ fn describe_io(path: &str, e: &std::io::Error) -> String {
     }
 }
 
-/// Which capture API a device speaks: single-planar first (the `v4l` crate's), else multi-planar.
-fn planar(caps: &v4l::Capabilities) -> Option<bool> {
-    if caps.capabilities.contains(Flags::VIDEO_CAPTURE) {
-        Some(false)
-    } else if caps.capabilities.contains(Flags::VIDEO_CAPTURE_MPLANE) {
-        Some(true)
-    } else {
-        None
-    }
-}
-
 /// What the device is and which pixel formats it offers (for `mien doctor`).
 pub fn probe(path: &str) -> Result<String, String> {
-    let dev = Device::with_path(path).map_err(|e| describe_io(path, &e))?;
-    let caps = dev.query_caps().map_err(|e| describe_io(path, &e))?;
-    let (fourccs, api) = match planar(&caps) {
-        Some(false) => (dev.enum_formats().map_err(|e| describe_io(path, &e))?.iter().map(|d| d.fourcc.repr).collect(), ""),
-        Some(true) => (mplane::enum_formats(&dev.handle(), mplane::Direction::Capture).map_err(|e| describe_io(path, &e))?, ", multi-planar"),
-        None => return Err(format!("{path}: {} ({}) is not a video capture device", caps.card, caps.driver)),
-    };
+    let dev = v4l2io::open(path).map_err(|e| describe_io(path, &e))?;
+    let caps = v4l2io::query_caps(&dev).map_err(|e| describe_io(path, &e))?;
+    let q = caps.capture().ok_or_else(|| format!("{path}: {} ({}) is not a video capture device", caps.card, caps.driver))?;
+    let fourccs = v4l2io::enum_formats(&dev, q).map_err(|e| describe_io(path, &e))?;
     let formats: Vec<String> = fourccs
         .iter()
         .map(|f| String::from_utf8_lossy(f).trim().to_string())
         .filter(|f| !f.is_empty() && f.chars().all(|c| c.is_ascii_graphic()))
         .collect();
+    let api = if q.multi { ", multi-planar" } else { "" };
     Ok(format!("{} ({}{api}), formats {}", caps.card, caps.driver, formats.join(" ")))
 }
 
@@ -128,7 +103,7 @@ impl V4l2Source {
             String::from_utf8_lossy(&open.format.fourcc()),
             open.strides,
             cam.buffers,
-            if matches!(open.stream, Stream::Multi(_)) { ", multi-planar" } else { "" }
+            if open.multi { ", multi-planar" } else { "" }
         );
         Ok(V4l2Source {
             path: path.into(),
@@ -151,8 +126,8 @@ impl V4l2Source {
             Err(e) => e,
         };
         for node in capture_nodes().into_iter().filter(|n| *n != self.path) {
-            let same = Device::with_path(&node).and_then(|d| d.query_caps()).is_ok_and(|c| {
-                c.card == self.id.card && c.bus == self.id.bus && planar(&c).is_some()
+            let same = v4l2io::open(&node).and_then(|d| v4l2io::query_caps(&d)).is_ok_and(|c| {
+                c.card == self.id.card && c.bus == self.id.bus && c.capture().is_some()
             });
             if same {
                 let o = Self::try_open(&node, &self.cam)?;
@@ -166,62 +141,18 @@ impl V4l2Source {
     }
 
     fn try_open(path: &str, cam: &CameraConfig) -> Result<Open, String> {
-        let dev = Device::with_path(path).map_err(|e| describe_io(path, &e))?;
-        let caps = dev.query_caps().map_err(|e| describe_io(path, &e))?;
-        let multi = planar(&caps)
+        let dev = v4l2io::open(path).map_err(|e| describe_io(path, &e))?;
+        let caps = v4l2io::query_caps(&dev).map_err(|e| describe_io(path, &e))?;
+        let q = caps
+            .capture()
             .ok_or_else(|| format!("{path}: {} ({}) is not a video capture device", caps.card, caps.driver))?;
-        let id = Identity { card: caps.card, bus: caps.bus };
-        if multi {
-            Self::open_multi(path, cam, dev, id)
-        } else {
-            Self::open_single(path, cam, dev, id)
-        }
-    }
-
-    fn open_single(path: &str, cam: &CameraConfig, dev: Device, id: Identity) -> Result<Open, String> {
-        let offered: Vec<PixelFormat> = dev
-            .enum_formats()
-            .map_err(|e| describe_io(path, &e))?
-            .iter()
-            .filter_map(|d| PixelFormat::from_fourcc(&d.fourcc.repr))
-            .collect();
-        let want = choose(path, &offered, cam.format)?;
-        let mut fmt = dev.format().map_err(|e| describe_io(path, &e))?;
-        fmt.width = cam.width;
-        fmt.height = cam.height;
-        fmt.fourcc = FourCC::new(&want.fourcc());
-        // The driver keeps the old bytesperline/sizeimage unless they are zeroed.
-        fmt.stride = 0;
-        fmt.size = 0;
-        let fmt = dev.set_format(&fmt).map_err(|e| format!("{path}: cannot set format: {e}"))?;
-        let format = PixelFormat::from_fourcc(&fmt.fourcc.repr)
-            .ok_or_else(|| format!("{path}: driver chose format {} that mien cannot read", fmt.fourcc))?;
-        if (fmt.width, fmt.height) != (cam.width, cam.height) {
-            log::warn!("{path}: asked {}x{}, driver gave {}x{}", cam.width, cam.height, fmt.width, fmt.height);
-        }
-        if cam.fps > 0.0 {
-            let params = v4l::video::capture::Parameters::with_fps(cam.fps.round() as u32);
-            if let Err(e) = dev.set_params(&params) {
-                log::warn!("{path}: cannot set {} fps: {e}", cam.fps);
-            }
-        }
-        let mut stream = MmapStream::with_buffers(&dev, Type::VideoCapture, cam.buffers)
-            .map_err(|e| describe_io(path, &e))?;
-        stream.set_timeout(Duration::from_millis(cam.timeout_ms as u64));
-        let (width, height, strides) = (fmt.width, fmt.height, vec![fmt.stride as usize]);
-        Ok(Open { stream: Stream::Single(stream), _dev: dev, format, width, height, strides, id })
-    }
-
-    fn open_multi(path: &str, cam: &CameraConfig, dev: Device, id: Identity) -> Result<Open, String> {
-        use mplane::Direction::Capture;
-        let handle = dev.handle();
-        let offered: Vec<PixelFormat> = mplane::enum_formats(&handle, Capture)
+        let offered: Vec<PixelFormat> = v4l2io::enum_formats(&dev, q)
             .map_err(|e| describe_io(path, &e))?
             .iter()
             .filter_map(PixelFormat::from_fourcc)
             .collect();
         let want = choose(path, &offered, cam.format)?;
-        let fmt = mplane::set_format(&handle, Capture, want.fourcc(), cam.width, cam.height)
+        let fmt = v4l2io::set_format(&dev, q, want.fourcc(), cam.width, cam.height)
             .map_err(|e| format!("{path}: cannot set format: {e}"))?;
         let format = PixelFormat::from_fourcc(&fmt.fourcc).ok_or_else(|| {
             format!("{path}: driver chose format {} that mien cannot read", String::from_utf8_lossy(&fmt.fourcc))
@@ -234,14 +165,15 @@ impl V4l2Source {
             log::warn!("{path}: asked {}x{}, driver gave {}x{}", cam.width, cam.height, fmt.width, fmt.height);
         }
         if cam.fps > 0.0 {
-            if let Err(e) = mplane::set_fps(&handle, cam.fps.round() as u32) {
+            if let Err(e) = v4l2io::set_fps(&dev, q, cam.fps.round() as u32) {
                 log::warn!("{path}: cannot set {} fps: {e}", cam.fps);
             }
         }
-        let mut stream = mplane::Stream::new(handle, Capture, cam.buffers).map_err(|e| describe_io(path, &e))?;
+        let mut stream = v4l2io::Stream::new(dev, q, cam.buffers).map_err(|e| describe_io(path, &e))?;
         stream.set_timeout(Duration::from_millis(cam.timeout_ms as u64));
         let strides = fmt.planes.iter().map(|&(bpl, _)| bpl as usize).collect();
-        Ok(Open { stream: Stream::Multi(stream), _dev: dev, format, width: fmt.width, height: fmt.height, strides, id })
+        let id = Identity { card: caps.card, bus: caps.bus };
+        Ok(Open { stream, multi: q.multi, format, width: fmt.width, height: fmt.height, strides, id })
     }
 
     fn lose(&mut self, why: String) -> SourceError {
@@ -282,18 +214,11 @@ impl FrameSource for V4l2Source {
         }
         let o = self.open.as_mut().expect("opened above");
         let (fmt, w, h) = (o.format, o.width, o.height);
-        let got = match &mut o.stream {
-            Stream::Single(s) => s.next().map(|(buf, meta)| {
-                let used = (meta.bytesused as usize).min(buf.len());
-                let bad = meta.flags.bits() & V4L2_BUF_FLAG_ERROR != 0;
-                (bad, meta.sequence, super::convert(fmt, &buf[..used], w, h, o.strides[0], frame))
-            }),
-            Stream::Multi(s) => s.next().map(|(planes, meta)| {
-                let planes: Vec<(&[u8], usize)> = planes.into_iter().zip(o.strides.iter().copied()).collect();
-                let bad = meta.flags & V4L2_BUF_FLAG_ERROR != 0;
-                (bad, meta.sequence, super::convert_planes(fmt, &planes, w, h, frame))
-            }),
-        };
+        let got = o.stream.next().map(|(planes, meta)| {
+            let planes: Vec<(&[u8], usize)> = planes.into_iter().zip(o.strides.iter().copied()).collect();
+            let bad = meta.flags & V4L2_BUF_FLAG_ERROR != 0;
+            (bad, meta.sequence, super::convert_planes(fmt, &planes, w, h, frame))
+        });
         let (bad, seq, converted) = match got {
             Ok(x) => x,
             Err(e) => {

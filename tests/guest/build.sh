@@ -10,7 +10,7 @@ W=$HERE/work/$ARCH
 OUT=$W/out
 mkdir -p "$W/debs" "$OUT"
 # Bump when the guest's contents change, so that a cached work/ is rebuilt.
-GUEST_VERSION=2
+GUEST_VERSION=3
 [ -f "$OUT/initramfs.cpio.gz" ] && [ -f "$OUT/kernel" ] && [ "$(cat "$OUT/version" 2>/dev/null)" = $GUEST_VERSION ] &&
     { echo "guest $ARCH: already built in $OUT"; exit 0; }
 
@@ -75,6 +75,8 @@ copy_with_libs() {
     done
 }
 copy_with_libs /usr/bin/v4l2-ctl
+# libv4l2's LD_PRELOAD wrapper: the vivid test runs mien under it, as libcamerify runs it for Pi camera modules.
+for f in "$SYSROOT"/usr/lib/*/libv4l/v4l2convert.so; do copy_with_libs "${f#"$SYSROOT"}"; done
 (cd "$ROOT" && find . | cpio -o -H newc --quiet) | gzip -1 > "$OUT/initramfs.cpio.gz"
 if [ "$ARCH" = amd64 ]; then
     # An uncompressed ELF vmlinux boots directly (PVH) and skips the decompressor: ~4 s faster under TCG.

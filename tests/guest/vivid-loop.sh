@@ -1,6 +1,8 @@
 #!/bin/sh
 # Runs inside the guest (cwd /mnt/host = the test's share dir). For each "N FOURCC ext" in ./cases:
 # vfeed writes frame_N.ext into vivid's output, vivid loops it to /dev/video0, mien captures it from there.
+# ./cases-preload runs the same under libv4l2's LD_PRELOAD wrapper (v4l2convert.so, logging every ioctl it is
+# handed): mien's V4L2 calls must all reach such a layer, as they must reach libcamerify's on a Pi camera module.
 # Then vivid is reloaded multi-planar (multiplanar=2: only the MPLANE API) and ./cases-mplane runs the same way.
 C=/dev/video0; O=/dev/video1
 rc=0
@@ -8,24 +10,26 @@ setup() { # loop the output to the capture; no on-screen text, so the captured f
     v4l2-ctl -d $C --set-dv-bt-timings index=0 >/dev/null && v4l2-ctl -d $O --set-dv-bt-timings index=0 >/dev/null || exit 10
     v4l2-ctl -d $C --set-ctrl loop_video=1 --set-ctrl osd_text_mode=2 || exit 11
 }
-run_cases() { # $1: case list, $2: label prefix for the output files ("" or "mp-")
+run_cases() { # $1: case list, $2: prefix for the output files ("", "pre-", "mp-"), $3...: environment for mien
+    list=$1 pfx=$2; shift 2
     while read -r n fmt ext; do
         [ -n "$n" ] || continue
         cp frame_$n.$ext /tmp/feed
-        /bin/vfeed $O /tmp/feed 640 480 $fmt 900 2> out/vfeed-$2$n-$fmt.log &
+        /bin/vfeed $O /tmp/feed 640 480 $fmt 900 2> out/vfeed-$pfx$n-$fmt.log &
         feeder=$!
         sleep 0.5
-        /bin/mien run --config guest.toml --source $C --format $fmt --max-frames 5 \
-            --save-blurred out/$2$n-$fmt --labels out/$2$n-$fmt.jsonl 2> out/mien-$2$n-$fmt.log
+        env "$@" /bin/mien run --config guest.toml --source $C --format $fmt --max-frames 5 \
+            --save-blurred out/$pfx$n-$fmt --labels out/$pfx$n-$fmt.jsonl 2> out/mien-$pfx$n-$fmt.log
         r=$?
         kill $feeder; wait $feeder 2>/dev/null
-        echo "MIEN_GUEST: case $2$n $fmt: mien exit $r, $(wc -l < out/$2$n-$fmt.jsonl) labels"
+        echo "MIEN_GUEST: case $pfx$n $fmt: mien exit $r, $(wc -l < out/$pfx$n-$fmt.jsonl) labels"
         [ $r -eq 0 ] || rc=$r
-    done < "$1"
+    done < "$list"
 }
 mkdir -p out
 setup
 run_cases cases ""
+run_cases cases-preload pre- LD_PRELOAD="$(ls /usr/lib/*/libv4l/v4l2convert.so)" LIBV4L2_LOG_FILENAME=out/libv4l2.log
 # mien doctor sees the camera, its formats and a frame (it exits 1 on any failed check)
 /bin/mien doctor --config guest.toml --source $C > out/doctor.log 2>&1 || rc=21
 # the camera must be refused cleanly when it is missing
