@@ -48,6 +48,8 @@ done
 chmod 644 "$ROOT/etc/mien/mien.toml"
 install -Dm644 packaging/mien.service "$ROOT/lib/systemd/system/mien.service"
 install -Dm644 packaging/prometheus/mien-alerts.yml "$ROOT/usr/share/mien/prometheus/mien-alerts.yml"
+# Drop-in for Pi camera modules (libcamera), installed by hand into /etc/systemd/system/mien.service.d/.
+install -Dm644 packaging/libcamera.conf "$ROOT/usr/share/mien/systemd/libcamera.conf"
 install -Dm644 README.md "$ROOT/usr/share/doc/mien/README.md"
 install -Dm644 models/ATTRIBUTION.md "$ROOT/usr/share/doc/mien/MODELS-ATTRIBUTION.md"
 install -Dm644 models/README.md "$ROOT/usr/share/doc/mien/MODEL-CARD.md"

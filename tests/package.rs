@@ -53,6 +53,7 @@ fn deb_contents_unit_and_packaged_binary() {
         "/usr/share/mien/models/mien_student_fp32.onnx",
         "/usr/share/mien/models/faceapi_expression.onnx",
         "/usr/share/mien/prometheus/mien-alerts.yml",
+        "/usr/share/mien/systemd/libcamera.conf",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -102,6 +103,16 @@ fn deb_contents_unit_and_packaged_binary() {
         let v = Command::new("systemd-analyze").args(["verify", "./mien.service"]).current_dir(out.path()).output().unwrap();
         let err = String::from_utf8_lossy(&v.stderr);
         assert!(v.status.success() && err.trim().is_empty(), "systemd-analyze verify:\n{err}");
+        // The libcamera drop-in on top of the unit (as systemd merges it: ExecStart reset, then libcamerify's),
+        // libcamerify stood in for by a real executable.
+        let dropin = std::fs::read_to_string(x.join("usr/share/mien/systemd/libcamera.conf")).unwrap();
+        assert!(dropin.contains("ExecStart=\nExecStart=/usr/bin/libcamerify /usr/bin/mien run --config /etc/mien/mien.toml"));
+        let dir = out.path().join("mien.service.d");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("libcamera.conf"), dropin.replace("/usr/bin/libcamerify", "/bin/env")).unwrap();
+        let v = Command::new("systemd-analyze").args(["verify", "./mien.service"]).current_dir(out.path()).output().unwrap();
+        let err = String::from_utf8_lossy(&v.stderr);
+        assert!(v.status.success() && err.trim().is_empty(), "systemd-analyze verify with the libcamera drop-in:\n{err}");
     } else {
         eprintln!("systemd-analyze not installed: unit syntax not verified");
     }

@@ -71,12 +71,18 @@ pub fn probe(path: &str) -> Result<String, String> {
         .filter(|f| !f.is_empty() && f.chars().all(|c| c.is_ascii_graphic()))
         .collect();
     let api = if q.multi { ", multi-planar" } else { "" };
+    if !fourccs.iter().any(|f| PixelFormat::from_fourcc(f).is_some()) {
+        let (card, driver) = (&caps.card, &caps.driver);
+        let hint = libcamera_hint(driver);
+        return Err(format!("{path}: {card} ({driver}{api}) offers {}, none of which mien reads{hint}", formats.join(" ")));
+    }
     Ok(format!("{} ({}{api}), formats {}", caps.card, caps.driver, formats.join(" ")))
 }
 
 /// The profile's format if offered, else the same pixels in the other memory layout (NV12 <-> NM12,
 /// YU12 <-> YM12), else the first format mien reads that the camera offers.
-fn choose(path: &str, offered: &[PixelFormat], asked: PixelFormat) -> Result<PixelFormat, String> {
+fn choose(path: &str, caps: &v4l2io::Caps, fourccs: &[[u8; 4]], asked: PixelFormat) -> Result<PixelFormat, String> {
+    let offered: Vec<PixelFormat> = fourccs.iter().filter_map(PixelFormat::from_fourcc).collect();
     if offered.contains(&asked) {
         return Ok(asked);
     }
@@ -84,12 +90,31 @@ fn choose(path: &str, offered: &[PixelFormat], asked: PixelFormat) -> Result<Pix
         log::info!("{path}: {asked:?} is offered as {t:?} (same pixels, other plane layout); using it");
         return Ok(t);
     }
-    let f = *PixelFormat::ALL
-        .iter()
-        .find(|p| offered.contains(p))
-        .ok_or_else(|| format!("{path}: offers none of the formats mien reads ({})", PixelFormat::names()))?;
+    let f = *PixelFormat::ALL.iter().find(|p| offered.contains(p)).ok_or_else(|| {
+        let has: Vec<String> = fourccs.iter().map(|f| String::from_utf8_lossy(f).trim().to_string()).collect();
+        format!(
+            "{path}: {} ({}) offers {}, none of the formats mien reads ({}){}",
+            caps.card,
+            caps.driver,
+            if has.is_empty() { "no formats".into() } else { has.join(" ") },
+            PixelFormat::names(),
+            libcamera_hint(&caps.driver)
+        )
+    })?;
     log::warn!("{path}: camera.format {asked:?} not offered, using {f:?}");
     Ok(f)
+}
+
+/// Raspberry Pi camera modules (CSI) reach V4L2 as raw Bayer from the receiver (`unicam` on a Pi 4 and
+/// earlier, `rp1-cfe` on a Pi 5); the ISP that makes pictures of it is driven by libcamera. Those nodes get a
+/// pointer to the route that works: mien under libcamera's V4L2 compatibility layer.
+pub fn libcamera_hint(driver: &str) -> &'static str {
+    match driver {
+        "unicam" | "bcm2835-unicam" | "rp1-cfe" | "bcm2835-isp" | "pispbe" => {
+            "; a Raspberry Pi camera module streams through libcamera: run mien under libcamerify (README, \"Flash a board\")"
+        }
+        _ => "",
+    }
 }
 
 impl V4l2Source {
@@ -146,12 +171,8 @@ impl V4l2Source {
         let q = caps
             .capture()
             .ok_or_else(|| format!("{path}: {} ({}) is not a video capture device", caps.card, caps.driver))?;
-        let offered: Vec<PixelFormat> = v4l2io::enum_formats(&dev, q)
-            .map_err(|e| describe_io(path, &e))?
-            .iter()
-            .filter_map(PixelFormat::from_fourcc)
-            .collect();
-        let want = choose(path, &offered, cam.format)?;
+        let fourccs = v4l2io::enum_formats(&dev, q).map_err(|e| describe_io(path, &e))?;
+        let want = choose(path, &caps, &fourccs, cam.format)?;
         let fmt = v4l2io::set_format(&dev, q, want.fourcc(), cam.width, cam.height)
             .map_err(|e| format!("{path}: cannot set format: {e}"))?;
         let format = PixelFormat::from_fourcc(&fmt.fourcc).ok_or_else(|| {
@@ -258,4 +279,29 @@ fn capture_nodes() -> Vec<String> {
         .unwrap_or_default();
     nodes.sort();
     nodes.into_iter().map(|(_, p)| p).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caps(driver: &str) -> v4l2io::Caps {
+        v4l2io::Caps { driver: driver.into(), card: "cam".into(), bus: "platform:x".into(), caps: v4l2io::CAP_VIDEO_CAPTURE }
+    }
+
+    #[test]
+    fn the_asked_format_then_its_plane_layout_twin_then_the_first_readable_one_and_bayer_only_nodes_are_explained() {
+        let c = caps("uvcvideo");
+        assert_eq!(choose("/dev/video0", &c, &[*b"YUYV", *b"NV12"], PixelFormat::Nv12), Ok(PixelFormat::Nv12));
+        // A multi-planar ISP offering NV12 only as NM12 still serves a profile that says NV12.
+        assert_eq!(choose("/dev/video0", &c, &[*b"NM12", *b"YUYV"], PixelFormat::Nv12), Ok(PixelFormat::Nv12m));
+        assert_eq!(choose("/dev/video0", &c, &[*b"YM12"], PixelFormat::Yu12), Ok(PixelFormat::Yu12m));
+        // Not offered at all: the first one mien reads, in its order of preference.
+        assert_eq!(choose("/dev/video0", &c, &[*b"MJPG", *b"YU12"], PixelFormat::Yuyv), Ok(PixelFormat::Yu12));
+        // A Pi camera module's receiver: raw Bayer only; the message names what it offers and the libcamera route.
+        let e = choose("/dev/video0", &caps("unicam"), &[*b"pRAA", *b"RG10"], PixelFormat::Yuyv).unwrap_err();
+        assert!(e.contains("pRAA RG10") && e.contains("libcamerify") && e.contains("Flash a board"), "{e}");
+        let e = choose("/dev/video0", &c, &[*b"H264"], PixelFormat::Yuyv).unwrap_err();
+        assert!(e.contains("H264") && !e.contains("libcamerify"), "{e}");
+    }
 }
