@@ -10,9 +10,19 @@
 //!    Labels lost are counted, and each lost label is checked to lie within the fsync window before a cut.
 //!
 //! `cargo run --release --example outage -- [--outage-s 600] [--kills 20] [--fsync always|interval]`
+//!
+//! `--sync-writes SECS [--baseline MIEN_BINARY]` measures instead what delivering labels costs the SD card:
+//! mien (and the baseline binary, in the same run, against the same broker) at full rate with the broker up and
+//! `fsync = "always"`, under `strace -c`, counting the fsync/fdatasync, rename and ftruncate calls per second
+//! and per label delivered.
 //! Labels are matched by (ts_ms, frame, face) between mien's local JSON-lines file and the broker's messages.
 
 mod common;
+// The tests' mosquitto (persistence on, so messages queued for the subscriber survive a broker restart).
+#[path = "../tests/common/broker.rs"]
+#[allow(dead_code)]
+mod broker;
+use broker::{free_port, Broker};
 use common::Rng;
 use rumqttc::{Client, Event, Incoming, MqttOptions, QoS};
 use std::collections::HashMap;
@@ -24,53 +34,6 @@ use std::time::{Duration, Instant};
 fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
     let a: Vec<String> = std::env::args().collect();
     a.iter().position(|x| x == name).and_then(|i| a.get(i + 1)?.parse().ok()).unwrap_or(default)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct Broker {
-    conf: PathBuf,
-    child: Option<Child>,
-    port: u16,
-}
-
-impl Broker {
-    fn new(dir: &Path) -> Broker {
-        let port = free_port();
-        let conf = dir.join("mosquitto.conf");
-        let user = if unsafe { libc::geteuid() } == 0 { "user root\n" } else { "" };
-        let body = format!(
-            "{user}listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\n",
-            dir.display()
-        );
-        std::fs::write(&conf, body).unwrap();
-        let mut b = Broker { conf, child: None, port };
-        b.start();
-        b
-    }
-    fn start(&mut self) {
-        let c = Command::new("mosquitto").arg("-c").arg(&self.conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
-        self.child = Some(c.expect("mosquitto (scripts/setup.sh installs it)"));
-        let t = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(10), "mosquitto did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) }; // saves its persistence database
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop();
-    }
 }
 
 type Key = (u64, u64, u64);
@@ -106,22 +69,18 @@ fn subscribe(port: u16) -> Arc<Mutex<HashMap<Key, u32>>> {
     got
 }
 
+/// The tests' uplink profile (127.0.0.1:`port`, no TLS, spool under `dir`) with the Pi profiles' detector, the
+/// fsync policy, a longer drain and a metrics textfile rewritten every second.
 fn profile(dir: &Path, port: u16, fsync: &str) -> PathBuf {
-    let mut text = mien::config::DEFAULT_PROFILE.to_string();
+    let mut text = std::fs::read_to_string(broker::uplink_profile(dir, port)).unwrap();
     for (from, to) in [
         ("min_face = 16", "min_face = 40".to_string()),
-        ("enabled = false\nhost", "enabled = true\nhost".into()),
-        ("host = \"localhost\"", "host = \"127.0.0.1\"".into()),
-        ("port = 8883", format!("port = {port}")),
-        ("tls = true", "tls = false".into()),
-        ("device = \"\"", "device = \"cam1\"".into()),
-        ("spool_dir = \"/var/lib/mien/spool\"", format!("spool_dir = \"{}/spool\"", dir.display())),
         ("fsync = \"interval\"", format!("fsync = \"{fsync}\"")),
-        ("drain_s = 5", "drain_s = 60".into()),
+        ("drain_s = 20", "drain_s = 60".into()),
         ("textfile = \"\"", format!("textfile = \"{}/mien.prom\"", dir.display())),
         ("interval_ms = 15000", "interval_ms = 1000".into()),
     ] {
-        assert!(text.contains(from), "{from:?} not in the default profile");
+        assert!(text.contains(from), "{from:?} not in the profile");
         text = text.replace(from, &to);
     }
     let p = dir.join("outage.toml");
@@ -179,13 +138,92 @@ fn settle(got: &Mutex<HashMap<Key, u32>>, made: &HashMap<Key, u64>, limit: Durat
     }
 }
 
+/// Calls per syscall from an `strace -c` summary file.
+fn strace_counts(path: &Path) -> HashMap<String, u64> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut m = HashMap::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // % time, seconds, usecs/call, calls, [errors,] syscall
+        if f.len() >= 5 && f[0].parse::<f64>().is_ok() {
+            if let (Some(name), Ok(calls)) = (f.last(), f[3].parse::<u64>()) {
+                m.insert(name.to_string(), calls);
+            }
+        }
+    }
+    m
+}
+
+/// The SD card's share of delivering labels: sync calls per second and per label, this build against a
+/// baseline binary, each for `secs` at full rate with the broker up.
+fn sync_writes(secs: u64) {
+    let this = std::env::var("MIEN_BIN").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/mien").into());
+    let mut bins = vec![("this build".to_string(), this)];
+    if let Some(b) = std::env::args().skip_while(|a| a != "--baseline").nth(1) {
+        bins.push(("baseline".into(), b));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(dir.path(), free_port());
+    let got = subscribe(broker.port);
+    println!("sync writes: mien at full rate, broker up, fsync = \"always\", {secs} s per binary under strace -c");
+    println!("{:<11} {:>8} {:>9} {:>8} {:>8} {:>10} {:>10} {:>12}", "binary", "labels", "delivered", "fsync/s", "rename/s", "ftrunc/s", "syncs/label", "binary path");
+    let mut per_label = Vec::new();
+    for (i, (name, bin)) in bins.iter().enumerate() {
+        let d = dir.path().join(format!("run{i}"));
+        std::fs::create_dir_all(&d).unwrap();
+        let cfg = profile(&d, broker.port, "always");
+        let labels = d.join("labels.jsonl");
+        let out = d.join("strace.txt");
+        let mut c = Command::new("strace")
+            .args(["--seccomp-bpf", "-f", "-qq", "-c", "-e", "trace=fsync,fdatasync,rename,renameat,renameat2,ftruncate"])
+            .arg("-o")
+            .arg(&out)
+            .arg(bin)
+            .args(["run", "--config", cfg.to_str().unwrap(), "--labels", labels.to_str().unwrap(), "--loop"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("strace (apt install strace)");
+        std::thread::sleep(Duration::from_secs(secs));
+        // SIGTERM mien itself (strace's child): it drains and exits, then strace writes its summary.
+        let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", c.id())).unwrap_or_default();
+        for pid in children.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let _ = c.wait();
+        let made = produced(std::slice::from_ref(&labels));
+        let (delivered, _, _) = settle(&got, &made, Duration::from_secs(30));
+        got.lock().unwrap().clear();
+        let n = strace_counts(&out);
+        let get = |k: &[&str]| k.iter().map(|s| n.get(*s).copied().unwrap_or(0)).sum::<u64>();
+        let (syncs, renames, truncs) = (get(&["fsync", "fdatasync"]), get(&["rename", "renameat", "renameat2"]), get(&["ftruncate"]));
+        let per = syncs as f64 / made.len().max(1) as f64;
+        per_label.push(per);
+        let rate = |x: u64| x as f64 / secs as f64;
+        println!(
+            "{name:<11} {:>8} {delivered:>9} {:>8.1} {:>8.1} {:>10.1} {per:>10.2}   {bin}",
+            made.len(),
+            rate(syncs),
+            rate(renames),
+            rate(truncs)
+        );
+    }
+    if per_label.len() == 2 {
+        println!("sync calls per label, this build / baseline: {:.2}", per_label[0] / per_label[1]);
+    }
+}
+
 fn main() {
+    if let Some(secs) = std::env::args().skip_while(|a| a != "--sync-writes").nth(1) {
+        return sync_writes(secs.parse().expect("--sync-writes SECONDS"));
+    }
     let outage_s: u64 = arg("--outage-s", 600);
     let kills: usize = arg("--kills", 20);
     let fsync: String = arg("--fsync", "always".to_string());
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let mut broker = Broker::new(d);
+    let mut broker = Broker::start(d, free_port());
     let got = subscribe(broker.port);
     let cfg = profile(d, broker.port, &fsync);
     let prom = d.join("mien.prom");
@@ -212,7 +250,7 @@ fn main() {
     broker.stop();
     println!("outage: broker stopped at {} s for {outage_s} s", t0.elapsed().as_secs());
     phase(outage_s, &mut spool_log, &mut sample);
-    broker.start();
+    broker.restart();
     println!("outage: broker back at {} s", t0.elapsed().as_secs());
     phase(60, &mut spool_log, &mut sample);
     stop(run);
@@ -268,7 +306,7 @@ fn main() {
         }
         files.push(f);
     }
-    broker.start();
+    broker.restart();
     let f = d.join("labels-drain.jsonl");
     let c = mien(&cfg, &f);
     std::thread::sleep(Duration::from_secs(20));

@@ -30,7 +30,9 @@ pub const MAX_PAYLOAD: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Fsync {
-    /// fsync after every record: a power cut loses nothing that was appended.
+    /// fsync after every record: a power cut loses nothing that was appended. Acknowledgements reach
+    /// `spool.state` at most once a second ([`ACK_STATE_EVERY`]): a cut may send up to that second's delivered
+    /// labels again (same `seq`), never lose one.
     Always,
     /// fsync at most every `fsync_interval_ms`: a power cut loses at most that window.
     Interval,
@@ -63,6 +65,11 @@ pub struct Recovery {
     pub out_of_order: u64,
 }
 
+/// Under `fsync = "always"`, the longest a delivered label's acknowledgement waits before `spool.state` is
+/// rewritten and synced. Writing it per PUBACK was a second fsync (plus a file create and a rename) per label;
+/// SD cards wear by such small synced writes.
+pub const ACK_STATE_EVERY: Duration = Duration::from_secs(1);
+
 /// The largest sequence number a spool uses (2^53 - 1: every JSON consumer reads it exactly). A record or a
 /// state beyond it is corrupt.
 pub const MAX_SEQ: u64 = (1 << 53) - 1;
@@ -77,6 +84,8 @@ pub struct Spool {
     dropped: u64,
     bytes: u64,
     last_sync: Instant,
+    /// When `spool.state` was last written.
+    last_state: Instant,
     /// Appended data not yet fsynced.
     dirty: bool,
     /// Acknowledgements not yet in `spool.state` (`interval`: written with the next sync).
@@ -174,6 +183,7 @@ impl Spool {
             dropped,
             bytes,
             last_sync: Instant::now(),
+            last_state: Instant::now() - ACK_STATE_EVERY,
             dirty: false,
             state_dirty: false,
             empty_when_synced: false,
@@ -238,9 +248,10 @@ impl Spool {
         self.dropped
     }
 
-    /// Mark every record up to and including `seq` as delivered. Under `always` the new state is written and
-    /// fsynced at once; under `interval` it is written with the next sync (a PUBACK then costs no disk write; a
-    /// power cut or a kill may send that window's labels again, with their own `seq`, but loses none).
+    /// Mark every record up to and including `seq` as delivered. The new state is written with the next sync:
+    /// under `interval` with the data's, under `always` at most once every [`ACK_STATE_EVERY`], under `never`
+    /// at once (unsynced). A power cut or a kill may then send the acknowledged labels of that window again,
+    /// with their own `seq`, but loses none.
     pub fn ack_through(&mut self, seq: u64) -> io::Result<()> {
         if seq <= self.acked {
             return Ok(());
@@ -249,22 +260,20 @@ impl Spool {
         while self.pending.front().is_some_and(|r| r.seq <= seq) {
             self.pending.pop_front();
         }
-        let deferred = self.cfg.fsync == Fsync::Interval;
-        if deferred {
-            self.state_dirty = true;
-        } else {
-            self.write_state(self.cfg.fsync == Fsync::Always)?;
+        if self.cfg.fsync == Fsync::Never {
+            self.write_state(false)?;
+            if self.pending.is_empty() {
+                self.empty_data()?;
+            }
+            return Ok(());
         }
+        self.state_dirty = true;
         if self.pending.is_empty() {
             // Everything delivered: start the data file afresh (keeps it small), but only once the state that
             // says so is on disk (see the ordering rule above).
-            if deferred {
-                self.empty_when_synced = true;
-            } else {
-                self.empty_data()?;
-            }
+            self.empty_when_synced = true;
         }
-        Ok(())
+        self.sync_by_policy()
     }
 
     fn empty_data(&mut self) -> io::Result<()> {
@@ -276,13 +285,24 @@ impl Spool {
 
     /// fsync now if the policy says so (also called on a timer by the uplink).
     pub fn sync_by_policy(&mut self) -> io::Result<()> {
-        let due = match self.cfg.fsync {
-            Fsync::Always => true,
-            Fsync::Interval => self.last_sync.elapsed() >= self.cfg.fsync_interval,
-            Fsync::Never => false,
-        };
-        if due && (self.dirty || self.state_dirty || self.empty_when_synced) {
-            self.sync_now()?;
+        match self.cfg.fsync {
+            Fsync::Always => {
+                if self.dirty {
+                    self.file.sync_data()?;
+                    self.dirty = false;
+                    self.last_sync = Instant::now();
+                }
+                if (self.state_dirty || self.empty_when_synced) && self.last_state.elapsed() >= ACK_STATE_EVERY {
+                    self.sync_now()?;
+                }
+            }
+            Fsync::Interval => {
+                let due = self.last_sync.elapsed() >= self.cfg.fsync_interval;
+                if due && (self.dirty || self.state_dirty || self.empty_when_synced) {
+                    self.sync_now()?;
+                }
+            }
+            Fsync::Never => {}
         }
         Ok(())
     }
@@ -330,6 +350,7 @@ impl Spool {
         }
         std::fs::rename(&tmp, self.cfg.dir.join("spool.state"))?;
         self.state_dirty = false;
+        self.last_state = Instant::now();
         Ok(())
     }
 }
@@ -358,6 +379,31 @@ mod tests {
 
     fn cfg(dir: &Path, max: u64) -> SpoolConfig {
         SpoolConfig { dir: dir.into(), max_bytes: max, fsync: Fsync::Always, fsync_interval: Duration::ZERO }
+    }
+
+    #[test]
+    fn under_always_acks_reach_the_state_at_most_once_a_second_and_a_kill_in_between_only_resends() {
+        let d = tempfile::tempdir().unwrap();
+        let state = d.path().join("spool.state");
+        let (mut s, _) = Spool::open(cfg(d.path(), 1 << 20)).unwrap();
+        // Delivered as fast as they come: the first acknowledgement is written at once, the next 49 wait.
+        for i in 1..=50 {
+            assert_eq!(s.append(b"label").unwrap(), i);
+            s.ack_through(i).unwrap();
+        }
+        assert_eq!(read_state(&state).unwrap().0, 1);
+        // Every record is on disk (synced as appended), so a kill now sends labels 2..=50 again, losing none.
+        let (again, rec) = Spool::open(cfg(d.path(), 1 << 20)).unwrap();
+        assert_eq!((rec.pending, again.pending().next().map(|r| r.seq)), (49, Some(2)));
+        drop(again);
+        // A second on, the uplink's timer writes the rest; then nothing is pending and the data file is empty.
+        std::thread::sleep(ACK_STATE_EVERY + Duration::from_millis(50));
+        s.sync_by_policy().unwrap();
+        assert_eq!(read_state(&state).unwrap().0, 50);
+        assert_eq!(std::fs::metadata(d.path().join("spool.dat")).unwrap().len(), 8);
+        drop(s);
+        let (s, rec) = Spool::open(cfg(d.path(), 1 << 20)).unwrap();
+        assert_eq!((rec.pending, s.next_seq()), (0, 51));
     }
 
     #[test]

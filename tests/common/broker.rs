@@ -1,5 +1,5 @@
 //! A real mosquitto on a loopback port (apt's mosquitto, installed by scripts/setup.sh; its packaged service is
-//! not used), for the tests of the MQTT uplink and of the metrics that report it.
+//! not used), for the tests of the MQTT uplink and of the metrics that report it, and for examples/outage.rs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -64,18 +64,19 @@ pub fn free_port() -> u16 {
 pub fn uplink_profile(dir: &Path, port: u16) -> PathBuf {
     let p = dir.join("mqtt.toml");
     let spool = format!("spool_dir = \"{}/spool\"", dir.display());
-    let text = super::replaced(
-        mien::config::DEFAULT_PROFILE,
-        &[
-            ("enabled = false\nhost", "enabled = true\nhost"),
-            ("port = 8883", &format!("port = {port}")),
-            ("tls = true", "tls = false"),
-            ("device = \"\"", "device = \"cam1\""),
-            ("spool_dir = \"/var/lib/mien/spool\"", &spool),
-            ("drain_s = 5", "drain_s = 20"),
-            ("host = \"localhost\"", "host = \"127.0.0.1\""),
-        ],
-    );
+    let mut text = mien::config::DEFAULT_PROFILE.to_string();
+    for (from, to) in [
+        ("enabled = false\nhost", "enabled = true\nhost".to_string()),
+        ("port = 8883", format!("port = {port}")),
+        ("tls = true", "tls = false".into()),
+        ("device = \"\"", "device = \"cam1\"".into()),
+        ("spool_dir = \"/var/lib/mien/spool\"", spool.clone()),
+        ("drain_s = 5", "drain_s = 20".into()),
+        ("host = \"localhost\"", "host = \"127.0.0.1\"".into()),
+    ] {
+        assert!(text.contains(from), "{from:?} not in the default profile");
+        text = text.replace(from, &to);
+    }
     std::fs::write(&p, &text).unwrap();
     p
 }
