@@ -104,6 +104,14 @@ pub fn yuv420_planes_to_rgb(planes: &[(&[u8], usize)], frame: &mut Frame) -> Res
         }
         check_len(name, frame.width, frame.height, data.len(), stride * lines)?;
     }
+    // Each plane cut to exactly its lines: yuvutils-rs takes an odd height's last line from what follows the
+    // line pairs, and a longer plane (a driver's sizeimage, padding) left it nothing there: a panic (found by
+    // the v4l2_buffer fuzz target, kept in fuzz/regressions/v4l2_buffer/).
+    let exact = |i: usize| {
+        let lines = if i == 0 { frame.height as usize } else { ch };
+        &planes[i].0[..planes[i].1 * lines]
+    };
+    let planes: Vec<(&[u8], usize)> = (0..planes.len()).map(|i| (exact(i), planes[i].1)).collect();
     let rgb_stride = frame.stride() as u32;
     let (range, matrix) = (yuvutils_rs::YuvRange::Limited, yuvutils_rs::YuvStandardMatrix::Bt601);
     let (y, ys) = planes[0];
