@@ -198,7 +198,7 @@ impl V4l2Source {
     }
 
     fn lose(&mut self, why: String) -> SourceError {
-        // Dropping the stream may fail with ENODEV on an unplugged camera; the v4l crate ignores that case.
+        // Dropping the stream unmaps and frees its buffers; on an unplugged camera those calls fail (ENODEV), harmlessly.
         self.open = None;
         self.next_try = Instant::now() + self.backoff;
         let repeat = self.said.as_ref().is_some_and(|(w, t)| *w == why && t.elapsed() < REPEAT_LOG);
