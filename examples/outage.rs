@@ -88,9 +88,13 @@ fn profile(dir: &Path, port: u16, fsync: &str) -> PathBuf {
     p
 }
 
+/// The mien binary measured: `MIEN_BIN`, else this checkout's release build.
+fn mien_bin() -> String {
+    std::env::var("MIEN_BIN").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/mien").into())
+}
+
 fn mien(cfg: &Path, labels: &Path) -> Child {
-    let bin = std::env::var("MIEN_BIN").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/mien").into());
-    Command::new(bin)
+    Command::new(mien_bin())
         .args(["run", "--config", cfg.to_str().unwrap(), "--labels", labels.to_str().unwrap(), "--loop"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -157,10 +161,10 @@ fn strace_counts(path: &Path) -> HashMap<String, u64> {
 /// The SD card's share of delivering labels: sync calls per second and per label, this build against a
 /// baseline binary, each for `secs` at full rate with the broker up.
 fn sync_writes(secs: u64) {
-    let this = std::env::var("MIEN_BIN").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/mien").into());
-    let mut bins = vec![("this build".to_string(), this)];
-    if let Some(b) = std::env::args().skip_while(|a| a != "--baseline").nth(1) {
-        bins.push(("baseline".into(), b));
+    let mut bins = vec![("this build".to_string(), mien_bin())];
+    let baseline: String = arg("--baseline", String::new());
+    if !baseline.is_empty() {
+        bins.push(("baseline".into(), baseline));
     }
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start(dir.path(), free_port());
@@ -215,8 +219,9 @@ fn sync_writes(secs: u64) {
 }
 
 fn main() {
-    if let Some(secs) = std::env::args().skip_while(|a| a != "--sync-writes").nth(1) {
-        return sync_writes(secs.parse().expect("--sync-writes SECONDS"));
+    let sync_secs: u64 = arg("--sync-writes", 0);
+    if sync_secs > 0 {
+        return sync_writes(sync_secs);
     }
     let outage_s: u64 = arg("--outage-s", 600);
     let kills: usize = arg("--kills", 20);

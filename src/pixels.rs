@@ -93,6 +93,10 @@ pub fn yuv420_planes_to_rgb(planes: &[(&[u8], usize)], frame: &mut Frame) -> Res
         3 => (false, "YU12"),
         n => return Err(PixelError::Convert(format!("4:2:0 comes in 2 or 3 planes, the buffer has {n}"))),
     };
+    // Each plane cut to exactly its lines: yuvutils-rs takes an odd height's last line from what follows the
+    // line pairs, and a longer plane (a driver's sizeimage, padding) left it nothing there: a panic (found by
+    // the v4l2_buffer fuzz target, kept in fuzz/regressions/v4l2_buffer/).
+    let mut cut: Vec<(&[u8], usize)> = Vec::with_capacity(planes.len());
     for (i, &(data, stride)) in planes.iter().enumerate() {
         let (line, lines) = match i {
             0 => (w, h),
@@ -103,15 +107,9 @@ pub fn yuv420_planes_to_rgb(planes: &[(&[u8], usize)], frame: &mut Frame) -> Res
             return Err(PixelError::Convert(format!("{name} plane {i}: {stride} bytes per line, the width needs {line}")));
         }
         check_len(name, frame.width, frame.height, data.len(), stride * lines)?;
+        cut.push((&data[..stride * lines], stride));
     }
-    // Each plane cut to exactly its lines: yuvutils-rs takes an odd height's last line from what follows the
-    // line pairs, and a longer plane (a driver's sizeimage, padding) left it nothing there: a panic (found by
-    // the v4l2_buffer fuzz target, kept in fuzz/regressions/v4l2_buffer/).
-    let exact = |i: usize| {
-        let lines = if i == 0 { frame.height as usize } else { ch };
-        &planes[i].0[..planes[i].1 * lines]
-    };
-    let planes: Vec<(&[u8], usize)> = (0..planes.len()).map(|i| (exact(i), planes[i].1)).collect();
+    let planes = cut;
     let rgb_stride = frame.stride() as u32;
     let (range, matrix) = (yuvutils_rs::YuvRange::Limited, yuvutils_rs::YuvStandardMatrix::Bt601);
     let (y, ys) = planes[0];

@@ -79,8 +79,8 @@ pub fn convert_planes(
     use crate::pixels::{self, PixelError};
     let want = fmt.planes();
     if planes.len() != want {
-        let f = String::from_utf8_lossy(&fmt.fourcc()).into_owned();
-        return Err(PixelError::Convert(format!("{f} comes in {want} plane(s), the buffer has {}", planes.len())));
+        let (f, n) = (fmt.name(), planes.len());
+        return Err(PixelError::Convert(format!("{f} comes in {want} plane(s), the buffer has {n}")));
     }
     match fmt {
         PixelFormat::Nv12m | PixelFormat::Yu12m => {
@@ -129,16 +129,7 @@ impl PixelFormat {
     ];
 
     pub fn fourcc(self) -> [u8; 4] {
-        match self {
-            PixelFormat::Yuyv => *b"YUYV",
-            PixelFormat::Rgb24 => *b"RGB3",
-            PixelFormat::Nv12 => *b"NV12",
-            PixelFormat::Yu12 => *b"YU12",
-            PixelFormat::Nv12m => *b"NM12",
-            PixelFormat::Yu12m => *b"YM12",
-            PixelFormat::Grey => *b"GREY",
-            PixelFormat::Mjpeg => *b"MJPG",
-        }
+        self.name().as_bytes().try_into().expect("fourccs are 4 bytes")
     }
 
     pub fn from_fourcc(f: &[u8; 4]) -> Option<Self> {
@@ -166,9 +157,23 @@ impl PixelFormat {
         }
     }
 
+    /// The fourcc as text, as V4L2 tools print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            PixelFormat::Yuyv => "YUYV",
+            PixelFormat::Rgb24 => "RGB3",
+            PixelFormat::Nv12 => "NV12",
+            PixelFormat::Yu12 => "YU12",
+            PixelFormat::Nv12m => "NM12",
+            PixelFormat::Yu12m => "YM12",
+            PixelFormat::Grey => "GREY",
+            PixelFormat::Mjpeg => "MJPG",
+        }
+    }
+
     /// The names mien reads, for messages.
     pub fn names() -> String {
-        Self::ALL.map(|p| String::from_utf8_lossy(&p.fourcc()).into_owned()).join(", ")
+        Self::ALL.map(PixelFormat::name).join(", ")
     }
 }
 

@@ -65,18 +65,28 @@ pub fn probe(path: &str) -> Result<String, String> {
     let caps = v4l2io::query_caps(&dev).map_err(|e| describe_io(path, &e))?;
     let q = caps.capture().ok_or_else(|| format!("{path}: {} ({}) is not a video capture device", caps.card, caps.driver))?;
     let fourccs = v4l2io::enum_formats(&dev, q).map_err(|e| describe_io(path, &e))?;
-    let formats: Vec<String> = fourccs
+    if !fourccs.iter().any(|f| PixelFormat::from_fourcc(f).is_some()) {
+        return Err(none_readable(path, &caps, &fourccs));
+    }
+    let api = if q.multi { ", multi-planar" } else { "" };
+    Ok(format!("{} ({}{api}), formats {}", caps.card, caps.driver, fourcc_list(&fourccs)))
+}
+
+/// Fourccs as V4L2 tools print them, space-separated (codes that are not text are left out).
+fn fourcc_list(fourccs: &[[u8; 4]]) -> String {
+    let names: Vec<String> = fourccs
         .iter()
         .map(|f| String::from_utf8_lossy(f).trim().to_string())
         .filter(|f| !f.is_empty() && f.chars().all(|c| c.is_ascii_graphic()))
         .collect();
-    let api = if q.multi { ", multi-planar" } else { "" };
-    if !fourccs.iter().any(|f| PixelFormat::from_fourcc(f).is_some()) {
-        let (card, driver) = (&caps.card, &caps.driver);
-        let hint = libcamera_hint(driver);
-        return Err(format!("{path}: {card} ({driver}{api}) offers {}, none of which mien reads{hint}", formats.join(" ")));
-    }
-    Ok(format!("{} ({}{api}), formats {}", caps.card, caps.driver, formats.join(" ")))
+    if names.is_empty() { "no formats".into() } else { names.join(" ") }
+}
+
+/// A camera that offers nothing mien reads: what it offers, and the way on for a Pi camera module.
+fn none_readable(path: &str, caps: &v4l2io::Caps, fourccs: &[[u8; 4]]) -> String {
+    let (card, driver, hint) = (&caps.card, &caps.driver, libcamera_hint(&caps.driver));
+    let (has, reads) = (fourcc_list(fourccs), PixelFormat::names());
+    format!("{path}: {card} ({driver}) offers {has}, none of the formats mien reads ({reads}){hint}")
 }
 
 /// The profile's format if offered, else the same pixels in the other memory layout (NV12 <-> NM12,
@@ -90,17 +100,10 @@ fn choose(path: &str, caps: &v4l2io::Caps, fourccs: &[[u8; 4]], asked: PixelForm
         log::info!("{path}: {asked:?} is offered as {t:?} (same pixels, other plane layout); using it");
         return Ok(t);
     }
-    let f = *PixelFormat::ALL.iter().find(|p| offered.contains(p)).ok_or_else(|| {
-        let has: Vec<String> = fourccs.iter().map(|f| String::from_utf8_lossy(f).trim().to_string()).collect();
-        format!(
-            "{path}: {} ({}) offers {}, none of the formats mien reads ({}){}",
-            caps.card,
-            caps.driver,
-            if has.is_empty() { "no formats".into() } else { has.join(" ") },
-            PixelFormat::names(),
-            libcamera_hint(&caps.driver)
-        )
-    })?;
+    let f = *PixelFormat::ALL
+        .iter()
+        .find(|p| offered.contains(p))
+        .ok_or_else(|| none_readable(path, caps, fourccs))?;
     log::warn!("{path}: camera.format {asked:?} not offered, using {f:?}");
     Ok(f)
 }
@@ -125,7 +128,7 @@ impl V4l2Source {
             "camera {path}: {}x{} {} strides {:?}, {} buffers{}",
             open.width,
             open.height,
-            String::from_utf8_lossy(&open.format.fourcc()),
+            open.format.name(),
             open.strides,
             cam.buffers,
             if open.multi { ", multi-planar" } else { "" }
@@ -235,22 +238,22 @@ impl FrameSource for V4l2Source {
         }
         let o = self.open.as_mut().expect("opened above");
         let (fmt, w, h) = (o.format, o.width, o.height);
+        // A buffer the driver flagged as bad is dropped unconverted.
         let got = o.stream.next().map(|(planes, meta)| {
+            let seq = meta.sequence;
+            if meta.flags & V4L2_BUF_FLAG_ERROR != 0 {
+                return Err(format!("frame seq {seq}: driver flagged the buffer as bad"));
+            }
             let planes: Vec<(&[u8], usize)> = planes.into_iter().zip(o.strides.iter().copied()).collect();
-            let bad = meta.flags & V4L2_BUF_FLAG_ERROR != 0;
-            (bad, meta.sequence, super::convert_planes(fmt, &planes, w, h, frame))
+            super::convert_planes(fmt, &planes, w, h, frame).map_err(|e| format!("frame seq {seq}: {e}"))
         });
-        let (bad, seq, converted) = match got {
-            Ok(x) => x,
+        match got {
+            Ok(converted) => converted.map_err(SourceError::Corrupt)?,
             Err(e) => {
                 let why = describe_io(&self.path, &e);
                 return Err(self.lose(why));
             }
-        };
-        if bad {
-            return Err(SourceError::Corrupt(format!("frame seq {seq}: driver flagged the buffer as bad")));
         }
-        converted.map_err(|e| SourceError::Corrupt(format!("frame seq {seq}: {e}")))?;
         frame.ts_ms = now_ms();
         Ok(true)
     }

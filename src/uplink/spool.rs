@@ -84,8 +84,8 @@ pub struct Spool {
     dropped: u64,
     bytes: u64,
     last_sync: Instant,
-    /// When `spool.state` was last written.
-    last_state: Instant,
+    /// When `spool.state` was last written (none yet: the next acknowledgement writes it).
+    last_state: Option<Instant>,
     /// Appended data not yet fsynced.
     dirty: bool,
     /// Acknowledgements not yet in `spool.state` (`interval`: written with the next sync).
@@ -183,7 +183,7 @@ impl Spool {
             dropped,
             bytes,
             last_sync: Instant::now(),
-            last_state: Instant::now() - ACK_STATE_EVERY,
+            last_state: None,
             dirty: false,
             state_dirty: false,
             empty_when_synced: false,
@@ -292,7 +292,8 @@ impl Spool {
                     self.dirty = false;
                     self.last_sync = Instant::now();
                 }
-                if (self.state_dirty || self.empty_when_synced) && self.last_state.elapsed() >= ACK_STATE_EVERY {
+                let due = self.last_state.is_none_or(|t| t.elapsed() >= ACK_STATE_EVERY);
+                if (self.state_dirty || self.empty_when_synced) && due {
                     self.sync_now()?;
                 }
             }
@@ -350,7 +351,7 @@ impl Spool {
         }
         std::fs::rename(&tmp, self.cfg.dir.join("spool.state"))?;
         self.state_dirty = false;
-        self.last_state = Instant::now();
+        self.last_state = Some(Instant::now());
         Ok(())
     }
 }
