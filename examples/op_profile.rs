@@ -6,14 +6,18 @@
 //! Each model runs `--runs` times (default 2000) after a warm-up on an input of `--shape` (default: the shape the
 //! file declares; any other size for a fully convolutional model such as the detection pyramid's levels); every
 //! node's eval is timed and the totals are printed per op type, most expensive first (`--nodes N` adds the N most
-//! expensive single nodes, each with the kernel tract chose). This is how models/README.md explains why the int8
-//! student is slower than its fp32 twin on x86.
+//! expensive single nodes, each with the kernel tract chose; `--baseline` profiles again with tract's own ops in
+//! place of mien's (`model::use_own_ops`) and prints the ratio; `--ort PYTHON` times the same file, shape and input
+//! in onnxruntime on one thread, `benches/ort_time.py` run by PYTHON, e.g. models/.venv/bin/python, and prints
+//! tract/onnxruntime). Pin it to one core (`taskset -c 1`) so that both run on one. This is how models/README.md
+//! explains why the int8 student is slower than its fp32 twin on x86.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use tract_onnx::prelude::*;
 
-fn profile(path: &str, shape: Option<&[usize]>, runs: usize, nodes: usize) -> TractResult<()> {
+/// Profile one model; returns its wall time per run (ms).
+fn profile(path: &str, shape: Option<&[usize]>, runs: usize, nodes: usize) -> TractResult<f64> {
     let parsed = mien::model::Parsed::open(std::path::Path::new(path)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let shape: Vec<usize> = match shape {
         Some(s) => s.to_vec(),
@@ -61,7 +65,29 @@ fn profile(path: &str, shape: Option<&[usize]>, runs: usize, nodes: usize) -> Tr
             println!("    {:>8.3} ms  {name}", d.as_secs_f64() * 1e3 / runs as f64);
         }
     }
-    Ok(())
+    Ok(wall)
+}
+
+/// onnxruntime's time for the same file, shape and input values, one thread (`benches/ort_time.py`).
+fn ort_time(python: &str, path: &str, shape: Option<&[usize]>, runs: usize) -> TractResult<f64> {
+    let shape: Vec<usize> = match shape {
+        Some(s) => s.to_vec(),
+        None => mien::model::Parsed::open(std::path::Path::new(path))
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .input()
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .1
+            .into_iter()
+            .map(|d| d.unwrap_or(1))
+            .collect(),
+    };
+    let dims = shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/ort_time.py");
+    let out = std::process::Command::new(python).args([script, path, &dims, &runs.to_string()]).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("ort ms: ")?.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("{python} {script}: {text}{}", String::from_utf8_lossy(&out.stderr)))
 }
 
 fn main() -> TractResult<()> {
@@ -69,6 +95,8 @@ fn main() -> TractResult<()> {
     let mut nodes = 0;
     let mut paths = Vec::new();
     let mut shape: Option<Vec<usize>> = None;
+    let mut baseline = false;
+    let mut ort: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--runs" {
@@ -76,6 +104,10 @@ fn main() -> TractResult<()> {
         } else if a == "--shape" {
             let v = args.next().expect("--shape N,C,H,W");
             shape = Some(v.split(',').map(|d| d.trim().parse().expect("--shape: numbers")).collect());
+        } else if a == "--baseline" {
+            baseline = true;
+        } else if a == "--ort" {
+            ort = Some(args.next().expect("--ort PYTHON (with onnxruntime: models/.venv/bin/python)"));
         } else if a == "--nodes" {
             nodes = args.next().and_then(|v| v.parse().ok()).expect("--nodes N");
         } else {
@@ -86,7 +118,19 @@ fn main() -> TractResult<()> {
         paths = vec!["models/mien_student_int8.onnx".into(), "models/mien_student_fp32.onnx".into()];
     }
     for p in &paths {
-        profile(p, shape.as_deref(), runs, nodes)?;
+        let ours = profile(p, shape.as_deref(), runs, nodes)?;
+        if baseline {
+            mien::model::use_own_ops(false);
+            println!("baseline, tract's own ops only:");
+            let theirs = profile(p, shape.as_deref(), runs, nodes)?;
+            mien::model::use_own_ops(true);
+            println!("{p}: with mien's ops {ours:.3} ms, tract's alone {theirs:.3} ms: {:.2}x", theirs / ours);
+        }
+        if let Some(py) = &ort {
+            let ort_ms = ort_time(py, p, shape.as_deref(), runs)?;
+            let r = ours / ort_ms;
+            println!("{p}: tract (mien's loading path) {ours:.3} ms, onnxruntime {ort_ms:.3} ms: tract/onnxruntime {r:.2}x");
+        }
     }
     Ok(())
 }

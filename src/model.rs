@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tract_onnx::prelude::*;
 
+mod ops;
+
 pub type Runnable = Arc<TypedRunnableModel>;
 
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +111,11 @@ impl Parsed {
     /// Optimize a copy for a fixed f32 input `shape`, keeping this parsed model for other shapes (a detector that
     /// runs one fully convolutional model at several input sizes).
     pub fn runnable_for(&self, shape: &[usize]) -> Result<Runnable, ModelError> {
+        self.runnable_for_ops(shape, OWN_OPS.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// `runnable_for`, with mien's own ops (`ops`) or with tract's alone.
+    fn runnable_for_ops(&self, shape: &[usize], own: bool) -> Result<Runnable, ModelError> {
         let mut m = self.model.clone();
         // The file may record every intermediate shape for the size it was made for (tflite2onnx does): forget
         // them, so that tract infers them for this input.
@@ -124,7 +131,7 @@ impl Parsed {
             Ok(())
         };
         go(&mut m).map_err(|e| self.err(format!("{e:#}")))?;
-        optimized_for(m, shape).map_err(|e| self.err(format!("input {shape:?}: {e:#}")))
+        optimized_with(m, shape, own).map_err(|e| self.err(format!("input {shape:?}: {e:#}")))
     }
 
     /// A fresh running state for a plan made from this model (one per thread: the plan itself is shared).
@@ -149,9 +156,31 @@ impl Parsed {
     }
 }
 
-/// `model` with its first input fixed to f32 `shape`, optimized and made runnable.
+static OWN_OPS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Whether models optimized from now on get mien's own ops where tract's are slow (`ops`; on by default). Off
+/// only to measure them against tract's (`examples/op_profile --baseline`).
+pub fn use_own_ops(on: bool) {
+    OWN_OPS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `model` with its first input fixed to f32 `shape`, optimized and made runnable, with mien's own ops swapped
+/// in where tract's are slow (`ops`).
 fn optimized_for(model: InferenceModel, shape: &[usize]) -> TractResult<Runnable> {
-    model.with_input_fact(0, f32::fact(shape).into())?.into_optimized()?.into_runnable()
+    optimized_with(model, shape, OWN_OPS.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+fn optimized_with(model: InferenceModel, shape: &[usize], own: bool) -> TractResult<Runnable> {
+    let mut typed = model.with_input_fact(0, f32::fact(shape).into())?.into_typed()?;
+    if own {
+        typed.declutter()?;
+        ops::swap_in_decluttered(&mut typed)?;
+    }
+    let mut typed = typed.into_optimized()?;
+    if own {
+        ops::swap_in_optimized(&mut typed)?;
+    }
+    typed.into_runnable()
 }
 
 /// Load a verified ONNX model with one fixed f32 input shape, optimize it and make it runnable.
