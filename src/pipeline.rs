@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 /// A detection result from a worker: the frame back, its faces or why there are none, and the time it took.
 type Detected = (Frame, Result<Detections, DetectError>, Duration);
 
-/// Detection on worker threads (`runtime.threads` > 1), each with its own detector. Frame k goes to worker
-/// k mod n and each worker answers in the order it was asked, so reading the workers in turn gives the results
-/// in frame order.
+/// Detection on worker threads (`runtime.threads` > 1), each with its own fork of the detector (one optimized
+/// model, a running state each). Frame k goes to worker k mod n and each worker answers in the order it was
+/// asked, so reading the workers in turn gives the results in frame order.
 struct Workers {
     jobs: Vec<mpsc::Sender<Frame>>,
     results: Vec<mpsc::Receiver<Detected>>,

@@ -157,8 +157,11 @@ impl PrivacyGuard {
         let side = rect.width().max(rect.height());
         match self.cfg.mode {
             BlurMode::Mosaic => {
-                pixels::mosaic(frame, rect, side.div_ceil(self.cfg.mosaic_cells.max(1)).max(4));
-                Ok(())
+                let cell = side.div_ceil(self.cfg.mosaic_cells.max(1)).max(4);
+                pixels::mosaic(frame, rect, cell);
+                // Then the cells' edges are softened (one stack-blur pass of half a cell): hard edges are all the
+                // structure a mosaic leaves, and on a face a few cells wide they follow its outline.
+                pixels::blur(frame, rect, (cell / 2).max(2), 1)
             }
             BlurMode::Gaussian => pixels::blur(frame, rect, (side / 6).max(3), 3),
             BlurMode::Fill => {
