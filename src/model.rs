@@ -156,6 +156,32 @@ impl Parsed {
     }
 }
 
+/// Keep freed memory for the next frame instead of handing it back to the kernel (glibc; elsewhere a no-op).
+/// tract allocates every op's output afresh, and the detector's large pyramid level makes outputs of ~20 MB. glibc
+/// serves those with `mmap` and unmaps them when freed, or trims its heap, so every frame faulted its activations
+/// back in, zeroed by the kernel: on the default profile 7,500 page faults and a fifth of the frame time spent in
+/// the kernel (`/usr/bin/time mien run`). With blocks up to glibc's largest mmap threshold kept on the heap, no
+/// trimming and one arena for every thread (detection workers free what they allocate, so thread arenas only
+/// multiplied the kept memory), the frames reuse the same pages. Call it before starting threads.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            // glibc's DEFAULT_MMAP_THRESHOLD_MAX: 32 MiB on 64-bit, 16 MiB on 32-bit; larger values are refused.
+            let most = (4 << 20) * std::mem::size_of::<usize>() as i32;
+            let ok = unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, most) == 1
+                    && libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1
+                    && libc::mallopt(libc::M_ARENA_MAX, 1) == 1
+            };
+            if !ok {
+                log::warn!("malloc tuning refused (mallopt): frames will fault their buffers in again");
+            }
+        });
+    }
+}
+
 static OWN_OPS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// Whether models optimized from now on get mien's own ops where tract's are slow (`ops`; on by default). Off
