@@ -10,6 +10,12 @@
 //! `MaxPool2x2`: a 2x2 max-pool of stride 2 over NCHW f32 planes of even height and width (no padding). tract 0.23
 //! has a vector path for stride 1 only; at stride 2 it visits each window with bounds checks. BlazeFace halves
 //! its skip branch this way at each stride-2 block: 17.7 ms of the same 200 ms run.
+//!
+//! `Upsample2x`: a 2x upsample of NCHW f32 planes, nearest (each pixel repeated 2x2) or bilinear with half-pixel
+//! centres (each output pixel 3/4 of its nearest input pixel and 1/4 of the next one out, per axis; what the
+//! full-range BlazeFace's three `Resize` ops do), for a `Resize` that computes the same (checked at load: tract's op
+//! and this one on the same probe input). tract computes each output pixel's source coordinates and weights: 16%
+//! of the full-range detector's time.
 
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
@@ -124,6 +130,130 @@ impl TypedOp for MaxPool2x2 {
     as_op!();
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Upsample2x {
+    /// Bilinear with half-pixel centres; nearest otherwise.
+    linear: bool,
+}
+
+impl Op for Upsample2x {
+    fn name(&self) -> StaticName {
+        "Upsample2x".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![if self.linear { "bilinear, half-pixel".into() } else { "nearest".into() }])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for Upsample2x {
+    op_out_of_plan!();
+
+    /// The first input is the image; the `Resize` node's other inputs (its constant scales or sizes) are ignored.
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = &inputs[0];
+        let shape = input.shape().to_vec();
+        ensure!(shape.len() == 4 && shape[2] > 0 && shape[3] > 0, "Upsample2x: input {shape:?}");
+        let (h, w) = (shape[2], shape[3]);
+        let view = input.try_as_plain_ram()?;
+        let src = view.as_slice::<f32>()?;
+        let mut out = unsafe { Tensor::uninitialized::<f32>(&[shape[0], shape[1], h * 2, w * 2])? };
+        {
+            let mut plain = out.try_as_plain_ram_mut()?;
+            let dst = plain.as_slice_mut::<f32>()?;
+            if self.linear {
+                let mut rows = vec![0f32; h * 2 * w]; // the plane widened, before the rows are doubled
+                for (plane, o) in src.chunks_exact(h * w).zip(dst.chunks_exact_mut(4 * h * w)) {
+                    for (row, wide) in plane.chunks_exact(w).zip(rows.chunks_exact_mut(2 * w)) {
+                        double_linear(row, wide);
+                    }
+                    // Then each pair of output rows: 3/4 of its widened row and 1/4 of the one above or below.
+                    let wide = |r: usize| &rows[r * 2 * w..(r + 1) * 2 * w];
+                    for (r, pair) in o.chunks_exact_mut(4 * w).enumerate() {
+                        let (c, up, down) = (wide(r), wide(r.saturating_sub(1)), wide((r + 1).min(h - 1)));
+                        let (top, bottom) = pair.split_at_mut(2 * w);
+                        for (((t, b), &c), (&u, &d)) in top.iter_mut().zip(bottom).zip(c).zip(up.iter().zip(down)) {
+                            *t = 0.75 * c + 0.25 * u;
+                            *b = 0.75 * c + 0.25 * d;
+                        }
+                    }
+                }
+            } else {
+                for (row, o) in src.chunks_exact(w).zip(dst.chunks_exact_mut(4 * w)) {
+                    let (first, second) = o.split_at_mut(2 * w);
+                    for (pair, &v) in first.chunks_exact_mut(2).zip(row) {
+                        pair[0] = v;
+                        pair[1] = v;
+                    }
+                    second.copy_from_slice(first);
+                }
+            }
+        }
+        Ok(tvec!(out.into_tvalue()))
+    }
+}
+
+/// One row doubled, bilinear with half-pixel centres: output 2k is 3/4 of input k and 1/4 of input k-1, output
+/// 2k+1 3/4 of k and 1/4 of k+1 (the ends clamped).
+fn double_linear(row: &[f32], out: &mut [f32]) {
+    let n = row.len();
+    for k in 0..n {
+        let (c, l, r) = (row[k], row[k.saturating_sub(1)], row[(k + 1).min(n - 1)]);
+        out[2 * k] = 0.75 * c + 0.25 * l;
+        out[2 * k + 1] = 0.75 * c + 0.25 * r;
+    }
+}
+
+impl TypedOp for Upsample2x {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let mut fact = inputs[0].without_value();
+        ensure!(fact.rank() == 4, "Upsample2x: input of rank {}", fact.rank());
+        for ix in [2, 3] {
+            fact.shape.set(ix, fact.shape[ix].clone() * 2);
+        }
+        Ok(tvec!(fact))
+    }
+
+    as_op!();
+}
+
+/// The `Upsample2x` that computes what node `id`, a `Resize`, does: f32 NCHW in, height and width doubled out, its
+/// other inputs constant, and tract's op and `Upsample2x` giving the same output on a probe input of its shape.
+fn upsample_2x_for(model: &TypedModel, id: usize) -> TractResult<Option<Upsample2x>> {
+    let node = model.node(id);
+    if node.op().name() != "Resize" || node.outputs.len() != 1 {
+        return Ok(None);
+    }
+    let input = model.outlet_fact(node.inputs[0])?;
+    let (Some(i), Some(o)) = (input.shape.as_concrete(), node.outputs[0].fact.shape.as_concrete()) else {
+        return Ok(None);
+    };
+    if input.datum_type != f32::datum_type() || i.len() != 4 || o != [i[0], i[1], i[2] * 2, i[3] * 2] {
+        return Ok(None);
+    }
+    let n: usize = i.iter().product();
+    let probe = Tensor::from_shape(i, &(0..n).map(|k| ((k * 7919) % 1013) as f32).collect::<Vec<_>>())?;
+    let mut inputs = tvec!(probe.into_tvalue());
+    for &extra in &node.inputs[1..] {
+        let Some(k) = model.outlet_fact(extra)?.konst.clone() else { return Ok(None) };
+        inputs.push(k.into_tensor().into_tvalue());
+    }
+    let Some(theirs) = node.op.eval_out_of_plan(inputs.clone())? else { return Ok(None) };
+    for op in [Upsample2x { linear: false }, Upsample2x { linear: true }] {
+        let ours = op.eval(&EvalContext::out_of_plan(), inputs.clone())?;
+        let (a, b) = (theirs[0].try_as_plain_ram()?, ours[0].try_as_plain_ram()?);
+        let (a, b) = (a.as_slice::<f32>()?, b.as_slice::<f32>()?);
+        // The same up to float rounding (the weights are summed in another order).
+        let close = a.iter().zip(b).all(|(p, q)| (p - q).abs() <= 1e-5 * (1.0 + p.abs()));
+        if theirs[0].shape() == ours[0].shape() && close {
+            return Ok(Some(op));
+        }
+    }
+    Ok(None)
+}
+
 /// Write `src` (row-major, `shape`) padded by `pads` with `value` into `out` (row-major, the padded shape). Every
 /// element of `out` is written once.
 fn pad_runs(src: &[f32], shape: &[usize], pads: &[(usize, usize)], value: f32, out: &mut [f32]) {
@@ -192,11 +322,17 @@ fn contiguous_run(shape: &[usize], pads: &[(usize, usize)]) -> usize {
     }
 }
 
-/// Swap mien's pad in for tract's in an optimized model (after tract has folded what pads it can into
-/// convolutions): every constant `Pad` of an f32 tensor whose copied runs are long (channel padding).
+/// Swap mien's pad and upsample in for tract's in an optimized model (after tract has folded what pads it can
+/// into convolutions): every constant `Pad` of an f32 tensor whose copied runs are long (channel padding), every
+/// `Resize` that is a nearest 2x upsample.
 pub fn swap_in_optimized(model: &mut TypedModel) -> TractResult<usize> {
     let mut swapped = 0;
     for id in 0..model.nodes().len() {
+        if let Some(op) = upsample_2x_for(model, id)? {
+            model.node_mut(id).op = Box::new(op);
+            swapped += 1;
+            continue;
+        }
         let Some(pad) = model.node(id).op_as::<Pad>() else { continue };
         let PadMode::Constant(v) = &pad.mode else { continue };
         let input = model.outlet_fact(model.node(id).inputs[0])?;
@@ -305,26 +441,49 @@ mod tests {
         }
     }
 
-    /// The shipped detector at a pyramid level's size gives the same outputs with mien's ops as with tract's alone,
-    /// and the ops are in its plan.
-    #[test]
-    fn the_detector_runs_the_same_with_mien_ops() {
-        let parsed = crate::model::Parsed::open(std::path::Path::new("models/blazeface_short_range.onnx")).unwrap();
-        let shape = [1, 3, 208, 272];
+    /// A shipped model gives the same outputs with mien's ops as with tract's alone, and `expect` are in its plan.
+    fn same_with_mien_ops(path: &str, shape: &[usize], expect: &[&str]) {
+        let parsed = crate::model::Parsed::open(std::path::Path::new(path)).unwrap();
         let n: usize = shape.iter().product();
         let input: Vec<f32> = (0..n).map(|i| ((i * 7919) % 255) as f32 / 127.5 - 1.0).collect();
-        let ours = parsed.runnable_for_ops(&shape, true).unwrap();
-        let theirs = parsed.runnable_for_ops(&shape, false).unwrap();
+        let ours = parsed.runnable_for_ops(shape, true).unwrap();
+        let theirs = parsed.runnable_for_ops(shape, false).unwrap();
         let names: Vec<String> = ours.model().nodes().iter().map(|n| n.op().name().to_string()).collect();
-        assert!(names.iter().any(|n| n == "RunPad") && names.iter().any(|n| n == "MaxPool2x2"), "{names:?}");
-        let run = |m| crate::model::run_f32(m, &shape, &input).unwrap();
+        for e in expect {
+            assert!(names.iter().any(|n| n == e), "{path}: no {e} in {names:?}");
+        }
+        let run = |m| crate::model::run_f32(m, shape, &input).unwrap();
         let (a, b) = (run(&ours), run(&theirs));
         assert_eq!(a.len(), b.len());
         for (x, y) in a.iter().zip(&b) {
             let (x, y) = (crate::model::output_f32(x).unwrap(), crate::model::output_f32(y).unwrap());
             assert_eq!(x.len(), y.len());
             let worst = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0f32, f32::max);
-            assert!(worst <= 1e-4, "outputs differ by {worst}");
+            assert!(worst <= 1e-4, "{path}: outputs differ by {worst}");
         }
+    }
+
+    #[test]
+    fn the_detectors_run_the_same_with_mien_ops() {
+        same_with_mien_ops("models/blazeface_short_range.onnx", &[1, 3, 208, 272], &["RunPad", "MaxPool2x2"]);
+        let all = ["RunPad", "MaxPool2x2", "Upsample2x"];
+        same_with_mien_ops("models/blazeface_full_range.onnx", &[1, 3, 192, 192], &all);
+    }
+
+    #[test]
+    fn upsample_2x_nearest_repeats_pixels_and_linear_weighs_three_to_one() {
+        let input = Tensor::from_shape(&[1, 2, 2, 3], &[1f32, 2., 3., 4., 5., 6., 7., 8., 9., 10., 11., 12.]).unwrap();
+        let nearest = Upsample2x { linear: false };
+        let out = nearest.eval(&EvalContext::out_of_plan(), tvec!(input.into_tvalue())).unwrap().remove(0);
+        assert_eq!(out.shape(), &[1, 2, 4, 6]);
+        let v = out.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
+        assert_eq!(&v[..12], &[1., 1., 2., 2., 3., 3., 1., 1., 2., 2., 3., 3.]);
+        assert_eq!(&v[36..], &[10., 10., 11., 11., 12., 12., 10., 10., 11., 11., 12., 12.]);
+        // Bilinear, half-pixel centres: a row [a, b] becomes [a, 3a/4 + b/4, a/4 + 3b/4, b], twice.
+        let input = Tensor::from_shape(&[1, 1, 1, 2], &[4f32, 8.]).unwrap();
+        let linear = Upsample2x { linear: true };
+        let out = linear.eval(&EvalContext::out_of_plan(), tvec!(input.into_tvalue())).unwrap().remove(0);
+        let v = out.try_as_plain_ram().unwrap().as_slice::<f32>().unwrap().to_vec();
+        assert_eq!(v, [4., 5., 7., 8., 4., 5., 7., 8.]);
     }
 }
