@@ -101,6 +101,8 @@ fn ort_time(python: &str, path: &str, shape: Option<&[usize]>, runs: usize) -> T
 }
 
 fn main() -> TractResult<()> {
+    // As the firmware runs (mien calls it at start): freed activations stay on the heap.
+    mien::model::keep_freed_memory();
     let mut runs = 2000;
     let mut nodes = 0;
     let mut paths = Vec::new();
