@@ -159,8 +159,8 @@ impl Parsed {
 /// Keep freed memory for the next frame instead of handing it back to the kernel (glibc; elsewhere a no-op).
 /// tract allocates every op's output afresh, and the detector's large pyramid level makes outputs of ~20 MB. glibc
 /// serves those with `mmap` and unmaps them when freed, or trims its heap, so every frame faulted its activations
-/// back in, zeroed by the kernel: on the default profile 7,500 page faults and a fifth of the frame time spent in
-/// the kernel (`/usr/bin/time mien run`). With blocks up to glibc's largest mmap threshold kept on the heap, no
+/// back in, zeroed by the kernel: on the default profile about 19,000 page faults (75 MB) a frame and a sixth of
+/// the time spent in the kernel (`/usr/bin/time mien run` on the 24-frame clip). With blocks up to glibc's largest mmap threshold kept on the heap, no
 /// trimming and one arena for every thread (detection workers free what they allocate, so thread arenas only
 /// multiplied the kept memory), the frames reuse the same pages. Call it before starting threads.
 pub fn keep_freed_memory() {
