@@ -235,25 +235,31 @@ pub struct BlazeFace {
 
 impl BlazeFace {
     pub fn load(path: &Path, kind: BlazeFaceKind, score_threshold: f32, nms_iou: f32) -> Result<Self, ModelError> {
+        let size = kind.input_size() as usize;
+        let (model, sha256) = model::load_f32(path, &[1, 3, size, size])?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let me = BlazeFace::with_model(kind, model, sha256, name, score_threshold, nms_iou);
+        check_anchor_outputs(path, &me.model, me.size, kind)?;
+        Ok(me)
+    }
+
+    /// A detector around an optimized `model` (loaded, or shared with another thread's), with its own buffers.
+    fn with_model(kind: BlazeFaceKind, model: Runnable, sha256: String, name: String, thr: f32, iou: f32) -> Self {
         let size = kind.input_size();
-        let (model, sha256) = model::load_f32(path, &[1, 3, size as usize, size as usize])?;
-        let anchors = anchors(size, size, kind.anchor_spec());
-        let me = BlazeFace {
+        BlazeFace {
             kind,
             model,
             sha256,
-            name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            name,
             size,
-            anchors,
-            score_threshold,
-            nms_iou,
+            anchors: anchors(size, size, kind.anchor_spec()),
+            score_threshold: thr,
+            nms_iou: iou,
             scaler: Scaler::default(),
             letterbox: vec![0; (size * size * 3) as usize],
             input: vec![0.0; (size * size * 3) as usize],
             candidates: Vec::with_capacity(256),
-        };
-        check_anchor_outputs(path, &me.model, size, kind)?;
-        Ok(me)
+        }
     }
 }
 
@@ -390,17 +396,8 @@ pub struct Pyramid {
 impl Pyramid {
     pub fn load(path: &Path, min_face: u32, score_threshold: f32, nms_iou: f32) -> Result<Self, ModelError> {
         let parsed = Arc::new(model::Parsed::open(path)?);
-        let me = Pyramid {
-            sha256: parsed.sha256.clone(),
-            name: path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            parsed,
-            min_face: min_face as f32,
-            score_threshold,
-            nms_iou,
-            levels: Vec::new(),
-            scaler: Scaler::default(),
-            candidates: Vec::with_capacity(1024),
-        };
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let me = Pyramid::with_model(parsed, name, min_face as f32, score_threshold, nms_iou, Vec::new());
         // One dry run at the model's own size checks that it is the short-range model (its anchors).
         check_anchor_outputs(path, &me.parsed.runnable_for(&[1, 3, 128, 128])?, 128, BlazeFaceKind::Pyramid)?;
         Ok(me)
@@ -423,17 +420,30 @@ impl Pyramid {
             }
             levels.push((*size, forked));
         }
-        Ok(Pyramid {
-            parsed: self.parsed.clone(),
-            sha256: self.sha256.clone(),
-            name: self.name.clone(),
-            min_face: self.min_face,
-            score_threshold: self.score_threshold,
-            nms_iou: self.nms_iou,
+        let (parsed, name) = (self.parsed.clone(), self.name.clone());
+        Ok(Pyramid::with_model(parsed, name, self.min_face, self.score_threshold, self.nms_iou, levels))
+    }
+
+    /// A pyramid around a parsed model (loaded, or shared with another thread's) and its `levels` so far.
+    fn with_model(
+        parsed: Arc<model::Parsed>,
+        name: String,
+        min_face: f32,
+        score_threshold: f32,
+        nms_iou: f32,
+        levels: Vec<((u32, u32), Vec<Level>)>,
+    ) -> Self {
+        Pyramid {
+            sha256: parsed.sha256.clone(),
+            parsed,
+            name,
+            min_face,
+            score_threshold,
+            nms_iou,
             levels,
             scaler: Scaler::default(),
             candidates: Vec::with_capacity(1024),
-        })
+        }
     }
 
     fn level_index(&mut self, w: u32, h: u32) -> Result<usize, ModelError> {
@@ -556,21 +566,8 @@ pub fn weighted_nms(cands: &mut Vec<Detection>, iou: f32, out: &mut Detections) 
 
 impl FaceDetector for BlazeFace {
     fn fork(&self) -> Result<Box<dyn FaceDetector>, ModelError> {
-        let size = self.size;
-        Ok(Box::new(BlazeFace {
-            kind: self.kind,
-            model: self.model.clone(),
-            sha256: self.sha256.clone(),
-            name: self.name.clone(),
-            size,
-            anchors: self.anchors.clone(),
-            score_threshold: self.score_threshold,
-            nms_iou: self.nms_iou,
-            scaler: Scaler::default(),
-            letterbox: vec![0; (size * size * 3) as usize],
-            input: vec![0.0; (size * size * 3) as usize],
-            candidates: Vec::with_capacity(256),
-        }))
+        let (model, sha256, name) = (self.model.clone(), self.sha256.clone(), self.name.clone());
+        Ok(Box::new(BlazeFace::with_model(self.kind, model, sha256, name, self.score_threshold, self.nms_iou)))
     }
 
     fn detect(&mut self, frame: &Frame, out: &mut Detections) -> Result<(), DetectError> {

@@ -23,6 +23,17 @@ use tract_onnx::tract_core::ops::array::{Pad, PadMode};
 use tract_onnx::tract_core::ops::cnn::MaxPool;
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
+/// A new f32 tensor of `shape`, every element written by `fill` from `input`'s f32 elements (row-major).
+fn f32_out(input: &TValue, shape: &[usize], fill: impl FnOnce(&[f32], &mut [f32])) -> TractResult<TVec<TValue>> {
+    let view = input.try_as_plain_ram()?;
+    let mut out = unsafe { Tensor::uninitialized::<f32>(shape)? };
+    {
+        let mut plain = out.try_as_plain_ram_mut()?;
+        fill(view.as_slice::<f32>()?, plain.as_slice_mut::<f32>()?);
+    }
+    Ok(tvec!(out.into_tvalue()))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RunPad {
     pads: Vec<(usize, usize)>,
@@ -56,14 +67,7 @@ impl EvalOp for RunPad {
         let shape = input.shape().to_vec();
         ensure!(shape.len() == self.pads.len(), "RunPad: input of rank {}, pads {:?}", shape.len(), self.pads);
         let out_shape: Vec<usize> = shape.iter().zip(&self.pads).map(|(d, (a, b))| d + a + b).collect();
-        let view = input.try_as_plain_ram()?;
-        let src = view.as_slice::<f32>()?;
-        let mut out = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
-        {
-            let mut plain = out.try_as_plain_ram_mut()?;
-            pad_runs(src, &shape, &self.pads, self.value(), plain.as_slice_mut::<f32>()?);
-        }
-        Ok(tvec!(out.into_tvalue()))
+        f32_out(&input, &out_shape, |src, out| pad_runs(src, &shape, &self.pads, self.value(), out))
     }
 }
 
@@ -99,12 +103,7 @@ impl EvalOp for MaxPool2x2 {
         let shape = input.shape().to_vec();
         ensure!(shape.len() == 4 && shape[2] % 2 == 0 && shape[3] % 2 == 0, "MaxPool2x2: input {shape:?}");
         let (h, w) = (shape[2], shape[3]);
-        let view = input.try_as_plain_ram()?;
-        let src = view.as_slice::<f32>()?;
-        let mut out = unsafe { Tensor::uninitialized::<f32>(&[shape[0], shape[1], h / 2, w / 2])? };
-        {
-            let mut plain = out.try_as_plain_ram_mut()?;
-            let dst = plain.as_slice_mut::<f32>()?;
+        f32_out(&input, &[shape[0], shape[1], h / 2, w / 2], |src, dst| {
             // Each pair of input rows makes one output row.
             for (rows, o) in src.chunks_exact(2 * w).zip(dst.chunks_exact_mut(w / 2)) {
                 let (a, b) = rows.split_at(w);
@@ -112,8 +111,7 @@ impl EvalOp for MaxPool2x2 {
                     *o = a[0].max(a[1]).max(b[0].max(b[1]));
                 }
             }
-        }
-        Ok(tvec!(out.into_tvalue()))
+        })
     }
 }
 
@@ -157,12 +155,7 @@ impl EvalOp for Upsample2x {
         let shape = input.shape().to_vec();
         ensure!(shape.len() == 4 && shape[2] > 0 && shape[3] > 0, "Upsample2x: input {shape:?}");
         let (h, w) = (shape[2], shape[3]);
-        let view = input.try_as_plain_ram()?;
-        let src = view.as_slice::<f32>()?;
-        let mut out = unsafe { Tensor::uninitialized::<f32>(&[shape[0], shape[1], h * 2, w * 2])? };
-        {
-            let mut plain = out.try_as_plain_ram_mut()?;
-            let dst = plain.as_slice_mut::<f32>()?;
+        f32_out(input, &[shape[0], shape[1], h * 2, w * 2], |src, dst| {
             if self.linear {
                 let mut rows = vec![0f32; h * 2 * w]; // the plane widened, before the rows are doubled
                 for (plane, o) in src.chunks_exact(h * w).zip(dst.chunks_exact_mut(4 * h * w)) {
@@ -190,8 +183,7 @@ impl EvalOp for Upsample2x {
                     second.copy_from_slice(first);
                 }
             }
-        }
-        Ok(tvec!(out.into_tvalue()))
+        })
     }
 }
 
@@ -258,12 +250,12 @@ fn upsample_2x_for(model: &TypedModel, id: usize) -> TractResult<Option<Upsample
 /// element of `out` is written once.
 fn pad_runs(src: &[f32], shape: &[usize], pads: &[(usize, usize)], value: f32, out: &mut [f32]) {
     // Axes after the last padded one stay whole: with that axis they make one contiguous run per outer index.
-    let Some(k) = pads.iter().rposition(|&(a, b)| a + b > 0) else {
+    let Some(k) = last_padded(pads) else {
         out.copy_from_slice(src);
         return;
     };
     let inner: usize = shape[k + 1..].iter().product();
-    let run = shape[k] * inner; // contiguous_run
+    let run = shape[k] * inner; // contiguous_run(shape, pads)
     let (before, after) = (pads[k].0 * inner, pads[k].1 * inner);
     let block = before + run + after;
     let out_outer: Vec<usize> = shape[..k].iter().zip(pads).map(|(d, (a, b))| d + a + b).collect();
@@ -299,24 +291,27 @@ fn pad_runs(src: &[f32], shape: &[usize], pads: &[(usize, usize)], value: f32, o
 
 /// Swap mien's max-pool in for tract's in a decluttered model (tract's optimized max-pool is not public): every
 /// 2x2 stride-2 max-pool of even-sized NCHW f32 planes.
-pub fn swap_in_decluttered(model: &mut TypedModel) -> TractResult<usize> {
-    let mut swapped = 0;
+pub fn swap_in_decluttered(model: &mut TypedModel) -> TractResult<()> {
     for id in 0..model.nodes().len() {
         if is_plain_max_pool_2x2(model, id)? {
             model.node_mut(id).op = Box::new(MaxPool2x2);
-            swapped += 1;
         }
     }
-    Ok(swapped)
+    Ok(())
 }
 
 /// Under this many elements per copied run (a spatial pad's runs are rows) tract's `Pad` is as fast: on the
 /// expression student's 48-wide rows `RunPad` took twice its time.
 const MIN_RUN: usize = 4096;
 
+/// The last axis with any padding.
+fn last_padded(pads: &[(usize, usize)]) -> Option<usize> {
+    pads.iter().rposition(|&(a, b)| a + b > 0)
+}
+
 /// How many elements of the input stay together in the output: the last padded axis and every axis after it.
 fn contiguous_run(shape: &[usize], pads: &[(usize, usize)]) -> usize {
-    match pads.iter().rposition(|&(a, b)| a + b > 0) {
+    match last_padded(pads) {
         Some(k) => shape[k..].iter().product(),
         None => shape.iter().product(),
     }
@@ -324,13 +319,11 @@ fn contiguous_run(shape: &[usize], pads: &[(usize, usize)]) -> usize {
 
 /// Swap mien's pad and upsample in for tract's in an optimized model (after tract has folded what pads it can
 /// into convolutions): every constant `Pad` of an f32 tensor whose copied runs are long (channel padding), every
-/// `Resize` that is a nearest 2x upsample.
-pub fn swap_in_optimized(model: &mut TypedModel) -> TractResult<usize> {
-    let mut swapped = 0;
+/// `Resize` that `Upsample2x` computes (a 2x upsample, nearest or bilinear with half-pixel centres).
+pub fn swap_in_optimized(model: &mut TypedModel) -> TractResult<()> {
     for id in 0..model.nodes().len() {
         if let Some(op) = upsample_2x_for(model, id)? {
             model.node_mut(id).op = Box::new(op);
-            swapped += 1;
             continue;
         }
         let Some(pad) = model.node(id).op_as::<Pad>() else { continue };
@@ -342,9 +335,8 @@ pub fn swap_in_optimized(model: &mut TypedModel) -> TractResult<usize> {
         }
         let op = RunPad { pads: pad.pads.clone(), value: v.cast_to_scalar::<f32>()?.to_bits() };
         model.node_mut(id).op = Box::new(op);
-        swapped += 1;
     }
-    Ok(swapped)
+    Ok(())
 }
 
 /// A max-pool node `MaxPool2x2` computes exactly: f32 NCHW, 2x2 windows at stride 2, no dilation, no index
