@@ -168,9 +168,16 @@ impl CropSet {
             match r {
                 Some(r) if r.width().min(r.height()) >= min_side && self.len < self.crops.len() => {
                     let c = &mut self.crops[self.len];
-                    if roll.abs() < MIN_ROLL || !roll.is_finite() {
+                    let upright = roll.abs() < MIN_ROLL || !roll.is_finite();
+                    // A crop box that runs off the frame (a face at its edge, a close-up) is cut square all the
+                    // same, its missing part the frame's edge pixels repeated (the turned path samples that way),
+                    // as the model was trained: clamped to the frame and resized, the face would be stretched.
+                    let (w, h) = (frame.width as f32, frame.height as f32);
+                    let inside = cb.x0 > -1.0 && cb.y0 > -1.0 && cb.x1 < w + 1.0 && cb.y1 < h + 1.0;
+                    if upright && inside {
                         self.scaler.crop_resize(frame, r, &mut c.rgb, c.width, c.height)?;
                     } else {
+                        let roll = if upright { 0.0 } else { roll };
                         turned_crop(&mut self.scaler, &mut self.turned, frame, b, &cb, roll, c)?;
                     }
                     slots_out.push(Some(self.len));
@@ -720,6 +727,38 @@ mod tests {
             let dark = crops.get(0).rgb.chunks_exact(3).filter(|p| p[0] < 128).count() as f32 / (48.0 * 48.0);
             assert!((dark - want).abs() < 0.03, "roll {roll}: dark share {dark}, want {want}");
         }
+    }
+
+    #[test]
+    fn a_crop_box_off_the_frame_is_cut_square_with_the_edge_repeated() {
+        // A 100x100 frame: dark columns x < 20, bright elsewhere, and a dark row band at y 40..60. The crop box is
+        // 80 px square with its left 30 px off the frame. Cut square, crop column u is frame column
+        // (u + 0.5) * 80 / 48 - 30: the first 18 columns (30 px) repeat frame column 0 (dark), then 12 dark
+        // columns (x 0..20), then bright. Clamped and stretched, the dark part would be 20 of 50 px, 19 columns.
+        let mut f = Frame::new(100, 100);
+        for y in 0..100 {
+            for x in 0..100 {
+                let v = if x < 20 || (40..60).contains(&y) { 20 } else { 230 };
+                f.data[(y * 100 + x) * 3..][..3].fill(v);
+            }
+        }
+        let face = BBox { x0: -30.0, y0: 10.0, x1: 50.0, y1: 90.0 };
+        let mut crops = CropSet::new(1, 48, 48);
+        let mut slots = Vec::new();
+        crops.extract(&f, std::iter::once(Some((&face, 0.0))), |b| *b, 1, &mut slots).unwrap();
+        assert_eq!(slots, [Some(0)]);
+        let c = crops.get(0);
+        let dark = (0..48).filter(|&u| mean(c, 0..10, u..u + 1) < 128.0).count();
+        assert!((29..=31).contains(&dark), "{dark} dark columns, want 30 (18 repeated + 12 of the frame)");
+        // The rows keep their scale: the band (frame rows 40..60, crop rows 18..30) stays where it was.
+        assert!(mean(c, 19..29, 40..48) < 60.0 && mean(c, 10..16, 40..48) > 200.0 && mean(c, 32..40, 40..48) > 200.0);
+        // A box inside the frame takes the plain path, as before: the same pixels as a direct resize.
+        let inner = BBox { x0: 10.0, y0: 10.0, x1: 90.0, y1: 90.0 };
+        crops.extract(&f, std::iter::once(Some((&inner, 0.0))), |b| *b, 1, &mut slots).unwrap();
+        let mut direct = vec![0u8; 48 * 48 * 3];
+        let rect = inner.to_rect(100, 100).unwrap();
+        Scaler::default().crop_resize(&f, rect, &mut direct, 48, 48).unwrap();
+        assert_eq!(crops.get(0).rgb, direct);
     }
 
     #[test]
