@@ -144,3 +144,91 @@ fn bad_pilots_and_models_are_refused_with_a_reason() {
     let e = run(&[&base[..], &["--labels", "/nonexistent/pilot.csv"]].concat());
     assert!(e.contains("/nonexistent/pilot.csv"), "{e}");
 }
+
+/// Runs one of the examples built by `cargo test --release` (as tests/scale_sweep.rs does).
+fn example(name: &str, args: &[&str]) -> String {
+    let bin = repo("target/release/examples").join(name);
+    assert!(bin.exists(), "{} missing (cargo test --release builds the examples)", bin.display());
+    let out = std::process::Command::new(&bin).args(args).current_dir(repo(".")).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{name} {args:?}:\n{stdout}\n{stderr}");
+    stdout.into_owned()
+}
+
+/// The mean figures of a table row of `examples/adapt_curve.rs` whose first two cells start with `model` and
+/// `head`: k = 0, then each pilot size.
+fn curve(stdout: &str, model: &str, head: &str) -> Vec<f64> {
+    let line = stdout
+        .lines()
+        .find(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            cells.len() > 3 && cells[1] == model && cells[2].starts_with(head)
+        })
+        .unwrap_or_else(|| panic!("no row {model} | {head}:\n{stdout}"));
+    line.split('|').map(str::trim).skip(3).filter(|c| !c.is_empty()).map(|c| {
+        c.split_whitespace().next().unwrap().parse().unwrap()
+    }).collect()
+}
+
+#[test]
+fn adaptation_curves_rise_with_the_pilots_size_on_a_trained_encoder() {
+    let ferplus = repo("../shared/data/ferplus");
+    let model = repo("models/mien_student_fp32.onnx");
+    let out = example(
+        "adapt_curve",
+        &[
+            "--ferplus",
+            ferplus.to_str().unwrap(),
+            "--split",
+            "val",
+            "--models",
+            model.to_str().unwrap(),
+            "--k",
+            "1,20",
+            "--repeats",
+            "2",
+            "--base",
+            "own,probe",
+            "--strength",
+            "0.01",
+        ],
+    );
+    eprintln!("{out}");
+    // The first table is macro-F1. The shipped head reads FER+ val well; a linear probe from zero on the same
+    // features learns from its pilot: 20 faces per class give it far more than 1.
+    let f1 = &out[..out.find("accuracy,").expect("an accuracy table")];
+    let own = curve(f1, "mien_student_fp32.onnx", "own");
+    let probe = curve(f1, "mien_student_fp32.onnx", "probe");
+    assert_eq!((own.len(), probe.len()), (3, 3), "{f1}");
+    assert!(own[0] > 0.6, "the shipped head on FER+ val: {own:?}");
+    assert!(probe[2] > probe[1] + 0.1, "20 faces per class against 1: {probe:?}");
+    assert!(probe[2] > 0.5 && probe[2] <= own[0] + 0.05, "{probe:?} against the shipped head {own:?}");
+}
+
+#[test]
+fn face_crops_writes_the_firmwares_crops_in_the_recipes_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    let text = std::fs::read_to_string(site().join("labels.csv")).unwrap();
+    for line in text.lines().skip(1).take(6) {
+        let p = line.rsplit_once(',').unwrap().0;
+        std::fs::copy(site().join(p), images.join(Path::new(p).file_name().unwrap())).unwrap();
+    }
+    std::fs::write(images.join("notes.txt"), "not an image").unwrap();
+    std::fs::write(images.join("broken.jpg"), b"\xff\xd8 cut short").unwrap();
+    let out = dir.path().join("crops");
+    let stdout = example("face_crops", &["--images", images.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(stdout.starts_with("6 faces of 7 images"), "{stdout}");
+    assert!(stdout.contains("1 unreadable"), "{stdout}");
+    let bytes = std::fs::read(out.join("images.u8")).unwrap();
+    assert_eq!(bytes.len(), 6 * 48 * 48);
+    // Faces, not blank squares: each crop has the contrast of a face.
+    for face in bytes.chunks(48 * 48) {
+        let (lo, hi) = (face.iter().min().unwrap(), face.iter().max().unwrap());
+        assert!(hi - lo > 60, "a flat crop: {lo}..{hi}");
+    }
+    let csv = std::fs::read_to_string(out.join("labels.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 7, "{csv}");
+    assert!(csv.lines().skip(1).all(|l| l.ends_with(",extra,unknown")), "{csv}");
+}

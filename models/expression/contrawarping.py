@@ -59,11 +59,14 @@ class ContraWarping(nn.Module):
 
 def cmd_ssl(a, ds):
     seed_all(a.seed)
+    if a.extra and not (ds.split == "extra").any():
+        print(f"--extra: {ds.add_unlabelled(a.extra)} unlabelled faces from {a.extra}", flush=True)
     net = build(a.arch, a.width)
     model = ContraWarping(net.features, net.dim).to(DEV)
     pool = np.concatenate([ds.indices("train", False), ds.indices("val", False)])  # labels ignored; never test
     if a.limit:
         pool = pool[:a.limit]
+    pool = np.concatenate([pool, ds.indices("extra", False)])  # `--extra`: a site's unlabelled faces too
     steps = a.steps or max(1, a.epochs * len(pool) // a.bs)
     make_opt = lambda m: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=a.lr, weight_decay=1e-4)
 

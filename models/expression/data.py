@@ -33,6 +33,22 @@ class FerPlus:
         assert len(self.label) == len(self.images), "labels.csv and images.u8 disagree"
         self._on = (None, None, None)  # (device, faces, vote shares) kept there by `_resident`
 
+    def add_unlabelled(self, root):
+        """Faces without labels (a site's, written by `examples/face_crops.rs` in this layout: images.u8 with a
+        labels.csv of one row per face) appended as split `extra`: only SSL reads them. Returns their count."""
+        imgs = np.fromfile(os.path.join(root, "images.u8"), np.uint8)
+        if imgs.size == 0 or imgs.size % (SIZE * SIZE):
+            raise SystemExit(f"{root}/images.u8: {imgs.size} bytes, not a whole number of {SIZE}x{SIZE} faces")
+        imgs = imgs.reshape(-1, SIZE, SIZE)
+        n = len(imgs)
+        self.images = np.concatenate([self.images, imgs])
+        self.split = np.concatenate([self.split, np.full(n, "extra")])
+        self.raw = np.concatenate([self.raw, np.full(n, "unknown")])
+        self.label = np.concatenate([self.label, np.full(n, -1)])
+        self.votes = np.concatenate([self.votes, np.zeros((n, self.votes.shape[1]), np.float32)])
+        self._on = (None, None, None)
+        return n
+
     def indices(self, split, labelled=True):
         """Rows of a split; labelled=True keeps the FER+ benchmark rows (one of the 8 emotions)."""
         m = self.split == split

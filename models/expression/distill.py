@@ -495,6 +495,9 @@ def cmd_ablation(a, ds):
             if init == "ssl":
                 net = load_ssl(a, net, "student")
             net, best = train_supervised(a, ds, net, idx, tag=f"ablation {init} {frac:.0%}", epochs=epochs)
+            # Kept for the adaptation curves (`encoders` exports them): the pair with and without ContraWarping.
+            save({"model": net.state_dict(), "width": net.width, "val": best, "labels": frac, "init": init,
+                  "seed": a.seed}, os.path.join(a.work, "ablation", f"{init}_{frac:g}.pt"))
             # A copy of the data without its test rows (as sent to a lent GPU) trains only; `--resume` on the full
             # data later reloads each finished run from its checkpoint and reports test.
             test = evaluate(net, ds, "test") if len(ds.indices("test")) else None

@@ -14,7 +14,8 @@ from common import HERE
 from data import standardize
 from nets import EMOTIONS, macs
 from evaluate import evaluate, fmt, logits_of, metrics, ort_eval, ort_logits
-from distill import load_net
+from distill import load_net, load_ssl, recompute_bn
+from common import build, seed_all
 
 
 def fused(net):
@@ -144,6 +145,43 @@ def cmd_export(a, ds):
         print(k, {kk: (fmt(vv) if isinstance(vv, dict) else vv) for kk, vv in v.items()})
     with open(os.path.join(a.work, "export.json"), "w") as f:
         json.dump(report, f, indent=1)
+
+
+def cmd_encoders(a, ds):
+    """Encoders as mien expression models, for the adaptation curves (`examples/adapt_curve.rs`, issue 52): each is
+    exported like the shipped student (BatchNorm folded, fp32 ONNX, hashes in SHA256SUMS) into WORK/encoders, so
+    `mien adapt` and the curve example fit heads on its features exactly as on the shipped model's.
+    - `random.onnx`: the student architecture at its initialisation (seed --seed), the floor;
+    - `ssl.onnx`: the ContraWarping encoder WORK/ssl_student.pt, trained without a single label;
+    - `ablation_<init>_<labels>.onnx`: the students `ablation` saved (SSL-initialised or from scratch, fine-tuned on a
+      share of the FER+ train labels, no teacher): the pair with and without ContraWarping.
+    The label-free encoders get a zero head (they know no classes) and BatchNorm statistics recomputed on 8,192
+    un-augmented FER+ train faces, as the firmware would show them faces; no logit adjustment is folded in."""
+    import glob
+    out = os.path.join(a.work, "encoders")
+    os.makedirs(out, exist_ok=True)
+    arms = []
+    seed_all(a.seed)
+    arms.append(("random", build("student", a.width), True))
+    if os.path.isfile(os.path.join(a.work, "ssl_student.pt")):
+        arms.append(("ssl", load_ssl(a, build("student", a.width), "student"), True))
+    else:
+        print(f"encoders: no ssl_student.pt in {a.work} (run `ssl --arch student` first): no ssl.onnx", flush=True)
+    for p in sorted(glob.glob(os.path.join(a.work, "ablation", "*.pt"))):
+        arms.append(("ablation_" + os.path.basename(p)[:-3], load_net(p, "student"), False))
+    bn_idx = np.random.default_rng(a.seed).permutation(ds.indices("train", False))[:8192]
+    files = []
+    for name, net, label_free in arms:
+        if label_free:
+            with torch.no_grad():
+                net.head.weight.zero_()
+                net.head.bias.zero_()
+            recompute_bn(net, ds, bn_idx)
+        path = os.path.join(out, f"{name}.onnx")
+        export_onnx(fused(net), path)
+        files.append(path)
+        print(f"encoders: {path}" + ("" if label_free else f" (val {fmt(evaluate(net, ds, 'val'))})"), flush=True)
+    update_sums(out, files)
 
 
 def write_ort_reference(out, ds, n=64):

@@ -9,7 +9,10 @@
                                              #   of batches of 256, the shipped student's schedule
     python recipe.py export                  # fold BN, logit adjustment chosen on val, fp32 ONNX, int8 QOperator ONNX
     python recipe.py quantize                # the int8 step alone, from the exported fp32 student
-    python recipe.py ablation                # SSL vs scratch students with 1/10/100% of the labels
+    python recipe.py ablation                # SSL vs scratch students with 1/10/100% of the labels (kept in
+                                             #   WORK/ablation)
+    python recipe.py encoders                # random, ContraWarping and ablation encoders as mien models in
+                                             #   WORK/encoders, for examples/adapt_curve.rs (adaptation curves)
     python recipe.py all --hours 1.75 [--bf16]   # one sitting on a CPU: each stage gets a share of the hours as
                                              #   its --budget (--split sets the shares), no SSL student by default
     python recipe.py smoke                   # every step and option on a few hundred images (CI)
@@ -36,7 +39,7 @@ from common import ARCH, DEV, HERE, WIDTH, bf16_native
 from contrawarping import cmd_ssl
 from data import FerPlus
 from distill import cmd_ablation, cmd_polish, cmd_student, cmd_teacher, cmd_teachers
-from quantize import cmd_export, cmd_quantize
+from quantize import cmd_encoders, cmd_export, cmd_quantize
 
 
 # Time per training stage on this project's 2-core CPU, in minutes (SSL teacher, teacher, SSL student, student),
@@ -92,6 +95,17 @@ def check_sittings():
     print(f"smoke: all --hours/--split plans {len(cases)} sittings as expected")
 
 
+def extra_faces(ds, work, n=64):
+    """The smoke's stand-in for a site's unlabelled faces (`ssl --extra`): n val faces written in the layout of
+    examples/face_crops.rs."""
+    d = os.path.join(work, "extra")
+    os.makedirs(d, exist_ok=True)
+    ds.images[ds.indices("val", False)[:n]].tofile(os.path.join(d, "images.u8"))
+    with open(os.path.join(d, "labels.csv"), "w") as f:
+        f.write("path,split,label\n" + "".join(f"val{i},extra,unknown\n" for i in range(n)))
+    return d
+
+
 def check_imports():
     """The smoke run's check that the recipe's modules import one another one way (no circles)."""
     import ast
@@ -122,7 +136,7 @@ def check_imports():
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("cmd", choices=["ssl", "teacher", "student", "polish", "export", "quantize", "ablation", "teachers",
-                                   "all", "smoke"])
+                                   "encoders", "all", "smoke"])
     p.add_argument("--data", default=os.path.join(HERE, "..", "..", "..", "shared", "data", "ferplus"))
     p.add_argument("--work", default=os.path.join(HERE, "work"))
     p.add_argument("--out", default=os.path.join(HERE, ".."))
@@ -179,6 +193,9 @@ def main():
                    "student; any numbers, scaled to their sum; default %s; the full schedule's proportions are "
                    "%s); an SSL stage given 0 is skipped and the net it would have started trains from scratch"
                    % tuple(",".join(map(str, t)) for t in (SITTING, FULL_SCHEDULE)))
+    p.add_argument("--extra", default="",
+                   help="ssl: also pretrain on these unlabelled faces (a site's, in FER+'s layout as written by "
+                   "examples/face_crops.rs: DIR/images.u8 and DIR/labels.csv)")
     a = p.parse_args()
     if a.hours and a.cmd != "all":
         p.error(f"--hours: only `all` takes it (give {a.cmd} a --budget in seconds)")
@@ -213,6 +230,10 @@ def main():
                 "/proc/cpuinfo, or a GPU without it): autocast would emulate it, slower than fp32; leave --bf16 out")
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.extra and a.cmd != "ssl":
+        p.error(f"--extra: only `ssl` reads unlabelled faces ({a.cmd} trains on labels)")
+    if a.extra and not os.path.isfile(os.path.join(a.extra, "images.u8")):
+        p.error(f"--extra {a.extra}: no images.u8 there (write it with examples/face_crops.rs)")
     ds = FerPlus(a.data)
     print(f"device {DEV}, {torch.get_num_threads()} threads, {len(ds.images)} faces"
           + (", bf16 autocast" if a.bf16 else ""))
@@ -232,7 +253,8 @@ def main():
         b.bs = b.bs or bs
         t = time.time()
         {"ssl": cmd_ssl, "teacher": cmd_teacher, "student": cmd_student, "polish": cmd_polish, "export": cmd_export,
-         "quantize": cmd_quantize, "ablation": cmd_ablation, "teachers": cmd_teachers}[cmd](b, ds)
+         "quantize": cmd_quantize, "ablation": cmd_ablation, "teachers": cmd_teachers,
+         "encoders": cmd_encoders}[cmd](b, ds)
         print(f"[{cmd}{' ' + b.arch if cmd == 'ssl' else ''}] {time.time() - t:.0f} s", flush=True)
 
     if a.cmd == "all":
@@ -254,12 +276,14 @@ def main():
               "teacher and the bank")
         for cmd, extra in (("ssl", {"arch": "teacher", "steps": 3, "bs": 32, "bf16": bf16}),
                            ("teacher", {"bf16": bf16}),
-                           ("ssl", {"arch": "student", "steps": 3, "bs": 32}),
+                           ("ssl", {"arch": "student", "steps": 3, "bs": 32, "extra": extra_faces(ds, a.work)}),
                            ("student", {"teachers": two, "budget": 3600, "mixup": 0.5}),
                            ("student", {"init": os.path.join(HERE, "..", "mien_student_fp32.onnx"), "camera": 0.5,
                                         "bank": 2, "bf16": bf16}),
                            ("polish", {"teachers": two}),
-                           ("export", {})):
+                           ("export", {}),
+                           ("ablation", {"fractions": "0.01"}),
+                           ("encoders", {})):
             run(cmd, **{**kw, **extra})
         # The robustness measurement (the exported files under a line camera's conditions; EXPERIMENTS.md).
         from robust import main as robust

@@ -7,6 +7,8 @@
 #                                           #   hours (--split), no SSL student; --bf16 where the CPU has bfloat16
 #   models/expression/train.sh smoke        # every step and option on 600 faces into a scratch dir (CI)
 #   models/expression/train.sh ablation     # SSL vs scratch students with 1/10/100% of the labels
+#   models/expression/train.sh encoders     # those, the SSL encoder and a random one as models for the adaptation
+#                                           #   curves (examples/adapt_curve.rs)
 #   models/expression/train.sh <step> ...   # ssl --arch teacher|student, teacher, student, export, quantize (the int8
 #                                           #   step alone), and the experiments' polish and teachers (EXPERIMENTS.md)
 #   add --resume to continue an interrupted run (same options; checkpoints in models/expression/work/ckpt)
@@ -21,7 +23,7 @@ for d in "$DATA" "$HERE/../../../shared/data/ferplus" /work/shared/data/ferplus;
     if [ -n "$d" ] && [ -f "$d/images.u8" ]; then DATA=$d; break; fi
 done
 [ -f "$DATA/images.u8" ] || { echo "train.sh: FER+ not found (set MIEN_FERPLUS to the directory with images.u8 and labels.csv)" >&2; exit 1; }
-CMD=${1:?usage: train.sh all|smoke|ablation|ssl|teacher|student|polish|export|quantize|teachers [options]}
+CMD=${1:?usage: train.sh all|smoke|ablation|encoders|ssl|teacher|student|polish|export|quantize|teachers [options]}
 shift
 if [ "$CMD" = smoke ]; then
     WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
