@@ -38,6 +38,9 @@ struct Args {
     /// The images are face crops already (no detector).
     #[arg(long)]
     crops: bool,
+    /// Crops (--crops, --ferplus) re-framed by the detector as the firmware frames a face (`mien eval --reframe`).
+    #[arg(long)]
+    reframe: bool,
     /// FER+ in `../shared/data/ferplus`'s layout (48x48 crops); with `--split`.
     #[arg(long)]
     ferplus: Option<PathBuf>,
@@ -110,7 +113,7 @@ fn standardized(p: &Pilot) -> Pilot {
         .iter()
         .map(|f| f.iter().zip(&mean).zip(&sd).map(|((v, m), s)| (v - m) / (s.sqrt() + 1e-6)).collect())
         .collect();
-    Pilot { features, labels: p.labels.clone(), no_face: p.no_face, unreadable: Vec::new(), skipped: p.skipped }
+    Pilot { features, labels: p.labels.clone(), unreadable: Vec::new(), ..*p }
 }
 
 /// "mean (min-max)" of a list of figures.
@@ -136,14 +139,16 @@ fn main() -> anyhow::Result<()> {
         None => mien::config::Config::embedded_default(),
     };
     let crops = a.crops || a.ferplus.is_some();
-    let mut detector = if crops { None } else { Some(mien::detect::load(&cfg.detect)?) };
+    let mut detector = if crops && !a.reframe { None } else { Some(mien::detect::load(&cfg.detect)?) };
     let mut rows = Vec::new();
     for path in &a.models {
         let mut base = Base::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let t = std::time::Instant::now();
+        let align = cfg.expression.align;
         let mode = match detector.as_mut() {
             None => CropMode::Crops,
-            Some(d) => CropMode::Detect { detector: d.as_mut(), align: cfg.expression.align },
+            Some(d) if crops => CropMode::Reframe { detector: d.as_mut(), align },
+            Some(d) => CropMode::Detect { detector: d.as_mut(), align },
         };
         let p = adapt::read_pilot(&data, &mut base, mode)?;
         let counts = p.counts();

@@ -231,6 +231,8 @@ pub struct Pilot {
     pub no_face: usize,
     pub unreadable: Vec<String>,
     pub skipped: usize,
+    /// Crops `CropMode::Reframe` found no face in, read as given.
+    pub as_given: usize,
 }
 
 impl Pilot {
@@ -246,16 +248,16 @@ impl Pilot {
 /// Every face of `ds` through the firmware's crop path and the base model's encoder.
 pub fn read_pilot(ds: &Dataset, base: &mut Base, mode: CropMode) -> Result<Pilot, AdaptError> {
     let mut cropper = Cropper::new(mode, base.input_size());
-    let mut p =
-        Pilot { features: Vec::new(), labels: Vec::new(), no_face: 0, unreadable: Vec::new(), skipped: ds.skipped };
+    let (features, labels, unreadable) = (Vec::new(), Vec::new(), Vec::new());
+    let mut p = Pilot { features, labels, no_face: 0, unreadable, skipped: ds.skipped, as_given: 0 };
     for item in &ds.items {
         let cropped = cropper.crop(item, MienExpression::crop_box_for).map_err(|e| AdaptError::Pilot(e.to_string()))?;
         let Some(crop) = cropped else { continue };
         p.features.push(base.features(crop)?);
         p.labels.push(item.label);
     }
-    let LeftOut { no_face, unreadable } = std::mem::take(&mut cropper.left_out);
-    Ok(Pilot { no_face, unreadable, ..p })
+    let LeftOut { no_face, unreadable, as_given } = std::mem::take(&mut cropper.left_out);
+    Ok(Pilot { no_face, unreadable, as_given, ..p })
 }
 
 /// Fit a head on `x` (features) and `y` (class indices), starting from and pulled towards `base`:

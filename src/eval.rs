@@ -1,12 +1,15 @@
 //! `mien eval`: expression accuracy through the firmware's own crop, pre-processing and tract runtime.
 //!
 //! Two kinds of data: FER+ as `../shared/data/ferplus` stores it (`images.u8` + `labels.csv`, 48x48 face crops),
-//! and a folder of images with a `path,label` CSV. Face crops go straight to the classifier's crop path;
-//! uncropped images first go through the detector and the same crop box the pipeline uses (largest face).
+//! and a folder of images with a `path,label` CSV. Face crops go straight to the classifier's crop path, or are
+//! re-framed first (`CropMode::Reframe`: the detector finds the face in the crop and the firmware's crop box is cut
+//! around it); uncropped images first go through the detector and the same crop box the pipeline uses (largest
+//! face).
 
 use crate::detect::{Detections, FaceDetector};
 use crate::expression::{CropSet, Emotion, ExpressionClassifier, FaceCrop};
-use crate::frame::{BBox, Frame};
+use crate::frame::{BBox, Frame, Rect};
+use crate::pixels::{PixelError, Scaler};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -200,6 +203,8 @@ pub struct Report {
     pub skipped: usize,
     /// Uncropped images in which the detector found no face (not counted in the metrics).
     pub no_face: usize,
+    /// Crops `CropMode::Reframe` found no face in, read as given (counted in the metrics).
+    pub as_given: usize,
     /// Files that could not be decoded (not counted in the metrics).
     pub unreadable: Vec<String>,
     /// Time in the classifier (pre-processing + inference), summed over faces.
@@ -216,6 +221,12 @@ impl Report {
 pub enum CropMode<'a> {
     /// Every image is already a face crop: it is the crop box.
     Crops,
+    /// Every image is a face crop, cut by some other tool with its own framing: the detector finds the face in it
+    /// (the crop scaled up to `REFRAME_SIDE` and its edge pixels repeated around it, as far as half its side) and
+    /// the classifier's own crop box is cut around that face, turned by its roll when `align` is set. So crops of
+    /// any framing reach the model as the firmware would cut the face from a camera frame. A crop in which no face
+    /// is found is read as given (counted in `LeftOut::as_given`).
+    Reframe { detector: &'a mut dyn FaceDetector, align: bool },
     /// Whole scenes: the detector finds faces, the largest one is classified through the classifier's crop box,
     /// turned by the face's roll when `align` is set (as the firmware does with `expression.align`).
     Detect { detector: &'a mut dyn FaceDetector, align: bool },
@@ -228,6 +239,35 @@ pub struct LeftOut {
     pub no_face: usize,
     /// Files that could not be decoded, with why.
     pub unreadable: Vec<String>,
+    /// Crops `CropMode::Reframe` found no face in, read as given (they are classified).
+    pub as_given: usize,
+}
+
+/// The shorter side a crop is scaled up to before `CropMode::Reframe` looks for the face in it (the detector's
+/// pyramid finds faces from 16 px; at this size a face that fills the crop is well inside its range).
+pub const REFRAME_SIDE: u32 = 192;
+
+/// `src` scaled so that its shorter side is at least `REFRAME_SIDE`, centred on `canvas` with a margin of half its
+/// longer side on every side, the margin its edge pixels repeated (as training pads a face). Returns the scaled
+/// image's place on the canvas.
+fn pad_out(src: &Frame, scaler: &mut Scaler, buf: &mut Vec<u8>, canvas: &mut Frame) -> Result<BBox, PixelError> {
+    let k = (REFRAME_SIDE as f32 / src.width.min(src.height).max(1) as f32).max(1.0);
+    let (w, h) = (((src.width as f32 * k).round() as u32).max(1), ((src.height as f32 * k).round() as u32).max(1));
+    let (wu, hu) = (w as usize, h as usize);
+    buf.resize(wu * hu * 3, 0);
+    scaler.crop_resize(src, Rect { x0: 0, y0: 0, x1: src.width, y1: src.height }, buf, w, h)?;
+    let m = (w.max(h) / 2) as usize;
+    let (cw, ch) = (wu + 2 * m, hu + 2 * m);
+    canvas.ensure_size(cw as u32, ch as u32);
+    for y in 0..ch {
+        let row = &buf[y.saturating_sub(m).min(hu - 1) * wu * 3..][..wu * 3];
+        let out = &mut canvas.data[y * cw * 3..][..cw * 3];
+        let (first, last) = (&row[..3], &row[row.len() - 3..]);
+        out[..m * 3].chunks_exact_mut(3).for_each(|p| p.copy_from_slice(first));
+        out[m * 3..(m + wu) * 3].copy_from_slice(row);
+        out[(m + wu) * 3..].chunks_exact_mut(3).for_each(|p| p.copy_from_slice(last));
+    }
+    Ok(BBox { x0: m as f32, y0: m as f32, x1: (m + wu) as f32, y1: (m + hu) as f32 })
 }
 
 /// The firmware's path from an item to a classifier's input: decode, detect (largest face) or take the crop as it
@@ -237,6 +277,10 @@ pub struct Cropper<'a> {
     mode: CropMode<'a>,
     crops: CropSet,
     frame: Frame,
+    /// `CropMode::Reframe`'s scaled and padded crop, and its scaling buffer.
+    canvas: Frame,
+    scaled: Vec<u8>,
+    scaler: Scaler,
     dets: Detections,
     slots: Vec<Option<usize>>,
     /// What `crop` left out so far.
@@ -248,7 +292,8 @@ impl<'a> Cropper<'a> {
     pub fn new(mode: CropMode<'a>, size: (u32, u32)) -> Self {
         let crops = CropSet::new(1, size.0, size.1);
         let (frame, dets, slots) = (Frame::new(1, 1), Detections::new(), Vec::with_capacity(1));
-        Cropper { mode, crops, frame, dets, slots, left_out: LeftOut::default() }
+        let (canvas, scaled, scaler) = (Frame::new(1, 1), Vec::new(), Scaler::default());
+        Cropper { mode, crops, frame, canvas, scaled, scaler, dets, slots, left_out: LeftOut::default() }
     }
 
     /// The face of `item`, cut with `crop_box` (the classifier's) around the detected face (valid until the next
@@ -269,8 +314,30 @@ impl<'a> Cropper<'a> {
                 }
             }
         }
+        let mut on_canvas = false;
         let face = match &mut self.mode {
             CropMode::Crops => None,
+            CropMode::Reframe { detector, align } => {
+                let err = |e: String| EvalError::Classify(format!("{}: {e}", item.name));
+                let inner = pad_out(&self.frame, &mut self.scaler, &mut self.scaled, &mut self.canvas)
+                    .map_err(|e| err(e.to_string()))?;
+                detector.detect(&self.canvas, &mut self.dets).map_err(|e| err(e.to_string()))?;
+                let within = |b: &BBox| {
+                    let (x, y) = b.center();
+                    x >= inner.x0 && x <= inner.x1 && y >= inner.y0 && y <= inner.y1
+                };
+                let found = self.dets.iter().filter(|d| within(&d.bbox)).max_by(|a, b| a.bbox.area().total_cmp(&b.bbox.area()));
+                match found {
+                    Some(best) => {
+                        on_canvas = true;
+                        Some((best.bbox, if *align { best.roll } else { 0.0 }))
+                    }
+                    None => {
+                        self.left_out.as_given += 1;
+                        None
+                    }
+                }
+            }
             CropMode::Detect { detector, align } => {
                 detector
                     .detect(&self.frame, &mut self.dets)
@@ -284,7 +351,7 @@ impl<'a> Cropper<'a> {
                 }
             }
         };
-        let f = &self.frame;
+        let f = if on_canvas { &self.canvas } else { &self.frame };
         let whole = BBox { x0: 0.0, y0: 0.0, x1: f.width as f32, y1: f.height as f32 };
         let crop_err = |e: crate::pixels::PixelError| EvalError::Classify(format!("{}: {e}", item.name));
         match face {
@@ -305,6 +372,8 @@ impl<'a> Cropper<'a> {
 impl Drop for Cropper<'_> {
     fn drop(&mut self) {
         self.crops.wipe(); // no face pixels outlive the run
+        self.canvas.data.fill(0);
+        self.scaled.fill(0);
     }
 }
 
@@ -316,7 +385,14 @@ pub fn evaluate(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Report, EvalError> {
     let mut cropper = Cropper::new(mode, classifier.input_size());
-    let mut rep = Report { metrics: Metrics::default(), skipped: ds.skipped, no_face: 0, unreadable: Vec::new(), classify: Duration::ZERO };
+    let mut rep = Report {
+        metrics: Metrics::default(),
+        skipped: ds.skipped,
+        no_face: 0,
+        as_given: 0,
+        unreadable: Vec::new(),
+        classify: Duration::ZERO,
+    };
     for (i, item) in ds.items.iter().enumerate() {
         progress(i, ds.items.len());
         let Some(crop) = cropper.crop(item, |b| classifier.crop_box(b))? else { continue };
@@ -326,8 +402,8 @@ pub fn evaluate(
         rep.metrics.add(item.label, e.label);
     }
     progress(ds.items.len(), ds.items.len());
-    let LeftOut { no_face, unreadable } = std::mem::take(&mut cropper.left_out);
-    Ok(Report { no_face, unreadable, ..rep })
+    let LeftOut { no_face, unreadable, as_given } = std::mem::take(&mut cropper.left_out);
+    Ok(Report { no_face, unreadable, as_given, ..rep })
 }
 
 /// Where the detector puts its box on FER-style crops: each 48x48 face is scaled up 4x onto a mid-grey canvas

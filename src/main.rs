@@ -44,6 +44,10 @@ struct AdaptArgs {
     /// The images are face crops already: skip the detector.
     #[arg(long)]
     crops: bool,
+    /// With --crops: re-frame each crop as the firmware frames a face (detector in the crop, mien's crop box),
+    /// so that crops cut by another tool train the head on what the running firmware will show it.
+    #[arg(long, requires = "crops")]
+    reframe: bool,
     /// Where to write the adapted model; its SHA-256 goes into the SHA256SUMS beside it.
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
@@ -79,6 +83,10 @@ struct EvalArgs {
     /// The images are face crops already: skip the detector.
     #[arg(long, requires = "images")]
     crops: bool,
+    /// With --crops or --ferplus: re-frame each crop as the firmware frames a face (the detector finds it in the
+    /// crop, mien's crop box is cut around it), whatever framing the crops were cut with.
+    #[arg(long, conflicts_with_all = ["measure_crop", "crop_scale"])]
+    reframe: bool,
     /// Expression model (default: the embedded default profile's, mien's int8 student).
     #[arg(long, value_name = "FILE")]
     model: Option<PathBuf>,
@@ -88,8 +96,9 @@ struct EvalArgs {
     /// Instead of classifying: measure where the detector's box sits on FER+ crops (for the crop box).
     #[arg(long, requires = "ferplus")]
     measure_crop: bool,
-    /// Cut detected faces upright, ignoring their roll (the firmware turns them level: expression.align).
-    #[arg(long, requires = "images", conflicts_with = "crops")]
+    /// Cut detected (or re-framed) faces upright, ignoring their roll (the firmware turns them level:
+    /// expression.align).
+    #[arg(long)]
     no_align: bool,
     /// Measure another crop convention: a square this many times the face box's longer side (mien's is 1.13).
     #[arg(long, requires = "images", conflicts_with = "crops", value_name = "S")]
@@ -363,7 +372,14 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
         classifier = Box::new(mien::expression::Reframed { inner: classifier, scale, shift: a.crop_shift });
     }
     let mut detector;
-    let mode = if a.ferplus.is_some() || a.crops {
+    let crops = a.ferplus.is_some() || a.crops;
+    if a.reframe && !crops {
+        anyhow::bail!("--reframe: give it with --crops or --ferplus (whole images are framed by the detector anyway)");
+    }
+    let mode = if a.reframe {
+        detector = load_detector()?;
+        CropMode::Reframe { detector: detector.as_mut(), align: cfg.expression.align && !a.no_align }
+    } else if crops {
         CropMode::Crops
     } else {
         detector = load_detector()?;
@@ -386,6 +402,10 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
     })?;
     println!("faces: {} classified, {} rows skipped (label not one of the 8), {} without a detected face, {} unreadable",
         rep.metrics.n(), rep.skipped, rep.no_face, rep.unreadable.len());
+    if a.reframe {
+        println!("reframed: {} crops, {} read as given (no face found in them)", rep.metrics.n() as usize - rep.as_given,
+            rep.as_given);
+    }
     for u in rep.unreadable.iter().take(5) {
         println!("unreadable: {u}");
     }
@@ -404,11 +424,16 @@ fn adapt(a: AdaptArgs) -> anyhow::Result<()> {
     println!("base model: {} sha256:{}", base.path.display(), &base.sha256[..12]);
     let t = std::time::Instant::now();
     let mut detector;
-    let mode = if a.crops {
+    let mode = if a.crops && !a.reframe {
         CropMode::Crops
     } else {
         detector = mien::detect::load(&cfg.detect).with_context(|| format!("detect.model {}", cfg.detect.model))?;
-        CropMode::Detect { detector: detector.as_mut(), align: cfg.expression.align }
+        let align = cfg.expression.align;
+        if a.reframe {
+            CropMode::Reframe { detector: detector.as_mut(), align }
+        } else {
+            CropMode::Detect { detector: detector.as_mut(), align }
+        }
     };
     let pilot = adapt::read_pilot(&data, &mut base, mode)?;
     let counts = pilot.counts();
@@ -427,6 +452,9 @@ fn adapt(a: AdaptArgs) -> anyhow::Result<()> {
         pilot.unreadable.len(),
         t.elapsed().as_secs_f64()
     );
+    if a.reframe {
+        println!("reframed: {} crops read as given (no face found in them)", pilot.as_given);
+    }
     for u in pilot.unreadable.iter().take(5) {
         println!("unreadable: {u}");
     }

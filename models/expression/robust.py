@@ -148,6 +148,28 @@ def camera(x, face, fn, g):
                                                               align_corners=False)
 
 
+def slug(name):
+    return "".join(c if c.isalnum() or c == "." else "_" for c in name.split(" (")[0]).strip("_")
+
+
+def write(a, ds, idx, x, table):
+    """Each condition's faces, as the camera and crop would give them (before standardization), as PNG files."""
+    from PIL import Image
+    want = [c for c in a.conditions.split(",") if c]
+    for c in [c for c in table if not want or any(c.startswith(w) for w in want)]:
+        face, fn = table[c]
+        g = torch.Generator().manual_seed(a.seed)
+        faces = (camera(x, face, fn, g)[:, 0].clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+        d = os.path.join(a.write, slug(c))
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "labels.csv"), "w") as f:
+            f.write("path,label\n")
+            for i, (face_px, row) in enumerate(zip(faces, idx)):
+                Image.fromarray(face_px).save(os.path.join(d, f"{i:05d}.png"))
+                f.write(f"{i:05d}.png,{ds.raw[row]}\n")
+        print(f"{c}: {len(faces)} faces -> {d}", flush=True)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=os.path.join(HERE, "..", "..", "..", "shared", "data", "ferplus"))
@@ -157,6 +179,10 @@ def main(argv=None):
     p.add_argument("--conditions", default="", help="comma-separated names (prefixes) to run; default all")
     p.add_argument("--framing", action="store_true",
                    help="instead of the camera conditions: the crop convention (scale 0.7-1.4, shifts)")
+    p.add_argument("--write", default="",
+                   help="instead of running models: write each condition's faces as 48x48 PNGs with a labels.csv "
+                   "into DIR/<condition>/, for the firmware (`mien eval --images DIR/c --labels DIR/c/labels.csv "
+                   "--crops [--reframe]`)")
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
@@ -164,6 +190,9 @@ def main(argv=None):
     idx = ds.indices(a.split)[:a.limit or None]
     x = ds.batch(idx)
     true = ds.label[idx]
+    if a.write:
+        write(a, ds, idx, x, FRAMING if a.framing else CONDITIONS)
+        return
     models = [m for m in a.models.split(",") if m]
     sessions = {m: ort_session(m) for m in models}
     want = [c for c in a.conditions.split(",") if c]
