@@ -6,7 +6,7 @@
 //! around it); uncropped images first go through the detector and the same crop box the pipeline uses (largest
 //! face).
 
-use crate::detect::{Detections, FaceDetector};
+use crate::detect::{Detection, Detections, FaceDetector};
 use crate::expression::{CropSet, Emotion, ExpressionClassifier, FaceCrop};
 use crate::frame::{BBox, Frame, Rect};
 use crate::pixels::{PixelError, Scaler};
@@ -326,8 +326,8 @@ impl<'a> Cropper<'a> {
                     let (x, y) = b.center();
                     x >= inner.x0 && x <= inner.x1 && y >= inner.y0 && y <= inner.y1
                 };
-                let found = self.dets.iter().filter(|d| within(&d.bbox)).max_by(|a, b| a.bbox.area().total_cmp(&b.bbox.area()));
-                match found {
+                let largest = |a: &&Detection, b: &&Detection| a.bbox.area().total_cmp(&b.bbox.area());
+                match self.dets.iter().filter(|d| within(&d.bbox)).max_by(largest) {
                     Some(best) => {
                         on_canvas = true;
                         Some((best.bbox, if *align { best.roll } else { 0.0 }))

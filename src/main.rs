@@ -403,8 +403,8 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
     println!("faces: {} classified, {} rows skipped (label not one of the 8), {} without a detected face, {} unreadable",
         rep.metrics.n(), rep.skipped, rep.no_face, rep.unreadable.len());
     if a.reframe {
-        println!("reframed: {} crops, {} read as given (no face found in them)", rep.metrics.n() as usize - rep.as_given,
-            rep.as_given);
+        let reframed = rep.metrics.n() as usize - rep.as_given;
+        println!("reframed: {reframed} crops, {} read as given (no face found in them)", rep.as_given);
     }
     for u in rep.unreadable.iter().take(5) {
         println!("unreadable: {u}");

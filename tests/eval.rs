@@ -252,7 +252,8 @@ fn reframing_cuts_crops_of_another_framing_as_the_firmware_frames_the_face() {
         let ItemSource::Grey { width: 48, height: 48, pixels } = &item.source else { panic!("FER+ faces are 48x48") };
         let at = |v: usize| v.saturating_sub(10).min(47);
         let px: Vec<u8> = (0..68 * 68).map(|i| pixels[at(i / 68) * 48 + at(i % 68)]).collect();
-        Item { name: item.name.clone(), label: item.label, source: ItemSource::Grey { width: 68, height: 68, pixels: px } }
+        let source = ItemSource::Grey { width: 68, height: 68, pixels: px };
+        Item { name: item.name.clone(), label: item.label, source }
     };
     // Mean |difference| of the two crops' 6x6-pixel block means (grey): what the framing moves, not a pixel of
     // detector jitter.
