@@ -87,12 +87,14 @@ fn a_pilot_of_ten_faces_per_class_adapts_the_model_to_the_site() {
     assert!(sums.contains(&format!("{}  adapted.onnx", mien::model::sha256_hex(&bytes))), "{sums}");
     assert!(bytes.len() < 500_000, "{} bytes: weights only", bytes.len());
 
-    // On other faces of the site, the adapted model reads the classes better than the shipped one, which reads
-    // nearly every site face as neutral. Measured 2026-12-05: macro-F1 0.096 shipped, 0.156 adapted.
+    // `mien eval` reads other faces of the site with it, no worse than with the shipped head (a head the fit broke
+    // reads them far worse). Measured 2026-12-06: macro-F1 0.1567 shipped, 0.1562 adapted on this one split; the
+    // gain a pilot brings is measured over many splits by the next test. (On 2026-12-05, before crops running off
+    // the picture were cut square, 0.096 and 0.156: the adaptation then mostly undid the stretched crops.)
     let before = eval(&repo("models/mien_student_int8.onnx"), &hcsv);
     let after = eval(&out, &hcsv);
     println!("held-out site faces, macro-F1: shipped {before:.4}, adapted {after:.4}");
-    assert!(after > before + 0.03, "adapted {after:.4} is not clearly above the shipped {before:.4}");
+    assert!(after > before - 0.02, "adapted {after:.4} reads the site worse than the shipped {before:.4}");
 
     // The firmware runs it.
     let labels = dir.path().join("labels.jsonl");
@@ -168,6 +170,24 @@ fn curve(stdout: &str, model: &str, head: &str) -> Vec<f64> {
     line.split('|').map(str::trim).skip(3).filter(|c| !c.is_empty()).map(|c| {
         c.split_whitespace().next().unwrap().parse().unwrap()
     }).collect()
+}
+
+#[test]
+fn a_pilot_lifts_the_sites_macro_f1_over_many_splits() {
+    // `mien adapt`'s fit (pulled towards the shipped head, strength 1) on 5 and 10 faces per class, judged on 30% of
+    // each class held out, over 10 seeded splits of up to 150 faces per class of site-colour (683 faces, through
+    // the detector). Measured 2026-12-06: macro-F1 0.135 shipped, 0.203 with either pilot (mean of the splits).
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("site150.csv");
+    std::fs::write(&csv, split(0, 150).1).unwrap();
+    let (model, site) = (repo("models/mien_student_int8.onnx"), site());
+    let args = ["--images", site.to_str().unwrap(), "--labels", csv.to_str().unwrap()];
+    let out = example("adapt_curve", &[&args[..], &["--models", model.to_str().unwrap(), "--k", "5,10"]].concat());
+    eprintln!("{out}");
+    let f1 = &out[..out.find("accuracy,").expect("an accuracy table")];
+    let own = curve(f1, "mien_student_int8.onnx", "own");
+    assert_eq!(own.len(), 3, "{f1}");
+    assert!(own[1] > own[0] + 0.03 && own[2] > own[0] + 0.03, "pilots of 5 and 10 per class against none: {own:?}");
 }
 
 #[test]
