@@ -139,6 +139,9 @@ fn main() -> anyhow::Result<()> {
         None => mien::config::Config::embedded_default(),
     };
     let crops = a.crops || a.ferplus.is_some();
+    if a.reframe && !crops {
+        anyhow::bail!("--reframe: give it with --crops or --ferplus (whole images are framed by the detector anyway)");
+    }
     let mut detector = if crops && !a.reframe { None } else { Some(mien::detect::load(&cfg.detect)?) };
     let mut rows = Vec::new();
     for path in &a.models {
