@@ -147,12 +147,7 @@ fn main() -> anyhow::Result<()> {
     for path in &a.models {
         let mut base = Base::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let t = std::time::Instant::now();
-        let align = cfg.expression.align;
-        let mode = match detector.as_mut() {
-            None => CropMode::Crops,
-            Some(d) if crops => CropMode::Reframe { detector: d.as_mut(), align },
-            Some(d) => CropMode::Detect { detector: d.as_mut(), align },
-        };
+        let mode = CropMode::with(crops, detector.as_deref_mut(), cfg.expression.align);
         let p = adapt::read_pilot(&data, &mut base, mode)?;
         let counts = p.counts();
         eprintln!(

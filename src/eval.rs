@@ -232,6 +232,19 @@ pub enum CropMode<'a> {
     Detect { detector: &'a mut dyn FaceDetector, align: bool },
 }
 
+impl<'a> CropMode<'a> {
+    /// How items that are `crops` (or whole scenes) reach the classifier. The caller loads a detector for whole
+    /// scenes and for crops it re-frames: crops without one are read as given, crops with one are re-framed,
+    /// scenes are detected.
+    pub fn with(crops: bool, detector: Option<&'a mut (dyn FaceDetector + 'static)>, align: bool) -> Self {
+        match detector {
+            None => CropMode::Crops,
+            Some(detector) if crops => CropMode::Reframe { detector, align },
+            Some(detector) => CropMode::Detect { detector, align },
+        }
+    }
+}
+
 /// The items that did not reach the classifier, and why.
 #[derive(Debug, Default)]
 pub struct LeftOut {
@@ -353,7 +366,7 @@ impl<'a> Cropper<'a> {
         };
         let f = if on_canvas { &self.canvas } else { &self.frame };
         let whole = BBox { x0: 0.0, y0: 0.0, x1: f.width as f32, y1: f.height as f32 };
-        let crop_err = |e: crate::pixels::PixelError| EvalError::Classify(format!("{}: {e}", item.name));
+        let crop_err = |e: PixelError| EvalError::Classify(format!("{}: {e}", item.name));
         match face {
             None => self.crops.extract(f, std::iter::once(Some((&whole, 0.0))), |b| *b, 1, &mut self.slots),
             Some((b, roll)) => self.crops.extract(f, std::iter::once(Some((&b, roll))), crop_box, 1, &mut self.slots),

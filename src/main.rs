@@ -371,20 +371,15 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
         }
         classifier = Box::new(mien::expression::Reframed { inner: classifier, scale, shift: a.crop_shift });
     }
-    let mut detector;
     let crops = a.ferplus.is_some() || a.crops;
     if a.reframe && !crops {
         anyhow::bail!("--reframe: give it with --crops or --ferplus (whole images are framed by the detector anyway)");
     }
-    let mode = if a.reframe {
-        detector = load_detector()?;
-        CropMode::Reframe { detector: detector.as_mut(), align: cfg.expression.align && !a.no_align }
-    } else if crops {
-        CropMode::Crops
-    } else {
-        detector = load_detector()?;
-        CropMode::Detect { detector: detector.as_mut(), align: cfg.expression.align && !a.no_align }
-    };
+    if a.no_align && crops && !a.reframe {
+        anyhow::bail!("--no-align: crops are read as given; it applies to detected faces (--images) or with --reframe");
+    }
+    let mut detector = if !crops || a.reframe { Some(load_detector()?) } else { None };
+    let mode = CropMode::with(crops, detector.as_deref_mut(), cfg.expression.align && !a.no_align);
     println!("model: {}", classifier.describe());
     let missing = classifier.missing_classes();
     if !missing.is_empty() {
@@ -423,18 +418,9 @@ fn adapt(a: AdaptArgs) -> anyhow::Result<()> {
     let mut base = adapt::Base::open(&model).with_context(|| format!("--model {}", model.display()))?;
     println!("base model: {} sha256:{}", base.path.display(), &base.sha256[..12]);
     let t = std::time::Instant::now();
-    let mut detector;
-    let mode = if a.crops && !a.reframe {
-        CropMode::Crops
-    } else {
-        detector = mien::detect::load(&cfg.detect).with_context(|| format!("detect.model {}", cfg.detect.model))?;
-        let align = cfg.expression.align;
-        if a.reframe {
-            CropMode::Reframe { detector: detector.as_mut(), align }
-        } else {
-            CropMode::Detect { detector: detector.as_mut(), align }
-        }
-    };
+    let load = || mien::detect::load(&cfg.detect).with_context(|| format!("detect.model {}", cfg.detect.model));
+    let mut detector = if !a.crops || a.reframe { Some(load()?) } else { None };
+    let mode = CropMode::with(a.crops, detector.as_deref_mut(), cfg.expression.align);
     let pilot = adapt::read_pilot(&data, &mut base, mode)?;
     let counts = pilot.counts();
     let listed: Vec<String> = mien::vocab::Emotion::ALL

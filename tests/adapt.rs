@@ -6,7 +6,7 @@
 //! Needs `../shared/data/site-colour`: these tests fail, not skip, when it is missing.
 
 mod common;
-use common::{label_lines, mien, repo, run_ok};
+use common::{example, label_lines, mien, repo, run_ok};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -145,16 +145,6 @@ fn bad_pilots_and_models_are_refused_with_a_reason() {
     // A missing CSV names the file.
     let e = run(&[&base[..], &["--labels", "/nonexistent/pilot.csv"]].concat());
     assert!(e.contains("/nonexistent/pilot.csv"), "{e}");
-}
-
-/// Runs one of the examples built by `cargo test --release` (as tests/scale_sweep.rs does).
-fn example(name: &str, args: &[&str]) -> String {
-    let bin = repo("target/release/examples").join(name);
-    assert!(bin.exists(), "{} missing (cargo test --release builds the examples)", bin.display());
-    let out = std::process::Command::new(&bin).args(args).current_dir(repo(".")).output().unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{name} {args:?}:\n{stdout}\n{stderr}");
-    stdout.into_owned()
 }
 
 /// The mean figures of a table row of `examples/adapt_curve.rs` whose first two cells start with `model` and

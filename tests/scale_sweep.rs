@@ -4,20 +4,13 @@
 //! reach a blur recall of 0.995, and the crowd frame with more faces than the stage keeps must be masked whole.
 //! Needs `../shared/data` (site-colour, FER+) and `models/prepare.sh --reference`.
 
-use std::process::Command;
+mod common;
 
 #[test]
 fn reduced_scale_sweep_blurs_every_face_size_and_masks_the_crowd() {
-    let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/examples/scale_sweep");
-    assert!(bin.exists(), "{} missing (cargo test --release builds the examples)", bin.display());
-    let out = Command::new(&bin)
-        .args(["--reduced", "--min-recall", "0.995"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run scale_sweep");
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // Fails (with its output) when a bucket is under its bar.
+    let stdout = common::example("scale_sweep", &["--reduced", "--min-recall", "0.995"]);
     eprintln!("{stdout}");
-    assert!(out.status.success(), "scale sweep under its bar:\n{stderr}");
     // The 1920x1080 set holds one frame of MAX_FACES + 12 faces: it must have been masked whole, and only it.
     let line = stdout.lines().find(|l| l.starts_with("1920x1080:")).expect("a 1920x1080 line");
     assert!(line.contains(", 1 masked whole"), "{line}");

@@ -48,6 +48,16 @@ pub fn run_ok(args: &[&str]) -> Output {
     out
 }
 
+/// Runs one of the examples `cargo test --release` builds, from the repository root; it must succeed. Returns stdout.
+pub fn example(name: &str, args: &[&str]) -> String {
+    let bin = repo("target/release/examples").join(name);
+    assert!(bin.exists(), "{} missing (cargo test --release builds the examples)", bin.display());
+    let out = Command::new(&bin).args(args).current_dir(repo(".")).output().expect("run the example");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{name} {args:?}:\n{stdout}\n{stderr}");
+    stdout.into_owned()
+}
+
 pub fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
 }
