@@ -205,6 +205,22 @@ def camera_effects(x, p):
     return x.clamp(0, 1)
 
 
+def framing(x, p, scale=(0.7, 1.4), shift=0.1):
+    """Another tool's crop convention for a share `p` of the faces: a square `s` times the crop's side (s
+    log-uniform in `scale`: 0.7 cuts tighter, 1.4 looser), its centre moved by up to `shift` of the side down/up and
+    left/right, the edge pixels repeated where it runs off the face, as the firmware's crop path and
+    `robust.reframe` do. The other faces come back as they were (an identity grid samples pixel centres)."""
+    n = x.shape[0]
+    dev = x.device
+    on = (torch.rand(n, device=dev) < p).to(x.dtype)
+    u = lambda lo, hi: torch.empty(n, device=dev).uniform_(lo, hi)
+    s = 1 + (torch.exp(u(math.log(scale[0]), math.log(scale[1]))) - 1) * on
+    dx, dy = 2 * shift * u(-1, 1) * on, 2 * shift * u(-1, 1) * on  # normalized coordinates: the side is 2
+    z = torch.zeros_like(s)
+    theta = torch.stack([torch.stack([s, z, dx], 1), torch.stack([z, s, dy], 1)], 1)
+    return apply_global(x, theta)
+
+
 def apply_global(x, theta):
     grid = F.affine_grid(theta, x.shape, align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data import FerPlus, SIZE, augment, camera_effects, standardize
+from data import FerPlus, SIZE, augment, camera_effects, framing, standardize
 from nets import EMOTIONS, conv_bn_pairs
 from common import (DEV, HERE, autocast, build, load_ckpt, one_cycle, probe_step_time, save, save_ckpt, seed_all,
                     width_of)
@@ -152,7 +152,14 @@ def supervised_step(a, ds, train_idx, teacher=None):
         # --camera: the student reads a share of the faces through a line camera's effects, the teacher the same
         # face without them, so the student learns to say on a blurred, shadowed or badly exposed face what the
         # teacher says on the clean one.
-        inp = standardize(camera_effects(x, a.camera)) if a.camera else clean
+        # --framing: the same, for another tool's crop convention (scale 0.7-1.4, shifts): the teacher reads the
+        # firmware's crop, the student a tighter, looser or moved one of the same face.
+        inp = x
+        if a.framing:
+            inp = framing(inp, a.framing)
+        if a.camera:
+            inp = camera_effects(inp, a.camera)
+        inp = standardize(inp) if a.camera or a.framing else clean
         with autocast(a.bf16):
             out = m(inp)
         loss = label_kd_loss(out.float(), y, w, tp, T)
@@ -293,14 +300,20 @@ def load_net(path, arch):
 
 
 def teacher_nets(a):
-    """The teachers named by --teachers (comma-separated), else WORK/teacher.pt: (path, net in eval mode) pairs."""
+    """The teachers named by --teachers (comma-separated), else WORK/teacher.pt: (path, net in eval mode) pairs. A
+    file holding a student (from_onnx.py student ...) is read as one: with --framing or --camera the shipped student
+    can teach itself to read other crops and cameras as it reads its own, which leaves its clean faces alone."""
     paths = a.teachers.split(",") if a.teachers else [os.path.join(a.work, "teacher.pt")]
     for p in paths:
         if not os.path.isfile(p):
             sys.exit(f"teacher checkpoint {p} not found: train one (`teacher`), or rebuild the shipped teacher from "
                      f"its ONNX file: python {os.path.relpath(os.path.join(HERE, 'from_onnx.py'))} teacher "
                      f"{os.path.relpath(os.path.join(HERE, '..', 'mien_teacher_fp32.onnx'))} {p}")
-    return [(p, load_net(p, "teacher").to(DEV).eval()) for p in paths]
+    nets = []
+    for p in paths:
+        st = torch.load(p, map_location="cpu")
+        nets.append((p, net_from(st, st.get("arch", "teacher")).to(DEV).eval()))
+    return nets
 
 
 def report_teachers(members, ds, splits):
@@ -389,8 +402,8 @@ def cmd_student(a, ds):
     idx = ds.soft_indices("train")[:a.limit or None]
     net, best = train_supervised(a, ds, net, idx, teacher=teacher, tag="student", start=start)
     save({"model": net.state_dict(), "width": net.width, "val": best, "ssl": not a.scratch and not a.init,
-          "init": a.init, "mixup": a.mixup, "camera": a.camera, "bank": a.bank, "seed": a.seed,
-          "teachers": a.teachers or "teacher.pt", "bf16": a.bf16},
+          "init": a.init, "mixup": a.mixup, "camera": a.camera, "framing": a.framing, "bank": a.bank,
+          "seed": a.seed, "teachers": a.teachers or "teacher.pt", "bf16": a.bf16},
          os.path.join(a.work, "student.pt"))
     print(f"student: best val {fmt(best)}")
 

@@ -5,7 +5,7 @@ is read only by `export`, once the model is fixed."""
 import numpy as np
 import torch
 
-from data import camera_effects, standardize
+from data import camera_effects, framing, standardize
 from common import DEV
 
 
@@ -40,30 +40,35 @@ def evaluate(model, ds, split, bias=None):
 
 
 def fmt(m):
-    if "camera" in m:
-        return (f"acc={m['accuracy']:.4f} macroF1={m['macro_f1']:.4f} (mean of clean {fmt(m['clean'])} "
-                f"and camera {fmt(m['camera'])})")
+    if "clean" in m:
+        views = " and ".join(f"{k} {fmt(m[k])}" for k in ("clean", "camera", "framing") if k in m)
+        return f"acc={m['accuracy']:.4f} macroF1={m['macro_f1']:.4f} (mean of {views})"
     return f"acc={m['accuracy']:.4f} macroF1={m['macro_f1']:.4f} recall=" + ",".join(f"{r:.2f}" for r in m["recall"])
 
 
-CAMERA_VAL = {}
+SHIFTED_VAL = {}
 
 
 def val_metrics(a, model, ds):
-    """The val figures that choose the epoch. With --camera, the mean of clean val and of "camera val": every val
-    face through one fixed (seeded) draw of `camera_effects`, so the choice rewards robustness to what a line
-    camera does and still guards the clean faces."""
+    """The val figures that choose the epoch. With --camera and/or --framing, the mean of clean val and of val
+    through each shift: every val face through one fixed (seeded) draw of `camera_effects` ("camera val") or of
+    `framing` ("framing val"), so the choice rewards robustness to what a line camera or another crop convention
+    does and still guards the clean faces."""
     m = evaluate(model, ds, "val")
-    if not a.camera:
+    shifts = [(k, fn) for k, on, fn in (("camera", a.camera, lambda x: camera_effects(x, 1.0)),
+                                        ("framing", a.framing, lambda x: framing(x, 1.0))) if on]
+    if not shifts:
         return m
     idx = ds.indices("val")
-    if "x" not in CAMERA_VAL:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(1234)
-            CAMERA_VAL["x"] = camera_effects(ds.batch(idx), 1.0)
-    c = metrics(logits_on(model, CAMERA_VAL["x"]).argmax(1), ds.label[idx])
-    return {"accuracy": (m["accuracy"] + c["accuracy"]) / 2, "macro_f1": (m["macro_f1"] + c["macro_f1"]) / 2,
-            "recall": m["recall"], "clean": m, "camera": c}
+    views = {"clean": m}
+    for k, fn in shifts:
+        if k not in SHIFTED_VAL:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(1234)
+                SHIFTED_VAL[k] = fn(ds.batch(idx))
+        views[k] = metrics(logits_on(model, SHIFTED_VAL[k]).argmax(1), ds.label[idx])
+    mean = lambda key: sum(v[key] for v in views.values()) / len(views)
+    return {"accuracy": mean("accuracy"), "macro_f1": mean("macro_f1"), "recall": m["recall"], **views}
 
 
 def ort_session(path):

@@ -67,7 +67,7 @@ if __name__ == "__main__":
     arch, src, dst = sys.argv[1:]
     net = rebuild(arch, src)
     err = check(net, src)
-    st = {"model": net.state_dict(), "width": net.width, "from_onnx": os.path.basename(src)}
+    st = {"model": net.state_dict(), "width": net.width, "arch": arch, "from_onnx": os.path.basename(src)}
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     torch.save(st, dst)
     print(f"{src} -> {dst} (width-{net.width} {arch}; logits match onnxruntime's to {err:.1e})")

@@ -170,6 +170,10 @@ def main():
                    help="student/teacher: share of faces the net reads through a line camera's effects (uneven "
                    "light, motion or focus blur, over- or underexposure; a student's teacher reads them clean); the "
                    "epoch is then chosen on the mean of clean val and val through those effects")
+    p.add_argument("--framing", type=float, default=0,
+                   help="student/teacher: share of faces the net reads cut by another crop convention (a square "
+                   "0.7-1.4 times the firmware's crop, moved by up to 10%% of its side; a student's teacher reads the "
+                   "firmware's crop); the epoch is then chosen on the mean of clean val and val so re-framed")
     p.add_argument("--bank", type=int, default=0,
                    help="student: distil on K augmented views of each face drawn once, with the teacher's "
                    "probabilities on them computed once (0: a fresh view and teacher pass every step); for long "
@@ -221,8 +225,11 @@ def main():
     if a.bank < 0 or (a.bank and a.mixup):
         p.error(f"--bank {a.bank}: give a number of views (e.g. 64), without --mixup (a blend's teacher "
                 "probabilities are not the blend of the stored ones)")
-    if a.camera and a.cmd in ("polish", "ablation"):
-        p.error(f"--camera: {a.cmd} does not take it (student, teacher or all)")
+    if not 0 <= a.framing <= 1:
+        p.error(f"--framing {a.framing}: give the share of faces to cut by another crop convention, between 0 and 1")
+    for flag, on in (("--camera", a.camera), ("--framing", a.framing)):
+        if on and a.cmd in ("polish", "ablation"):
+            p.error(f"{flag}: {a.cmd} does not take it (student, teacher or all)")
     if a.init and not os.path.isfile(a.init):
         p.error(f"--init {a.init}: no such file (give an exported student .onnx or a student checkpoint)")
     if a.bf16 and not bf16_native():
@@ -266,8 +273,9 @@ def main():
         check_imports()
         kw = {"limit": 600, "work": a.work, "out": a.work, "epochs": 1}
         # The student distils from a two-member ensemble (the same teacher twice) under a --budget it never
-        # reaches, with --mixup; a second trains on from the shipped student through camera effects, on a view
-        # bank; then it is polished: the options of rounds two, three, five and seven (and --bank) run too.
+        # reaches, with --mixup; a second trains on from the shipped student through camera effects and other crop
+        # conventions, on a view bank; then it is polished: the options of rounds two, three, five and seven (and
+        # --bank, --framing) run too.
         # Where the machine has bfloat16 arithmetic, the SSL teacher, the teacher and the bank's student train with
         # --bf16.
         two = ",".join([os.path.join(a.work, "teacher.pt")] * 2)
@@ -279,7 +287,7 @@ def main():
                            ("ssl", {"arch": "student", "steps": 3, "bs": 32, "extra": extra_faces(ds, a.work)}),
                            ("student", {"teachers": two, "budget": 3600, "mixup": 0.5}),
                            ("student", {"init": os.path.join(HERE, "..", "mien_student_fp32.onnx"), "camera": 0.5,
-                                        "bank": 2, "bf16": bf16}),
+                                        "framing": 0.5, "bank": 2, "bf16": bf16}),
                            ("polish", {"teachers": two}),
                            ("export", {}),
                            ("ablation", {"fractions": "0.01"}),
