@@ -19,8 +19,9 @@
     add --resume to continue where an interrupted run stopped (checkpoints in WORK/ckpt)
 
 Further options, kept for the experiments in EXPERIMENTS.md: `student --init F.onnx` (train on from an exported
-student), `--mixup`, `--bank K`, `--camera`, `--teachers A.pt,B.pt` (distil from an ensemble), `polish` (weight
-averaging), `teachers` (report teachers and their ensemble), `--width`, `--budget`, `--keep-f32`.
+student), `--mixup`, `--bank K`, `--camera`, `--framing`, `--teachers A.pt,B.pt` (distil from an ensemble, or from a student
+rebuilt by from_onnx.py), `polish` (weight averaging), `teachers` (report teachers and their ensemble), `--width`,
+`--budget`, `--keep-f32`.
 
 The stages are modules: data (FER+, augmentations, local warps), nets (teacher, student), contrawarping (SSL),
 distill (teacher, student, ablation), quantize (export, int8), evaluate (metrics, onnxruntime); common holds what
