@@ -3,6 +3,7 @@
 shipped teacher in a fresh checkout, or on a lent GPU, without its training checkpoints.
 
     python from_onnx.py teacher ../../mien_teacher_fp32.onnx WORK/teacher.pt
+    python from_onnx.py student ../../mien_student_fp32.onnx WORK/shipped.pt   # a student as its own teacher
 
 The export folds every BatchNorm into the convolution before it (and the logit adjustment into the head's bias),
 so each convolution's weight goes back into the net's convolution and its bias into the BatchNorm after it, that
@@ -61,13 +62,17 @@ def check(net, path, n=64):
     return err
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 4 or sys.argv[1] not in ("teacher", "student"):
-        sys.exit(__doc__)
-    arch, src, dst = sys.argv[1:]
+def save_rebuilt(arch, src, dst):
+    """`src` (an exported ONNX file) rebuilt as an `arch` checkpoint at `dst`, checked against onnxruntime."""
     net = rebuild(arch, src)
     err = check(net, src)
     st = {"model": net.state_dict(), "width": net.width, "arch": arch, "from_onnx": os.path.basename(src)}
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     torch.save(st, dst)
     print(f"{src} -> {dst} (width-{net.width} {arch}; logits match onnxruntime's to {err:.1e})")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4 or sys.argv[1] not in ("teacher", "student"):
+        sys.exit(__doc__)
+    save_rebuilt(*sys.argv[1:])
