@@ -13,10 +13,14 @@ YuNet do), and a 1x1 head at strides 8, 16 and 32 (score, box, five keypoints: 1
 layout and size class (about 0.15 GFLOP at 320x320 as published), the lightest published detector that finds faces
 down to about 10 px.
 """
+import os
 import sys
 
 import torch
 import torch.nn as nn
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models", "expression"))
+from nets import macs  # noqa: E402
 
 
 def sep(cin, cout):
@@ -41,27 +45,13 @@ class Budget(nn.Module):
         return tuple(h(f) for h, f in zip(self.heads, (a, b, c)))
 
 
-def macs(net, shape):
-    total = 0
-
-    def hook(m, i, o):
-        nonlocal total
-        total += o.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
-    hs = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, nn.Conv2d)]
-    with torch.no_grad():
-        net(torch.zeros(shape))
-    for h in hs:
-        h.remove()
-    return total
-
-
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     torch.manual_seed(0)
     net = Budget().eval()
     for shape in ((1, 3, 320, 320), (1, 3, 480, 640)):
-        print(f"{shape[2]}x{shape[3]}: {2 * macs(net, shape) / 1e9:.3f} GFLOP "
+        print(f"{shape[2]}x{shape[3]}: {2 * macs(net, shape=shape) / 1e9:.3f} GFLOP "
               f"({sum(p.numel() for p in net.parameters())} parameters)")
     torch.onnx.export(net, torch.zeros(1, 3, 480, 640), sys.argv[1], input_names=["input"], opset_version=13,
                       dynamic_axes={"input": {2: "h", 3: "w"}}, dynamo=False)

@@ -86,8 +86,9 @@ def conv_bn_pairs(net):
             for i, c in enumerate(mods) if isinstance(c, nn.Conv2d)]
 
 
-def macs(model, size=48):
-    """Multiply-accumulates of one forward pass (convolutions and linear layers)."""
+def macs(model, size=48, shape=None):
+    """Multiply-accumulates of one forward pass (convolutions and linear layers) on a `size`x`size` grey face, or on
+    an input of `shape` (N, C, H, W)."""
     total = 0
 
     def hook(m, inp, out):
@@ -100,7 +101,7 @@ def macs(model, size=48):
     was = model.training
     model.eval()
     with torch.no_grad():
-        model(torch.zeros(1, 1, size, size))
+        model(torch.zeros(shape or (1, 1, size, size)))
     model.train(was)
     for h in hs:
         h.remove()
