@@ -64,6 +64,11 @@ class FerPlus:
         v = self.votes[idx]
         return v / v.sum(1, keepdims=True)
 
+    def train_prior(self):
+        """The class prior of the train split's votes (floored at 1e-4, so its log is finite): what a logit
+        adjustment -t*log(prior) divides out."""
+        return np.maximum(self.soft(self.soft_indices("train")).mean(0), 1e-4)
+
     def batch(self, idx, device="cpu"):
         """Faces `idx` as floats in [0, 1], shape (N, 1, 48, 48), on `device`."""
         if torch.device(device).type == "cpu":

@@ -39,7 +39,7 @@ def choose_bias(net, ds):
     0.5 point: rare classes (disgust, contempt, fear) get a fair chance. Folded into the head's bias."""
     idx = ds.indices("val")
     lg = logits_of(net, ds, idx)
-    prior = np.maximum(ds.soft(ds.soft_indices("train")).mean(0), 1e-4)
+    prior = ds.train_prior()
     base = metrics(lg.argmax(1), ds.label[idx])
     best_t, best = 0.0, base
     for t in np.arange(0.05, 1.01, 0.05):

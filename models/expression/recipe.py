@@ -302,6 +302,7 @@ def main():
         exported = ",".join(os.path.join(a.work, f) for f in ("mien_student_int8.onnx", "mien_student_fp32.onnx"))
         robust(["--data", a.data, "--limit", "64", "--models", exported])
         robust(["--data", a.data, "--limit", "64", "--models", exported, "--framing"])
+        robust(["--data", a.data, "--limit", "64", "--models", exported, "--prior=-0.25,0,0.5"])
     else:
         run(a.cmd)
 

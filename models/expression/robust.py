@@ -4,6 +4,7 @@ sensor noise, small faces, blur, JPEG. A measurement, not part of `train.sh all`
 reports it.
 
     python robust.py --data ../shared/data/ferplus [--split val] [--models A.onnx,B.onnx] [--limit N]
+        [--framing | --prior=-0.25,0,0.25 | --write DIR]
 
 Each FER+ face (48x48 grey) is put back at a camera's resolution (96 px, bicubic; small faces: scaled down),
 the condition is applied there, the result is quantized to 8 bits like a camera's output and scaled to the
@@ -170,6 +171,23 @@ def write(a, ds, idx, x, table):
         print(f"{c}: {len(faces)} faces -> {d}", flush=True)
 
 
+def prior_table(a, ds, x, true, models, sessions):
+    """Each model's accuracy / macro-F1 and share of faces called neutral under logit adjustments -t*log(prior)."""
+    log_prior = np.log(ds.train_prior())
+    logits = {m: ort_run(sessions[m], standardize(x)) for m in models}
+    print(f"{len(true)} {a.split} faces, truly neutral {np.mean(true == 0):.3f}; accuracy / macro-F1 (share called "
+          "neutral) per model (onnxruntime)")
+    print("| t | " + " | ".join(os.path.basename(m) for m in models) + " |")
+    print("|---|" + "---|" * len(models))
+    for t in [float(v) for v in a.prior.split(",")]:
+        cells = []
+        for m in models:
+            pred = (logits[m] - t * log_prior).argmax(1)
+            r = metrics(pred, true)
+            cells.append(f"{r['accuracy']:.4f} / {r['macro_f1']:.4f} ({np.mean(pred == 0):.3f})")
+        print(f"| {t:+.2f} | " + " | ".join(cells) + " |", flush=True)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=os.path.join(HERE, "..", "..", "..", "shared", "data", "ferplus"))
@@ -183,6 +201,10 @@ def main(argv=None):
                    help="instead of running models: write each condition's faces as 48x48 PNGs with a labels.csv "
                    "into DIR/<condition>/, for the firmware (`mien eval --images DIR/c --labels DIR/c/labels.csv "
                    "--crops [--reframe]`)")
+    p.add_argument("--prior", default="",
+                   help="instead of the conditions: the clean faces under logit adjustments -t*log(train prior), "
+                   "one row per t of this comma-separated list (e.g. -0.25,0,0.25,0.5), with the share called "
+                   "neutral (the export folds in the t it picks on val; the shipped student's is 0)")
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
@@ -195,6 +217,9 @@ def main(argv=None):
         return
     models = [m for m in a.models.split(",") if m]
     sessions = {m: ort_session(m) for m in models}
+    if a.prior:
+        prior_table(a, ds, x, true, models, sessions)
+        return
     want = [c for c in a.conditions.split(",") if c]
     table = FRAMING if a.framing else CONDITIONS
     conds = [c for c in table if not want or any(c.startswith(w) for w in want)]
