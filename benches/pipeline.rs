@@ -21,7 +21,7 @@
 //! `cargo bench --bench pipeline` (options after `--`: `--rounds N`, default 5 passes over the clip)
 
 use mien::config::Config;
-use mien::detect::BlazeFaceKind;
+use mien::detect::DetectorKind;
 use mien::display::fb::PixelLayout;
 use mien::display::{Canvas, DisplayError, DisplayStage, Screen};
 use std::sync::atomic::AtomicBool;
@@ -206,12 +206,16 @@ fn main() {
     let mut main = measure("default: BlazeFace pyramid from 16 px + mien int8 expression", &cfg, &frames, rounds, None);
     let rss_main = peak_rss_kib();
     let mut full_cfg = cfg.clone();
-    full_cfg.detect.kind = BlazeFaceKind::FullRange;
+    full_cfg.detect.kind = DetectorKind::FullRange;
     full_cfg.detect.model = "models/blazeface_full_range.onnx".into();
     let mut full = measure("previous default: BlazeFace full range, one pass", &full_cfg, &frames, rounds, None);
     let mut p40_cfg = cfg.clone();
     p40_cfg.detect.min_face = 40;
     let mut p40 = measure("pyramid from 40 px (Pi profiles)", &p40_cfg, &frames, rounds, None);
+    let mut own_cfg = cfg.clone();
+    own_cfg.detect.kind = DetectorKind::MienFace;
+    own_cfg.detect.model = "models/mien_face.onnx".into();
+    let mut own = measure("mien-face from 16 px (models/mien_face.onnx)", &own_cfg, &frames, rounds, None);
     // runtime.threads: the default on 1 and on 2 threads, every core allowed (this machine has 2).
     pin(None);
     let mut t1_cfg = cfg.clone();
@@ -222,7 +226,7 @@ fn main() {
     let mut t2 = measure("default, runtime.threads = 2", &t2_cfg, &frames, rounds, None);
     pin(Some(0));
     let mut base_cfg = cfg.clone();
-    base_cfg.detect.kind = BlazeFaceKind::ShortRange;
+    base_cfg.detect.kind = DetectorKind::ShortRange;
     let mut base = measure("baseline: BlazeFace short range, one pass", &base_cfg, &frames, rounds, None);
     let mut disp = measure("default + display (640x480 framebuffer, refresh 200 ms)", &cfg, &frames, rounds, Some(Duration::from_millis(200)));
     let mut every = measure("default + display redrawn on every frame", &cfg, &frames, rounds, Some(Duration::ZERO));
@@ -238,6 +242,7 @@ fn main() {
     let fps_main = report(&mut main);
     let fps_full = report(&mut full);
     let fps_p40 = report(&mut p40);
+    let fps_own = report(&mut own);
     let fps_base = report(&mut base);
     let fps_t1 = report(&mut t1);
     let fps_t2 = report(&mut t2);
@@ -251,10 +256,12 @@ fn main() {
             println!("deface (one core, same frames): {d:.2} frames/s");
             println!("ratio default/deface frames/s: {:.2}", fps_main / d);
             println!("ratio pyramid from 40 px/deface frames/s: {:.2}", fps_p40 / d);
+            println!("ratio mien-face from 16 px/deface frames/s: {:.2}", fps_own / d);
         }
         Err(why) => println!("deface anchor not run: {why}"),
     }
     println!("ratio runtime.threads 2/1 frames/s: {:.2}", fps_t2 / fps_t1);
+    println!("ratio mien-face from 16 px/default (pyramid from 16 px) frames/s: {:.2}", fps_own / fps_main);
     println!("ratio default/default with glibc malloc untuned frames/s: {:.2}", fps_main / fps_untuned);
     println!("ratio default/previous default (full range) frames/s: {:.2}", fps_main / fps_full);
     println!("ratio pyramid from 40 px/previous default frames/s: {:.2}", fps_p40 / fps_full);

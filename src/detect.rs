@@ -1,6 +1,7 @@
 //! Face detection: a `FaceDetector` trait returning boxes in frame coordinates, and MediaPipe BlazeFace in tract,
 //! either as one pass over the letterboxed frame (`BlazeFace`) or over an image pyramid (`Pyramid`, the default:
-//! every face from `detect.min_face` pixels up to one that fills the frame).
+//! every face from `detect.min_face` pixels up to one that fills the frame), or mien's own small-face network
+//! (`mienface::MienFace`).
 //!
 //! Each detector owns its model's pre-processing and decoding (anchors, NMS), as Frigate's detector plugins do;
 //! the pipeline only sees `Detection`s.
@@ -12,11 +13,29 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::sync::Arc;
 
+pub mod mienface;
+pub use mienface::MienFace;
+
+/// Which detector a profile runs (`detect.kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DetectorKind {
+    /// One pass of short-range BlazeFace over the letterboxed frame (faces within ~2 m).
+    ShortRange,
+    /// One pass of full-range BlazeFace over the letterboxed frame (~5 m).
+    FullRange,
+    /// Short-range BlazeFace over an image pyramid: every face from `detect.min_face` up to the whole frame.
+    Pyramid,
+    /// mien's own network (`models/mien_face.onnx`) over the frame at its own resolution, and smaller passes for
+    /// larger faces: every face from `detect.min_face` up to the whole frame.
+    MienFace,
+}
+
 /// The `[detect]` section of a profile.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectConfig {
-    pub kind: BlazeFaceKind,
+    pub kind: DetectorKind,
     pub model: String,
     pub score_threshold: f32,
     pub nms_iou: f32,
@@ -30,7 +49,7 @@ pub struct DetectConfig {
 impl Default for DetectConfig {
     fn default() -> Self {
         DetectConfig {
-            kind: BlazeFaceKind::Pyramid,
+            kind: DetectorKind::Pyramid,
             model: "models/blazeface_short_range.onnx".into(),
             score_threshold: 0.4,
             nms_iou: 0.3,
@@ -65,9 +84,12 @@ impl DetectConfig {
 /// Load the detector a `[detect]` section names.
 pub fn load(cfg: &DetectConfig) -> Result<Box<dyn FaceDetector>, ModelError> {
     let path = Path::new(&cfg.model);
+    let (thr, iou) = (cfg.score_threshold, cfg.nms_iou);
     Ok(match cfg.kind {
-        BlazeFaceKind::Pyramid => Box::new(Pyramid::load(path, cfg.min_face, cfg.score_threshold, cfg.nms_iou)?),
-        kind => Box::new(BlazeFace::load(path, kind, cfg.score_threshold, cfg.nms_iou)?),
+        DetectorKind::Pyramid => Box::new(Pyramid::load(path, cfg.min_face, thr, iou)?),
+        DetectorKind::MienFace => Box::new(MienFace::load(path, cfg.min_face, thr, iou)?),
+        DetectorKind::ShortRange => Box::new(BlazeFace::load(path, BlazeFaceKind::ShortRange, thr, iou)?),
+        DetectorKind::FullRange => Box::new(BlazeFace::load(path, BlazeFaceKind::FullRange, thr, iou)?),
     })
 }
 
@@ -176,8 +198,7 @@ pub trait FaceDetector: Send {
 /// Which BlazeFace: one pass of short range (faces within ~2 m, 128x128 input) or full range (~5 m, 192x192)
 /// over the letterboxed frame, or short range over an image pyramid (`Pyramid`: every face size from
 /// `detect.min_face` up to the whole frame; the model file is the short-range one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlazeFaceKind {
     ShortRange,
     FullRange,
@@ -519,8 +540,15 @@ fn sigmoid(x: f32) -> f32 {
 }
 
 /// Weighted non-maximum suppression (as MediaPipe does): overlapping candidates are merged into one box,
-/// their coordinates averaged by score, which keeps boxes steady from frame to frame. More merged faces than
-/// `MAX_FACES` is an error that counts them all: the caller must not pass the frame on with some left out.
+/// their coordinates averaged by score, which keeps boxes steady from frame to frame. A smaller candidate that
+/// lies mostly (`CONTAINED`) inside a higher-scored box is a part of that face (an eye, a mouth) seen by a finer
+/// head: it is dropped, not averaged in, since averaging would shrink the face's box, and the face's blur covers
+/// it. More merged faces than `MAX_FACES` is an error that counts them all: the caller must not pass the frame
+/// on with some left out.
+/// See `weighted_nms`: the share of a smaller candidate's area inside a higher-scored box that makes it part of
+/// that face.
+pub const CONTAINED: f32 = 0.8;
+
 pub fn weighted_nms(cands: &mut Vec<Detection>, iou: f32, out: &mut Detections) -> Result<(), DetectError> {
     cands.sort_by(|a, b| b.score.total_cmp(&a.score));
     out.clear();
@@ -529,7 +557,9 @@ pub fn weighted_nms(cands: &mut Vec<Detection>, iou: f32, out: &mut Detections) 
         let top = cands[0];
         let (mut acc, mut wsum, mut roll_w) = ([0f32; 5], 0f32, 0f32);
         cands.retain(|c| {
-            if c.bbox.iou(&top.bbox) > iou {
+            if c.bbox.iou(&top.bbox) <= iou && c.bbox.area() < top.bbox.area() && c.bbox.inside_share(&top.bbox) >= CONTAINED {
+                false
+            } else if c.bbox.iou(&top.bbox) > iou {
                 acc[0] += c.bbox.x0 * c.score;
                 acc[1] += c.bbox.y0 * c.score;
                 acc[2] += c.bbox.x1 * c.score;
@@ -704,6 +734,23 @@ mod tests {
             Err(DetectError::TooManyFaces { found, max }) => assert_eq!((found, max), (MAX_FACES + 9, MAX_FACES)),
             other => panic!("{} faces must fail the frame, got {other:?}", MAX_FACES + 9),
         }
+    }
+
+    #[test]
+    fn weighted_nms_drops_a_part_inside_a_face_without_shrinking_it() {
+        let face = Detection::new(BBox { x0: 0.0, y0: 0.0, x1: 40.0, y1: 40.0 }, 0.9);
+        let eye = Detection::new(BBox { x0: 5.0, y0: 8.0, x1: 17.0, y1: 20.0 }, 0.5);
+        // A small face next to the big one, only partly inside its box: kept.
+        let beside = Detection::new(BBox { x0: 34.0, y0: 10.0, x1: 46.0, y1: 22.0 }, 0.6);
+        let mut out = Detections::new();
+        weighted_nms(&mut vec![eye, face, beside], 0.3, &mut out).unwrap();
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out[0].bbox, face.bbox, "the part must not be averaged into the face's box");
+        assert_eq!(out[1].bbox, beside.bbox);
+        // A higher-scored part does not swallow the face around it (only smaller boxes are dropped).
+        let eye_high = Detection { score: 0.95, ..eye };
+        weighted_nms(&mut vec![eye_high, face], 0.3, &mut out).unwrap();
+        assert_eq!(out.len(), 2, "{out:?}");
     }
 
     #[test]

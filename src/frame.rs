@@ -63,6 +63,18 @@ impl BBox {
         ((self.x0 + self.x1) / 2.0, (self.y0 + self.y1) / 2.0)
     }
 
+    /// The share of this box's area that lies inside `o` (0 for an empty box).
+    pub fn inside_share(&self, o: &BBox) -> f32 {
+        let ix = (self.x1.min(o.x1) - self.x0.max(o.x0)).max(0.0);
+        let iy = (self.y1.min(o.y1) - self.y0.max(o.y0)).max(0.0);
+        let a = self.area();
+        if a <= 0.0 {
+            0.0
+        } else {
+            ix * iy / a
+        }
+    }
+
     pub fn iou(&self, o: &BBox) -> f32 {
         let ix = (self.x1.min(o.x1) - self.x0.max(o.x0)).max(0.0);
         let iy = (self.y1.min(o.y1) - self.y0.max(o.y0)).max(0.0);
@@ -134,6 +146,10 @@ mod tests {
         assert_eq!(a.iou(&b), 0.0);
         let c = BBox { x0: 5.0, y0: 0.0, x1: 15.0, y1: 10.0 };
         assert!((a.iou(&c) - 50.0 / 150.0).abs() < 1e-6);
+        assert_eq!(c.inside_share(&a), 0.5);
+        assert_eq!(BBox { x0: 2.0, y0: 2.0, x1: 4.0, y1: 4.0 }.inside_share(&a), 1.0);
+        assert_eq!(b.inside_share(&a), 0.0);
+        assert_eq!(BBox { x0: 1.0, y0: 1.0, x1: 1.0, y1: 5.0 }.inside_share(&a), 0.0, "an empty box");
     }
 
     #[test]

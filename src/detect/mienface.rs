@@ -1,0 +1,321 @@
+//! mien's own detector (`detect.kind = "mien-face"`, `models/mien_face.onnx`, trained by `models/detector/`):
+//! one pass of a small anchor-free network over the frame at its own resolution finds faces from about
+//! `MIN_MODEL_FACE` pixels up, where BlazeFace needs a pyramid whose first level is larger than the frame. Faces
+//! larger than the heads are trained for are found by further passes over the frame scaled down by `PASS_STEP`.
+//!
+//! The model's outputs, one per stride (8, 16, 32), are 1x5xH/sxW/s: channel 0 the face score in [0, 1], channels
+//! 1-4 the distances from the cell's centre to the box's left, top, right and bottom sides, in input pixels (the
+//! recipe folds the sigmoid and the scale into the graph). Its input is RGB in [0, 1], sides multiples of 32.
+
+use super::{weighted_nms, DetectError, Detection, Detections, FaceDetector};
+use crate::frame::{BBox, Frame};
+use crate::model::{self, ModelError};
+use crate::pixels::Scaler;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The heads' strides, in the order of the model's outputs.
+pub const STRIDES: [u32; 3] = [8, 16, 32];
+/// Smallest face (its height in model input pixels) one pass finds reliably, measured with
+/// `models/detector/recipe.py scales` on held-out faces (see `models/detector/README.md`).
+pub const MIN_MODEL_FACE: f32 = 16.0;
+/// Largest face (model input pixels) one pass is trusted with (measured as `MIN_MODEL_FACE`).
+pub const MAX_MODEL_FACE: f32 = 200.0;
+/// Each further pass runs the frame this many times smaller than the one before: with the range above (a factor
+/// 14) consecutive passes overlap by a factor 4.7.
+pub const PASS_STEP: f32 = 3.0;
+/// The first pass never scales the frame up by more than this (a `min_face` below `MIN_MODEL_FACE` costs the
+/// square of it).
+const MAX_UPSCALE: f32 = 2.0;
+
+/// The box the network draws (the whole face crop, as the training faces were cut) in the full-range BlazeFace
+/// convention the crop and blur margins were measured on: FER-style crops are 1.134 times the full-range box, their
+/// centre 0.036 box heights above it (`expression::CropSet`).
+const TO_FULL_RANGE: (f32, f32) = (1.0 / 1.134, 0.036);
+
+/// The scales of the passes for a `w` x `h` frame: the first maps `min_face` to `MIN_MODEL_FACE`, each next one is
+/// `PASS_STEP` times smaller, and the last one holds a face as tall as the frame's longer side.
+pub fn pass_scales(w: u32, h: u32, min_face: f32) -> Vec<f32> {
+    let largest = w.max(h) as f32;
+    let mut z = (MIN_MODEL_FACE / min_face.max(1.0)).min(MAX_UPSCALE);
+    let mut v = vec![z];
+    while MAX_MODEL_FACE / z < largest && v.len() < 16 {
+        z /= PASS_STEP;
+        v.push(z);
+    }
+    v
+}
+
+/// One pass: the frame scaled to `rw` x `rh`, padded to `iw` x `ih` (multiples of 32) by repeating its last row
+/// and column, and the model optimized for that input.
+struct Pass {
+    rw: u32,
+    rh: u32,
+    iw: u32,
+    ih: u32,
+    plan: model::Runnable,
+    state: model::State,
+    rgb: Vec<u8>,
+    input: Vec<f32>,
+}
+
+pub struct MienFace {
+    parsed: Arc<model::Parsed>,
+    sha256: String,
+    name: String,
+    min_face: f32,
+    score_threshold: f32,
+    nms_iou: f32,
+    /// Passes per frame size (a few sizes are kept: a replay may mix them).
+    passes: Vec<((u32, u32), Vec<Pass>)>,
+    scaler: Scaler,
+    candidates: Vec<Detection>,
+}
+
+impl MienFace {
+    pub fn load(path: &Path, min_face: u32, score_threshold: f32, nms_iou: f32) -> Result<Self, ModelError> {
+        let parsed = Arc::new(model::Parsed::open(path)?);
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let me = MienFace::with_model(parsed, name, min_face as f32, score_threshold, nms_iou, Vec::new());
+        me.check_outputs()?;
+        Ok(me)
+    }
+
+    /// One dry run on a 64x64 input: three outputs of five channels on the grids of strides 8, 16 and 32, so that a
+    /// wrong file or a wrong `detect.kind` is caught at start rather than on the first frame.
+    fn check_outputs(&self) -> Result<(), ModelError> {
+        let err = |msg: String| ModelError::Tract { path: self.parsed.path.clone(), msg };
+        let plan = self.parsed.runnable_for(&[1, 3, 64, 64])?;
+        let out = model::run_f32(&plan, &[1, 3, 64, 64], &[0.5; 3 * 64 * 64]).map_err(|e| err(format!("{e:#}")))?;
+        let shapes: Vec<Vec<usize>> = out.iter().map(|o| o.shape().to_vec()).collect();
+        let want: Vec<Vec<usize>> = STRIDES.iter().map(|s| vec![1, 5, 64 / *s as usize, 64 / *s as usize]).collect();
+        if shapes != want {
+            return Err(err(format!("outputs {shapes:?}, mien-face expects {want:?}: is detect.kind right?")));
+        }
+        Ok(())
+    }
+
+    fn with_model(
+        parsed: Arc<model::Parsed>,
+        name: String,
+        min_face: f32,
+        score_threshold: f32,
+        nms_iou: f32,
+        passes: Vec<((u32, u32), Vec<Pass>)>,
+    ) -> Self {
+        MienFace {
+            sha256: parsed.sha256.clone(),
+            parsed,
+            name,
+            min_face,
+            score_threshold,
+            nms_iou,
+            passes,
+            scaler: Scaler::default(),
+            candidates: Vec::with_capacity(1024),
+        }
+    }
+
+    fn forked(&self) -> Result<MienFace, ModelError> {
+        let mut passes = Vec::with_capacity(self.passes.len());
+        for (size, ps) in &self.passes {
+            let mut forked = Vec::with_capacity(ps.len());
+            for p in ps {
+                forked.push(Pass {
+                    plan: p.plan.clone(),
+                    state: self.parsed.state_of(&p.plan)?,
+                    rgb: vec![0; p.rgb.len()],
+                    input: vec![0.0; p.input.len()],
+                    ..*p
+                });
+            }
+            passes.push((*size, forked));
+        }
+        let (parsed, name) = (self.parsed.clone(), self.name.clone());
+        Ok(MienFace::with_model(parsed, name, self.min_face, self.score_threshold, self.nms_iou, passes))
+    }
+
+    fn pass_index(&mut self, w: u32, h: u32) -> Result<usize, ModelError> {
+        if let Some(i) = self.passes.iter().position(|(s, _)| *s == (w, h)) {
+            return Ok(i);
+        }
+        let mut passes = Vec::new();
+        for z in pass_scales(w, h, self.min_face) {
+            let rw = ((w as f32 * z).round() as u32).max(1);
+            let rh = ((h as f32 * z).round() as u32).max(1);
+            let (iw, ih) = (rw.div_ceil(32).max(2) * 32, rh.div_ceil(32).max(2) * 32);
+            let plan = self.parsed.runnable_for(&[1, 3, ih as usize, iw as usize])?;
+            let state = self.parsed.state_of(&plan)?;
+            // a pass at the frame's own size needs no scaled copy
+            let rgb = if (rw, rh) == (w, h) { Vec::new() } else { vec![0; (rw * rh * 3) as usize] };
+            let input = vec![0.0; (iw * ih * 3) as usize];
+            passes.push(Pass { rw, rh, iw, ih, plan, state, rgb, input });
+        }
+        log::info!(
+            "detect: mien-face for {w}x{h}, faces from {} px: passes {}",
+            self.min_face,
+            passes.iter().map(|p| format!("{}x{}", p.iw, p.ih)).collect::<Vec<_>>().join(", ")
+        );
+        if self.passes.len() >= 4 {
+            self.passes.remove(0);
+        }
+        self.passes.push(((w, h), passes));
+        Ok(self.passes.len() - 1)
+    }
+}
+
+/// An RGB24 image (`rw` x `rh`) into a planar NCHW input (`iw` x `ih`) in [0, 1], its last column and row repeated
+/// into the padding.
+fn to_input(rgb: &[u8], rw: u32, rh: u32, iw: u32, ih: u32, input: &mut [f32]) {
+    let (rw, rh, iw, ih) = (rw as usize, rh as usize, iw as usize, ih as usize);
+    let plane = iw * ih;
+    for y in 0..ih {
+        let sy = y.min(rh - 1);
+        let src = &rgb[sy * rw * 3..(sy + 1) * rw * 3];
+        for c in 0..3 {
+            let row = &mut input[c * plane + y * iw..c * plane + (y + 1) * iw];
+            for (d, p) in row[..rw].iter_mut().zip(src.chunks_exact(3)) {
+                *d = p[c] as f32 * (1.0 / 255.0);
+            }
+            let last = row[rw - 1];
+            row[rw..].fill(last);
+        }
+    }
+}
+
+/// One output (1x5xgh x gw at `stride`) to candidates in frame pixels; model pixel (x, y) is frame pixel
+/// (x / zx, y / zy).
+fn decode(
+    out: &[f32],
+    (gw, gh): (usize, usize),
+    stride: f32,
+    (zx, zy): (f32, f32),
+    threshold: f32,
+    cands: &mut Vec<Detection>,
+) -> Result<(), DetectError> {
+    let plane = gw * gh;
+    if out.len() != 5 * plane {
+        return Err(DetectError::Inference(format!("output of {} values for a {gw}x{gh} grid", out.len())));
+    }
+    let (shrink, down) = TO_FULL_RANGE;
+    for (i, &score) in out[..plane].iter().enumerate() {
+        // `!(score >= t)` also stops a NaN
+        if !(score >= threshold) {
+            continue;
+        }
+        let (cx, cy) = (((i % gw) as f32 + 0.5) * stride, ((i / gw) as f32 + 0.5) * stride);
+        let (l, t, r, b) = (out[plane + i], out[2 * plane + i], out[3 * plane + i], out[4 * plane + i]);
+        let (x0, y0, x1, y1) = (cx - l, cy - t, cx + r, cy + b);
+        let (w, h) = ((x1 - x0) * shrink, (y1 - y0) * shrink);
+        let (mx, my) = ((x0 + x1) / 2.0, (y0 + y1) / 2.0 + down * h);
+        let bbox = BBox { x0: (mx - w / 2.0) / zx, y0: (my - h / 2.0) / zy, x1: (mx + w / 2.0) / zx, y1: (my + h / 2.0) / zy };
+        if bbox.width() > 1.0 && bbox.height() > 1.0 && bbox.x0.is_finite() && bbox.y1.is_finite() {
+            cands.push(Detection { bbox, score, roll: f32::NAN }); // no keypoints: upright
+        }
+    }
+    Ok(())
+}
+
+impl FaceDetector for MienFace {
+    fn fork(&self) -> Result<Box<dyn FaceDetector>, ModelError> {
+        Ok(Box::new(self.forked()?))
+    }
+
+    fn prepare(&mut self, w: u32, h: u32) -> Result<(), ModelError> {
+        self.pass_index(w, h).map(|_| ())
+    }
+
+    fn detect(&mut self, frame: &Frame, out: &mut Detections) -> Result<(), DetectError> {
+        let i = self.pass_index(frame.width, frame.height).map_err(DetectError::inference)?;
+        let MienFace { passes, scaler, candidates, score_threshold, .. } = self;
+        candidates.clear();
+        for p in passes[i].1.iter_mut() {
+            if (p.rw, p.rh) == (frame.width, frame.height) {
+                // the pass at the frame's own size reads the frame itself
+                to_input(&frame.data, p.rw, p.rh, p.iw, p.ih, &mut p.input);
+            } else {
+                scaler.crop_resize(frame, frame.full_rect(), &mut p.rgb, p.rw, p.rh)?;
+                to_input(&p.rgb, p.rw, p.rh, p.iw, p.ih, &mut p.input);
+            }
+            let shape = [1, 3, p.ih as usize, p.iw as usize];
+            let outputs = model::run_state(&mut p.state, &shape, &p.input).map_err(DetectError::inference)?;
+            if outputs.len() != STRIDES.len() {
+                return Err(DetectError::Inference(format!("{} outputs, expected {}", outputs.len(), STRIDES.len())));
+            }
+            let z = (p.rw as f32 / frame.width as f32, p.rh as f32 / frame.height as f32);
+            for (o, &s) in outputs.iter().zip(&STRIDES) {
+                let grid = ((p.iw / s) as usize, (p.ih / s) as usize);
+                let v = model::output_f32(o).map_err(DetectError::inference)?;
+                decode(v, grid, s as f32, z, *score_threshold, candidates)?;
+            }
+        }
+        weighted_nms(candidates, self.nms_iou, out)
+    }
+
+    fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    fn describe(&self) -> String {
+        format!("mien-face (faces from {} px) {} sha256:{}", self.min_face, self.name, &self.sha256[..12])
+    }
+
+    fn face_range(&self, width: u32, height: u32) -> (f32, f32) {
+        let z = pass_scales(width, height, self.min_face);
+        (MIN_MODEL_FACE / z[0], MAX_MODEL_FACE / z[z.len() - 1])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passes_cover_min_face_to_the_whole_frame_without_gaps() {
+        for (w, h, min_face) in [(640, 480, 16.0), (1920, 1080, 16.0), (640, 480, 40.0), (160, 160, 16.0), (320, 240, 8.0)] {
+            let z = pass_scales(w, h, min_face);
+            let lo = MIN_MODEL_FACE / z[0];
+            assert!(lo <= min_face.max(MIN_MODEL_FACE / MAX_UPSCALE) + 1e-3, "{w}x{h}: {z:?}");
+            for k in 1..z.len() {
+                assert!(MIN_MODEL_FACE / z[k] < MAX_MODEL_FACE / z[k - 1], "{w}x{h}: gap after pass {k}");
+            }
+            assert!(MAX_MODEL_FACE / z[z.len() - 1] >= w.max(h) as f32, "{w}x{h}: {z:?}");
+        }
+    }
+
+    #[test]
+    fn decode_reads_distances_from_the_cell_centre() {
+        // A 2x2 grid at stride 8; one cell (x 1, y 0) over the threshold, 10 px to each side.
+        let mut out = vec![0.0f32; 5 * 4];
+        out[1] = 0.9;
+        for c in 1..5 {
+            out[c * 4 + 1] = 10.0;
+        }
+        let mut cands = Vec::new();
+        decode(&out, (2, 2), 8.0, (0.5, 0.5), 0.5, &mut cands).unwrap();
+        assert_eq!(cands.len(), 1);
+        let b = cands[0].bbox;
+        // centre (12, 4) in the model's input, (24, 8) in the frame (plus the convention's shift down)
+        assert!(((b.x0 + b.x1) / 2.0 - 24.0).abs() < 1e-3, "{b:?}");
+        assert!((b.width() - 40.0 / 1.134).abs() < 1e-3, "{b:?}");
+        assert!((b.y0 + b.y1) / 2.0 > 8.0, "{b:?}");
+        // NaN scores never pass; a wrong output size is an error, not a silent empty result
+        out[1] = f32::NAN;
+        cands.clear();
+        decode(&out, (2, 2), 8.0, (1.0, 1.0), 0.5, &mut cands).unwrap();
+        assert!(cands.is_empty());
+        assert!(decode(&out[..19], (2, 2), 8.0, (1.0, 1.0), 0.5, &mut cands).is_err());
+    }
+
+    #[test]
+    fn padding_repeats_the_last_row_and_column() {
+        let rgb: Vec<u8> = (0..2 * 2 * 3).map(|i| (i * 10) as u8).collect();
+        let mut input = vec![0.0; 3 * 4 * 3];
+        to_input(&rgb, 2, 2, 4, 3, &mut input);
+        let at = |c: usize, y: usize, x: usize| input[c * 12 + y * 4 + x];
+        assert_eq!(at(0, 0, 0), 0.0);
+        assert_eq!(at(0, 0, 3), at(0, 0, 1));
+        assert_eq!(at(2, 2, 3), at(2, 1, 1));
+        assert!((at(1, 1, 1) - 100.0 / 255.0).abs() < 1e-6);
+    }
+}
