@@ -36,7 +36,7 @@ install -Dm755 "$BIN" "$ROOT/usr/bin/mien"
 # Strip with the target's binutils when they are there (Debian's cross gcc packages bring them).
 case $ARCH in amd64) STRIP=strip;; arm64) STRIP=aarch64-linux-gnu-strip;; armhf) STRIP=arm-linux-gnueabihf-strip;; esac
 if command -v "$STRIP" >/dev/null; then "$STRIP" --strip-unneeded "$ROOT/usr/bin/mien"; else echo "make-deb.sh: no $STRIP, binary left unstripped" >&2; fi
-for m in blazeface_full_range.onnx blazeface_short_range.onnx mien_student_int8.onnx mien_student_fp32.onnx faceapi_expression.onnx SHA256SUMS; do
+for m in blazeface_full_range.onnx blazeface_short_range.onnx mien_face.onnx mien_student_int8.onnx mien_student_fp32.onnx faceapi_expression.onnx SHA256SUMS; do
     install -Dm644 "models/$m" "$ROOT/usr/share/mien/models/$m"
 done
 for b in boards/*.toml; do
@@ -53,6 +53,7 @@ install -Dm644 packaging/libcamera.conf "$ROOT/usr/share/mien/systemd/libcamera.
 install -Dm644 README.md "$ROOT/usr/share/doc/mien/README.md"
 install -Dm644 models/ATTRIBUTION.md "$ROOT/usr/share/doc/mien/MODELS-ATTRIBUTION.md"
 install -Dm644 models/README.md "$ROOT/usr/share/doc/mien/MODEL-CARD.md"
+install -Dm644 models/detector/README.md "$ROOT/usr/share/doc/mien/DETECTOR-CARD.md"
 printf 'Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\nUpstream-Name: mien\n\nFiles: *\nLicense: MIT or Apache-2.0\n\nFiles: usr/share/mien/models/*\nLicense: see /usr/share/doc/mien/MODELS-ATTRIBUTION.md\n' \
     > "$ROOT/usr/share/doc/mien/copyright"
 mkdir -p "$ROOT/DEBIAN"

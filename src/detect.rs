@@ -373,18 +373,26 @@ fn to_input(rgb: &[u8], rw: u32, rh: u32, iw: u32, ih: u32, input: &mut [f32]) {
 /// next one is `PYRAMID_STEP` times smaller, and the last one holds a face as tall as the frame's longer side
 /// within `PYRAMID_MAX_MODEL_FACE`.
 pub fn pyramid_scales(w: u32, h: u32, min_face: f32) -> Vec<f32> {
+    multi_scale(w, h, min_face, (PYRAMID_MIN_MODEL_FACE, PYRAMID_MAX_MODEL_FACE), PYRAMID_STEP, f32::INFINITY)
+}
+
+/// The scales at which a detector that trusts one run with faces of `lo`-`hi` model pixels runs a `w` x `h` frame
+/// to find every face from `min_face` up to the frame's longer side: the first maps `min_face` to `lo` (at most
+/// `max_first`), each next one is `step` times smaller, the last holds a face as tall as the frame within `hi`.
+fn multi_scale(w: u32, h: u32, min_face: f32, (lo, hi): (f32, f32), step: f32, max_first: f32) -> Vec<f32> {
     let largest = w.max(h) as f32;
-    let mut z = PYRAMID_MIN_MODEL_FACE / min_face.max(1.0);
+    let mut z = (lo / min_face.max(1.0)).min(max_first);
     let mut v = vec![z];
-    while PYRAMID_MAX_MODEL_FACE / z < largest && v.len() < 16 {
-        z /= PYRAMID_STEP;
+    while hi / z < largest && v.len() < 16 {
+        z /= step;
         v.push(z);
     }
     v
 }
 
-/// One level of the pyramid: the frame scaled to `rw` x `rh`, padded to `iw` x `ih` (multiples of 16, the
-/// model's coarsest stride), and the model optimized for that input.
+/// One scale of a fully convolutional detector (a pyramid level, a pass): the frame scaled to `rw` x `rh`, padded
+/// to `iw` x `ih` (multiples of the model's coarsest stride), the model optimized for that input, and its anchor
+/// centres (none for an anchor-free model).
 struct Level {
     rw: u32,
     rh: u32,
@@ -393,8 +401,88 @@ struct Level {
     plan: model::Runnable,
     state: model::State,
     anchors: Vec<[f32; 2]>,
+    /// The scaled frame (empty at the frame's own size: the frame itself is read).
     rgb: Vec<u8>,
     input: Vec<f32>,
+}
+
+impl Level {
+    /// The level at scale `z` of a `w` x `h` frame, padded to multiples of `multiple`, with the anchors of `spec`.
+    fn new(parsed: &model::Parsed, (w, h): (u32, u32), z: f32, multiple: u32, spec: &[(u32, usize)]) -> Result<Level, ModelError> {
+        let rw = ((w as f32 * z).round() as u32).max(1);
+        let rh = ((h as f32 * z).round() as u32).max(1);
+        let (iw, ih) = (rw.div_ceil(multiple).max(2) * multiple, rh.div_ceil(multiple).max(2) * multiple);
+        let plan = parsed.runnable_for(&[1, 3, ih as usize, iw as usize])?;
+        let state = parsed.state_of(&plan)?;
+        let rgb = if (rw, rh) == (w, h) { Vec::new() } else { vec![0; (rw * rh * 3) as usize] };
+        let (anchors, input) = (anchors(iw, ih, spec), vec![0.0; (iw * ih * 3) as usize]);
+        Ok(Level { rw, rh, iw, ih, plan, state, anchors, rgb, input })
+    }
+
+    /// The same level for another thread: the optimized plan is shared, the state and buffers are new.
+    fn fork(&self, parsed: &model::Parsed) -> Result<Level, ModelError> {
+        Ok(Level {
+            plan: self.plan.clone(),
+            state: parsed.state_of(&self.plan)?,
+            anchors: self.anchors.clone(),
+            rgb: vec![0; self.rgb.len()],
+            input: vec![0.0; self.input.len()],
+            ..*self
+        })
+    }
+
+    /// Fill the model input from `frame` at this level's size (the frame itself, or scaled into the level's
+    /// buffer) with the detector's own conversion `convert(rgb, rw, rh, iw, ih, input)`.
+    fn fill_input(&mut self, frame: &Frame, scaler: &mut Scaler, convert: fn(&[u8], u32, u32, u32, u32, &mut [f32])) -> Result<(), DetectError> {
+        let Level { rw, rh, iw, ih, rgb, input, .. } = self;
+        let src: &[u8] = if (*rw, *rh) == (frame.width, frame.height) {
+            &frame.data
+        } else {
+            scaler.crop_resize(frame, frame.full_rect(), rgb, *rw, *rh)?;
+            rgb
+        };
+        convert(src, *rw, *rh, *iw, *ih, input);
+        Ok(())
+    }
+
+    fn shape(&self) -> [usize; 4] {
+        [1, 3, self.ih as usize, self.iw as usize]
+    }
+
+    /// Model pixel (x, y) is frame pixel (x / zx, y / zy).
+    fn zoom(&self, frame: &Frame) -> (f32, f32) {
+        (self.rw as f32 / frame.width as f32, self.rh as f32 / frame.height as f32)
+    }
+}
+
+/// A multi-scale detector's levels per frame size (a few sizes are kept: a replay may mix them).
+#[derive(Default)]
+struct LevelCache(Vec<((u32, u32), Vec<Level>)>);
+
+impl LevelCache {
+    /// The levels for `w` x `h` frames, made by `make` the first time.
+    fn get(&mut self, w: u32, h: u32, make: impl FnOnce() -> Result<Vec<Level>, ModelError>) -> Result<&mut [Level], ModelError> {
+        let i = match self.0.iter().position(|(s, _)| *s == (w, h)) {
+            Some(i) => i,
+            None => {
+                let levels = make()?;
+                if self.0.len() >= 4 {
+                    self.0.remove(0);
+                }
+                self.0.push(((w, h), levels));
+                self.0.len() - 1
+            }
+        };
+        Ok(&mut self.0[i].1)
+    }
+
+    fn fork(&self, parsed: &model::Parsed) -> Result<LevelCache, ModelError> {
+        let mut out = Vec::with_capacity(self.0.len());
+        for (size, levels) in &self.0 {
+            out.push((*size, levels.iter().map(|l| l.fork(parsed)).collect::<Result<Vec<_>, _>>()?));
+        }
+        Ok(LevelCache(out))
+    }
 }
 
 /// Short-range BlazeFace over an image pyramid. The model is fully convolutional: each level runs it once over
@@ -408,8 +496,7 @@ pub struct Pyramid {
     min_face: f32,
     score_threshold: f32,
     nms_iou: f32,
-    /// Levels per frame size (a few sizes are kept: a replay may mix them).
-    levels: Vec<((u32, u32), Vec<Level>)>,
+    levels: LevelCache,
     scaler: Scaler,
     candidates: Vec<Detection>,
 }
@@ -418,7 +505,7 @@ impl Pyramid {
     pub fn load(path: &Path, min_face: u32, score_threshold: f32, nms_iou: f32) -> Result<Self, ModelError> {
         let parsed = Arc::new(model::Parsed::open(path)?);
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let me = Pyramid::with_model(parsed, name, min_face as f32, score_threshold, nms_iou, Vec::new());
+        let me = Pyramid::with_model(parsed, name, min_face as f32, score_threshold, nms_iou, LevelCache::default());
         // One dry run at the model's own size checks that it is the short-range model (its anchors).
         check_anchor_outputs(path, &me.parsed.runnable_for(&[1, 3, 128, 128])?, 128, BlazeFaceKind::Pyramid)?;
         Ok(me)
@@ -426,21 +513,7 @@ impl Pyramid {
 
     /// `fork`: the levels' optimized plans and the parsed model are shared, states and buffers are new.
     fn forked(&self) -> Result<Pyramid, ModelError> {
-        let mut levels = Vec::with_capacity(self.levels.len());
-        for (size, lvs) in &self.levels {
-            let mut forked = Vec::with_capacity(lvs.len());
-            for l in lvs {
-                forked.push(Level {
-                    plan: l.plan.clone(),
-                    state: self.parsed.state_of(&l.plan)?,
-                    anchors: l.anchors.clone(),
-                    rgb: vec![0; l.rgb.len()],
-                    input: vec![0.0; l.input.len()],
-                    ..*l
-                });
-            }
-            levels.push((*size, forked));
-        }
+        let levels = self.levels.fork(&self.parsed)?;
         let (parsed, name) = (self.parsed.clone(), self.name.clone());
         Ok(Pyramid::with_model(parsed, name, self.min_face, self.score_threshold, self.nms_iou, levels))
     }
@@ -452,7 +525,7 @@ impl Pyramid {
         min_face: f32,
         score_threshold: f32,
         nms_iou: f32,
-        levels: Vec<((u32, u32), Vec<Level>)>,
+        levels: LevelCache,
     ) -> Self {
         Pyramid {
             sha256: parsed.sha256.clone(),
@@ -466,33 +539,18 @@ impl Pyramid {
             candidates: Vec::with_capacity(1024),
         }
     }
+}
 
-    fn level_index(&mut self, w: u32, h: u32) -> Result<usize, ModelError> {
-        if let Some(i) = self.levels.iter().position(|(s, _)| *s == (w, h)) {
-            return Ok(i);
-        }
-        let mut levels = Vec::new();
-        for z in pyramid_scales(w, h, self.min_face) {
-            let rw = ((w as f32 * z).round() as u32).max(1);
-            let rh = ((h as f32 * z).round() as u32).max(1);
-            let (iw, ih) = (rw.div_ceil(16).max(2) * 16, rh.div_ceil(16).max(2) * 16);
-            let plan = self.parsed.runnable_for(&[1, 3, ih as usize, iw as usize])?;
-            let state = self.parsed.state_of(&plan)?;
-            let anchors = anchors(iw, ih, BlazeFaceKind::Pyramid.anchor_spec());
-            let (rgb, input) = (vec![0; (rw * rh * 3) as usize], vec![0.0; (iw * ih * 3) as usize]);
-            levels.push(Level { rw, rh, iw, ih, plan, state, anchors, rgb, input });
-        }
-        log::info!(
-            "detect: pyramid for {w}x{h}, faces from {} px: levels {}",
-            self.min_face,
-            levels.iter().map(|l| format!("{}x{}", l.iw, l.ih)).collect::<Vec<_>>().join(", ")
-        );
-        if self.levels.len() >= 4 {
-            self.levels.remove(0);
-        }
-        self.levels.push(((w, h), levels));
-        Ok(self.levels.len() - 1)
-    }
+/// The pyramid's levels for `w` x `h` frames.
+fn pyramid_levels(parsed: &model::Parsed, w: u32, h: u32, min_face: f32) -> Result<Vec<Level>, ModelError> {
+    let spec = BlazeFaceKind::Pyramid.anchor_spec();
+    let levels =
+        pyramid_scales(w, h, min_face).into_iter().map(|z| Level::new(parsed, (w, h), z, 16, spec)).collect::<Result<Vec<_>, _>>()?;
+    log::info!(
+        "detect: pyramid for {w}x{h}, faces from {min_face} px: levels {}",
+        levels.iter().map(|l| format!("{}x{}", l.iw, l.ih)).collect::<Vec<_>>().join(", ")
+    );
+    Ok(levels)
 }
 
 impl FaceDetector for Pyramid {
@@ -501,22 +559,22 @@ impl FaceDetector for Pyramid {
     }
 
     fn prepare(&mut self, w: u32, h: u32) -> Result<(), ModelError> {
-        self.level_index(w, h).map(|_| ())
+        let (parsed, min_face) = (&self.parsed, self.min_face);
+        self.levels.get(w, h, || pyramid_levels(parsed, w, h, min_face)).map(|_| ())
     }
 
     fn detect(&mut self, frame: &Frame, out: &mut Detections) -> Result<(), DetectError> {
-        let i = self.level_index(frame.width, frame.height).map_err(DetectError::inference)?;
-        let Pyramid { levels, scaler, candidates, score_threshold, .. } = self;
+        let Pyramid { parsed, levels, scaler, candidates, score_threshold, min_face, .. } = self;
+        let (w, h) = (frame.width, frame.height);
+        let levels = levels.get(w, h, || pyramid_levels(parsed, w, h, *min_face)).map_err(DetectError::inference)?;
         candidates.clear();
-        for lv in levels[i].1.iter_mut() {
-            scaler.crop_resize(frame, frame.full_rect(), &mut lv.rgb, lv.rw, lv.rh)?;
-            to_input(&lv.rgb, lv.rw, lv.rh, lv.iw, lv.ih, &mut lv.input);
-            let shape = [1, 3, lv.ih as usize, lv.iw as usize];
+        for lv in levels.iter_mut() {
+            lv.fill_input(frame, scaler, to_input)?;
+            let shape = lv.shape();
             let outputs = model::run_state(&mut lv.state, &shape, &lv.input).map_err(DetectError::inference)?;
             let reg = model::output_f32(&outputs[0]).map_err(DetectError::inference)?;
             let cls = model::output_f32(&outputs[1]).map_err(DetectError::inference)?;
-            let z = (lv.rw as f32 / frame.width as f32, lv.rh as f32 / frame.height as f32);
-            decode(reg, cls, &lv.anchors, z, BlazeFaceKind::Pyramid, *score_threshold, candidates)?;
+            decode(reg, cls, &lv.anchors, lv.zoom(frame), BlazeFaceKind::Pyramid, *score_threshold, candidates)?;
         }
         weighted_nms(candidates, self.nms_iou, out)
     }
@@ -650,7 +708,7 @@ mod tests {
         a.prepare(frame.width, frame.height).unwrap();
         let mut b = a.forked().unwrap();
         assert!(Arc::ptr_eq(&a.parsed, &b.parsed));
-        let (la, lb) = (&a.levels[0].1, &b.levels[0].1);
+        let (la, lb) = (&a.levels.0[0].1, &b.levels.0[0].1);
         assert!(la.len() >= 2 && la.len() == lb.len());
         for (x, y) in la.iter().zip(lb) {
             assert!(Arc::ptr_eq(&x.plan, &y.plan), "a level's plan was optimized again");

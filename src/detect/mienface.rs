@@ -7,7 +7,7 @@
 //! 1-4 the distances from the cell's centre to the box's left, top, right and bottom sides, in input pixels (the
 //! recipe folds the sigmoid and the scale into the graph). Its input is RGB in [0, 1], sides multiples of 32.
 
-use super::{weighted_nms, DetectError, Detection, Detections, FaceDetector};
+use super::{multi_scale, weighted_nms, DetectError, Detection, Detections, FaceDetector, Level, LevelCache};
 use crate::frame::{BBox, Frame};
 use crate::model::{self, ModelError};
 use crate::pixels::Scaler;
@@ -36,27 +36,17 @@ const TO_FULL_RANGE: (f32, f32) = (1.0 / 1.134, 0.036);
 /// The scales of the passes for a `w` x `h` frame: the first maps `min_face` to `MIN_MODEL_FACE`, each next one is
 /// `PASS_STEP` times smaller, and the last one holds a face as tall as the frame's longer side.
 pub fn pass_scales(w: u32, h: u32, min_face: f32) -> Vec<f32> {
-    let largest = w.max(h) as f32;
-    let mut z = (MIN_MODEL_FACE / min_face.max(1.0)).min(MAX_UPSCALE);
-    let mut v = vec![z];
-    while MAX_MODEL_FACE / z < largest && v.len() < 16 {
-        z /= PASS_STEP;
-        v.push(z);
-    }
-    v
+    multi_scale(w, h, min_face, (MIN_MODEL_FACE, MAX_MODEL_FACE), PASS_STEP, MAX_UPSCALE)
 }
 
-/// One pass: the frame scaled to `rw` x `rh`, padded to `iw` x `ih` (multiples of 32) by repeating its last row
-/// and column, and the model optimized for that input.
-struct Pass {
-    rw: u32,
-    rh: u32,
-    iw: u32,
-    ih: u32,
-    plan: model::Runnable,
-    state: model::State,
-    rgb: Vec<u8>,
-    input: Vec<f32>,
+/// The passes for `w` x `h` frames (levels padded to multiples of 32, without anchors).
+fn passes(parsed: &model::Parsed, w: u32, h: u32, min_face: f32) -> Result<Vec<Level>, ModelError> {
+    let passes = pass_scales(w, h, min_face).into_iter().map(|z| Level::new(parsed, (w, h), z, 32, &[])).collect::<Result<Vec<_>, _>>()?;
+    log::info!(
+        "detect: mien-face for {w}x{h}, faces from {min_face} px: passes {}",
+        passes.iter().map(|p| format!("{}x{}", p.iw, p.ih)).collect::<Vec<_>>().join(", ")
+    );
+    Ok(passes)
 }
 
 pub struct MienFace {
@@ -66,8 +56,8 @@ pub struct MienFace {
     min_face: f32,
     score_threshold: f32,
     nms_iou: f32,
-    /// Passes per frame size (a few sizes are kept: a replay may mix them).
-    passes: Vec<((u32, u32), Vec<Pass>)>,
+    /// Passes per frame size.
+    passes: LevelCache,
     scaler: Scaler,
     candidates: Vec<Detection>,
 }
@@ -76,7 +66,7 @@ impl MienFace {
     pub fn load(path: &Path, min_face: u32, score_threshold: f32, nms_iou: f32) -> Result<Self, ModelError> {
         let parsed = Arc::new(model::Parsed::open(path)?);
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let me = MienFace::with_model(parsed, name, min_face as f32, score_threshold, nms_iou, Vec::new());
+        let me = MienFace::with_model(parsed, name, min_face as f32, score_threshold, nms_iou, LevelCache::default());
         me.check_outputs()?;
         Ok(me)
     }
@@ -101,7 +91,7 @@ impl MienFace {
         min_face: f32,
         score_threshold: f32,
         nms_iou: f32,
-        passes: Vec<((u32, u32), Vec<Pass>)>,
+        passes: LevelCache,
     ) -> Self {
         MienFace {
             sha256: parsed.sha256.clone(),
@@ -117,50 +107,9 @@ impl MienFace {
     }
 
     fn forked(&self) -> Result<MienFace, ModelError> {
-        let mut passes = Vec::with_capacity(self.passes.len());
-        for (size, ps) in &self.passes {
-            let mut forked = Vec::with_capacity(ps.len());
-            for p in ps {
-                forked.push(Pass {
-                    plan: p.plan.clone(),
-                    state: self.parsed.state_of(&p.plan)?,
-                    rgb: vec![0; p.rgb.len()],
-                    input: vec![0.0; p.input.len()],
-                    ..*p
-                });
-            }
-            passes.push((*size, forked));
-        }
+        let passes = self.passes.fork(&self.parsed)?;
         let (parsed, name) = (self.parsed.clone(), self.name.clone());
         Ok(MienFace::with_model(parsed, name, self.min_face, self.score_threshold, self.nms_iou, passes))
-    }
-
-    fn pass_index(&mut self, w: u32, h: u32) -> Result<usize, ModelError> {
-        if let Some(i) = self.passes.iter().position(|(s, _)| *s == (w, h)) {
-            return Ok(i);
-        }
-        let mut passes = Vec::new();
-        for z in pass_scales(w, h, self.min_face) {
-            let rw = ((w as f32 * z).round() as u32).max(1);
-            let rh = ((h as f32 * z).round() as u32).max(1);
-            let (iw, ih) = (rw.div_ceil(32).max(2) * 32, rh.div_ceil(32).max(2) * 32);
-            let plan = self.parsed.runnable_for(&[1, 3, ih as usize, iw as usize])?;
-            let state = self.parsed.state_of(&plan)?;
-            // a pass at the frame's own size needs no scaled copy
-            let rgb = if (rw, rh) == (w, h) { Vec::new() } else { vec![0; (rw * rh * 3) as usize] };
-            let input = vec![0.0; (iw * ih * 3) as usize];
-            passes.push(Pass { rw, rh, iw, ih, plan, state, rgb, input });
-        }
-        log::info!(
-            "detect: mien-face for {w}x{h}, faces from {} px: passes {}",
-            self.min_face,
-            passes.iter().map(|p| format!("{}x{}", p.iw, p.ih)).collect::<Vec<_>>().join(", ")
-        );
-        if self.passes.len() >= 4 {
-            self.passes.remove(0);
-        }
-        self.passes.push(((w, h), passes));
-        Ok(self.passes.len() - 1)
     }
 }
 
@@ -222,31 +171,26 @@ impl FaceDetector for MienFace {
     }
 
     fn prepare(&mut self, w: u32, h: u32) -> Result<(), ModelError> {
-        self.pass_index(w, h).map(|_| ())
+        let (parsed, min_face) = (&self.parsed, self.min_face);
+        self.passes.get(w, h, || passes(parsed, w, h, min_face)).map(|_| ())
     }
 
     fn detect(&mut self, frame: &Frame, out: &mut Detections) -> Result<(), DetectError> {
-        let i = self.pass_index(frame.width, frame.height).map_err(DetectError::inference)?;
-        let MienFace { passes, scaler, candidates, score_threshold, .. } = self;
+        let MienFace { parsed, passes: cache, scaler, candidates, score_threshold, min_face, .. } = self;
+        let (w, h) = (frame.width, frame.height);
+        let levels = cache.get(w, h, || passes(parsed, w, h, *min_face)).map_err(DetectError::inference)?;
         candidates.clear();
-        for p in passes[i].1.iter_mut() {
-            if (p.rw, p.rh) == (frame.width, frame.height) {
-                // the pass at the frame's own size reads the frame itself
-                to_input(&frame.data, p.rw, p.rh, p.iw, p.ih, &mut p.input);
-            } else {
-                scaler.crop_resize(frame, frame.full_rect(), &mut p.rgb, p.rw, p.rh)?;
-                to_input(&p.rgb, p.rw, p.rh, p.iw, p.ih, &mut p.input);
-            }
-            let shape = [1, 3, p.ih as usize, p.iw as usize];
+        for p in levels.iter_mut() {
+            p.fill_input(frame, scaler, to_input)?;
+            let shape = p.shape();
             let outputs = model::run_state(&mut p.state, &shape, &p.input).map_err(DetectError::inference)?;
             if outputs.len() != STRIDES.len() {
                 return Err(DetectError::Inference(format!("{} outputs, expected {}", outputs.len(), STRIDES.len())));
             }
-            let z = (p.rw as f32 / frame.width as f32, p.rh as f32 / frame.height as f32);
             for (o, &s) in outputs.iter().zip(&STRIDES) {
                 let grid = ((p.iw / s) as usize, (p.ih / s) as usize);
                 let v = model::output_f32(o).map_err(DetectError::inference)?;
-                decode(v, grid, s as f32, z, *score_threshold, candidates)?;
+                decode(v, grid, s as f32, p.zoom(frame), *score_threshold, candidates)?;
             }
         }
         weighted_nms(candidates, self.nms_iou, out)
