@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # mien's own face detector (detect.kind = "mien-face"; README.md beside this file is its card):
 #   models/detector/train.sh                  # backgrounds, training, export to models/mien_face.onnx, the checks
-#                                             #   (about an hour on 2 cores with bfloat16)
-#   models/detector/train.sh --steps N        # a longer or shorter schedule (default 4000 batches of 32)
+#                                             #   (about 30 minutes on 2 cores with bfloat16)
+#   models/detector/train.sh --steps N        # a longer or shorter schedule (default 2500 batches of 32, as shipped)
 #   models/detector/train.sh smoke            # every step on a few batches into a scratch dir (CI)
 # Data: ../shared (override with MIEN_SHARED). Python env: MIEN_MODELS_VENV or models/.venv. Work files in
 # models/detector/work (MIEN_DETECTOR_WORK).
