@@ -17,12 +17,12 @@ use std::sync::Arc;
 /// The heads' strides, in the order of the model's outputs.
 pub const STRIDES: [u32; 3] = [8, 16, 32];
 /// Smallest face (its height in model input pixels) the first pass is laid out for. One pass alone finds 0.97 of
-/// held-out 16 px faces and 0.81 at 14 (`models/detector/recipe.py scales`); with 16 px faces scaled to 14 the
+/// held-out 16 px faces and 0.83 at 14 (`models/detector/recipe.py scales`); with 16 px faces scaled to 14 the
 /// scale sweep missed one of 132 at 640x480, at 16 (the frame's own size for `min_face` 16) none
 /// (`models/detector/README.md`).
 pub const MIN_MODEL_FACE: f32 = 16.0;
-/// Largest face (model input pixels) one pass is trusted with: recall 1.00 from 96 to 280 px in one pass, 0.97 at
-/// 320 (`recipe.py scales`).
+/// Largest face (model input pixels) one pass is trusted with: recall 0.99-1.00 from 96 to 280 px in one pass,
+/// 0.98 at 320 (`recipe.py scales`).
 pub const MAX_MODEL_FACE: f32 = 200.0;
 /// Each further pass runs the frame this many times smaller than the one before: with the range above (a factor
 /// 12.5) consecutive passes overlap by a factor 4.2.
