@@ -485,11 +485,10 @@ impl LevelCache {
     }
 }
 
-/// Short-range BlazeFace over an image pyramid. The model is fully convolutional: each level runs it once over
-/// the whole scaled frame (no tiles, no overlap to pay for), and its anchor grid follows the input size. Faces
-/// from `min_face` pixels up to the whole frame land in some level's 26-150 model-pixel range.
-pub struct Pyramid {
-    /// Shared with the forks (other threads), which may need a level set for another frame size.
+/// What the multi-scale detectors (`Pyramid`, `MienFace`) hold alike: the parsed model, shared with the forks
+/// (other threads, which may need levels for another frame size), its identity, the stage's settings, the levels
+/// per frame size and the per-thread buffers.
+struct MultiScale {
     parsed: Arc<model::Parsed>,
     sha256: String,
     name: String,
@@ -501,33 +500,15 @@ pub struct Pyramid {
     candidates: Vec<Detection>,
 }
 
-impl Pyramid {
-    pub fn load(path: &Path, min_face: u32, score_threshold: f32, nms_iou: f32) -> Result<Self, ModelError> {
+impl MultiScale {
+    fn open(path: &Path, min_face: u32, score_threshold: f32, nms_iou: f32) -> Result<Self, ModelError> {
         let parsed = Arc::new(model::Parsed::open(path)?);
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let me = Pyramid::with_model(parsed, name, min_face as f32, score_threshold, nms_iou, LevelCache::default());
-        // One dry run at the model's own size checks that it is the short-range model (its anchors).
-        check_anchor_outputs(path, &me.parsed.runnable_for(&[1, 3, 128, 128])?, 128, BlazeFaceKind::Pyramid)?;
-        Ok(me)
+        Ok(MultiScale::with(parsed, name, min_face as f32, score_threshold, nms_iou, LevelCache::default()))
     }
 
-    /// `fork`: the levels' optimized plans and the parsed model are shared, states and buffers are new.
-    fn forked(&self) -> Result<Pyramid, ModelError> {
-        let levels = self.levels.fork(&self.parsed)?;
-        let (parsed, name) = (self.parsed.clone(), self.name.clone());
-        Ok(Pyramid::with_model(parsed, name, self.min_face, self.score_threshold, self.nms_iou, levels))
-    }
-
-    /// A pyramid around a parsed model (loaded, or shared with another thread's) and its `levels` so far.
-    fn with_model(
-        parsed: Arc<model::Parsed>,
-        name: String,
-        min_face: f32,
-        score_threshold: f32,
-        nms_iou: f32,
-        levels: LevelCache,
-    ) -> Self {
-        Pyramid {
+    fn with(parsed: Arc<model::Parsed>, name: String, min_face: f32, score_threshold: f32, nms_iou: f32, levels: LevelCache) -> Self {
+        MultiScale {
             sha256: parsed.sha256.clone(),
             parsed,
             name,
@@ -538,6 +519,32 @@ impl Pyramid {
             scaler: Scaler::default(),
             candidates: Vec::with_capacity(1024),
         }
+    }
+
+    /// Another thread's: the parsed model and the levels' optimized plans are shared, states and buffers are new.
+    fn fork(&self) -> Result<MultiScale, ModelError> {
+        let levels = self.levels.fork(&self.parsed)?;
+        Ok(MultiScale::with(self.parsed.clone(), self.name.clone(), self.min_face, self.score_threshold, self.nms_iou, levels))
+    }
+}
+
+/// Short-range BlazeFace over an image pyramid. The model is fully convolutional: each level runs it once over
+/// the whole scaled frame (no tiles, no overlap to pay for), and its anchor grid follows the input size. Faces
+/// from `min_face` pixels up to the whole frame land in some level's 26-150 model-pixel range.
+pub struct Pyramid {
+    core: MultiScale,
+}
+
+impl Pyramid {
+    pub fn load(path: &Path, min_face: u32, score_threshold: f32, nms_iou: f32) -> Result<Self, ModelError> {
+        let core = MultiScale::open(path, min_face, score_threshold, nms_iou)?;
+        // One dry run at the model's own size checks that it is the short-range model (its anchors).
+        check_anchor_outputs(path, &core.parsed.runnable_for(&[1, 3, 128, 128])?, 128, BlazeFaceKind::Pyramid)?;
+        Ok(Pyramid { core })
+    }
+
+    fn forked(&self) -> Result<Pyramid, ModelError> {
+        Ok(Pyramid { core: self.core.fork()? })
     }
 }
 
@@ -559,12 +566,13 @@ impl FaceDetector for Pyramid {
     }
 
     fn prepare(&mut self, w: u32, h: u32) -> Result<(), ModelError> {
-        let (parsed, min_face) = (&self.parsed, self.min_face);
-        self.levels.get(w, h, || pyramid_levels(parsed, w, h, min_face)).map(|_| ())
+        let c = &mut self.core;
+        let (parsed, min_face) = (&c.parsed, c.min_face);
+        c.levels.get(w, h, || pyramid_levels(parsed, w, h, min_face)).map(|_| ())
     }
 
     fn detect(&mut self, frame: &Frame, out: &mut Detections) -> Result<(), DetectError> {
-        let Pyramid { parsed, levels, scaler, candidates, score_threshold, min_face, .. } = self;
+        let MultiScale { parsed, levels, scaler, candidates, score_threshold, min_face, nms_iou, .. } = &mut self.core;
         let (w, h) = (frame.width, frame.height);
         let levels = levels.get(w, h, || pyramid_levels(parsed, w, h, *min_face)).map_err(DetectError::inference)?;
         candidates.clear();
@@ -576,19 +584,20 @@ impl FaceDetector for Pyramid {
             let cls = model::output_f32(&outputs[1]).map_err(DetectError::inference)?;
             decode(reg, cls, &lv.anchors, lv.zoom(frame), BlazeFaceKind::Pyramid, *score_threshold, candidates)?;
         }
-        weighted_nms(candidates, self.nms_iou, out)
+        weighted_nms(candidates, *nms_iou, out)
     }
 
     fn sha256(&self) -> &str {
-        &self.sha256
+        &self.core.sha256
     }
 
     fn describe(&self) -> String {
-        format!("BlazeFace pyramid (short range, faces from {} px) {} sha256:{}", self.min_face, self.name, &self.sha256[..12])
+        let c = &self.core;
+        format!("BlazeFace pyramid (short range, faces from {} px) {} sha256:{}", c.min_face, c.name, &c.sha256[..12])
     }
 
     fn face_range(&self, width: u32, height: u32) -> (f32, f32) {
-        let z = pyramid_scales(width, height, self.min_face);
+        let z = pyramid_scales(width, height, self.core.min_face);
         (PYRAMID_MIN_MODEL_FACE / z[0], PYRAMID_MAX_MODEL_FACE / z[z.len() - 1])
     }
 }
@@ -597,16 +606,16 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x.clamp(-80.0, 80.0)).exp())
 }
 
+/// See `weighted_nms`: the share of a smaller candidate's area inside a higher-scored box that makes it part of
+/// that face.
+pub const CONTAINED: f32 = 0.8;
+
 /// Weighted non-maximum suppression (as MediaPipe does): overlapping candidates are merged into one box,
 /// their coordinates averaged by score, which keeps boxes steady from frame to frame. A smaller candidate that
 /// lies mostly (`CONTAINED`) inside a higher-scored box is a part of that face (an eye, a mouth) seen by a finer
 /// head: it is dropped, not averaged in, since averaging would shrink the face's box, and the face's blur covers
 /// it. More merged faces than `MAX_FACES` is an error that counts them all: the caller must not pass the frame
 /// on with some left out.
-/// See `weighted_nms`: the share of a smaller candidate's area inside a higher-scored box that makes it part of
-/// that face.
-pub const CONTAINED: f32 = 0.8;
-
 pub fn weighted_nms(cands: &mut Vec<Detection>, iou: f32, out: &mut Detections) -> Result<(), DetectError> {
     cands.sort_by(|a, b| b.score.total_cmp(&a.score));
     out.clear();
@@ -615,9 +624,10 @@ pub fn weighted_nms(cands: &mut Vec<Detection>, iou: f32, out: &mut Detections) 
         let top = cands[0];
         let (mut acc, mut wsum, mut roll_w) = ([0f32; 5], 0f32, 0f32);
         cands.retain(|c| {
-            if c.bbox.iou(&top.bbox) <= iou && c.bbox.area() < top.bbox.area() && c.bbox.inside_share(&top.bbox) >= CONTAINED {
+            let overlap = c.bbox.iou(&top.bbox);
+            if overlap <= iou && c.bbox.area() < top.bbox.area() && c.bbox.inside_share(&top.bbox) >= CONTAINED {
                 false
-            } else if c.bbox.iou(&top.bbox) > iou {
+            } else if overlap > iou {
                 acc[0] += c.bbox.x0 * c.score;
                 acc[1] += c.bbox.y0 * c.score;
                 acc[2] += c.bbox.x1 * c.score;
@@ -707,8 +717,8 @@ mod tests {
         let mut a = Pyramid::load(Path::new("models/blazeface_short_range.onnx"), 40, 0.4, 0.3).unwrap();
         a.prepare(frame.width, frame.height).unwrap();
         let mut b = a.forked().unwrap();
-        assert!(Arc::ptr_eq(&a.parsed, &b.parsed));
-        let (la, lb) = (&a.levels.0[0].1, &b.levels.0[0].1);
+        assert!(Arc::ptr_eq(&a.core.parsed, &b.core.parsed));
+        let (la, lb) = (&a.core.levels.0[0].1, &b.core.levels.0[0].1);
         assert!(la.len() >= 2 && la.len() == lb.len());
         for (x, y) in la.iter().zip(lb) {
             assert!(Arc::ptr_eq(&x.plan, &y.plan), "a level's plan was optimized again");

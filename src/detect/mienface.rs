@@ -7,12 +7,10 @@
 //! 1-4 the distances from the cell's centre to the box's left, top, right and bottom sides, in input pixels (the
 //! recipe folds the sigmoid and the scale into the graph). Its input is RGB in [0, 1], sides multiples of 32.
 
-use super::{multi_scale, weighted_nms, DetectError, Detection, Detections, FaceDetector, Level, LevelCache};
+use super::{multi_scale, weighted_nms, DetectError, Detection, Detections, FaceDetector, Level, MultiScale};
 use crate::frame::{BBox, Frame};
 use crate::model::{self, ModelError};
-use crate::pixels::Scaler;
 use std::path::Path;
-use std::sync::Arc;
 
 /// The heads' strides, in the order of the model's outputs.
 pub const STRIDES: [u32; 3] = [8, 16, 32];
@@ -53,23 +51,12 @@ fn passes(parsed: &model::Parsed, w: u32, h: u32, min_face: f32) -> Result<Vec<L
 }
 
 pub struct MienFace {
-    parsed: Arc<model::Parsed>,
-    sha256: String,
-    name: String,
-    min_face: f32,
-    score_threshold: f32,
-    nms_iou: f32,
-    /// Passes per frame size.
-    passes: LevelCache,
-    scaler: Scaler,
-    candidates: Vec<Detection>,
+    core: MultiScale,
 }
 
 impl MienFace {
     pub fn load(path: &Path, min_face: u32, score_threshold: f32, nms_iou: f32) -> Result<Self, ModelError> {
-        let parsed = Arc::new(model::Parsed::open(path)?);
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let me = MienFace::with_model(parsed, name, min_face as f32, score_threshold, nms_iou, LevelCache::default());
+        let me = MienFace { core: MultiScale::open(path, min_face, score_threshold, nms_iou)? };
         me.check_outputs()?;
         Ok(me)
     }
@@ -77,8 +64,9 @@ impl MienFace {
     /// One dry run on a 64x64 input: three outputs of five channels on the grids of strides 8, 16 and 32, so that a
     /// wrong file or a wrong `detect.kind` is caught at start rather than on the first frame.
     fn check_outputs(&self) -> Result<(), ModelError> {
-        let err = |msg: String| ModelError::Tract { path: self.parsed.path.clone(), msg };
-        let plan = self.parsed.runnable_for(&[1, 3, 64, 64])?;
+        let parsed = &self.core.parsed;
+        let err = |msg: String| ModelError::Tract { path: parsed.path.clone(), msg };
+        let plan = parsed.runnable_for(&[1, 3, 64, 64])?;
         let out = model::run_f32(&plan, &[1, 3, 64, 64], &[0.5; 3 * 64 * 64]).map_err(|e| err(format!("{e:#}")))?;
         let shapes: Vec<Vec<usize>> = out.iter().map(|o| o.shape().to_vec()).collect();
         let want: Vec<Vec<usize>> = STRIDES.iter().map(|s| vec![1, 5, 64 / *s as usize, 64 / *s as usize]).collect();
@@ -86,33 +74,6 @@ impl MienFace {
             return Err(err(format!("outputs {shapes:?}, mien-face expects {want:?}: is detect.kind right?")));
         }
         Ok(())
-    }
-
-    fn with_model(
-        parsed: Arc<model::Parsed>,
-        name: String,
-        min_face: f32,
-        score_threshold: f32,
-        nms_iou: f32,
-        passes: LevelCache,
-    ) -> Self {
-        MienFace {
-            sha256: parsed.sha256.clone(),
-            parsed,
-            name,
-            min_face,
-            score_threshold,
-            nms_iou,
-            passes,
-            scaler: Scaler::default(),
-            candidates: Vec::with_capacity(1024),
-        }
-    }
-
-    fn forked(&self) -> Result<MienFace, ModelError> {
-        let passes = self.passes.fork(&self.parsed)?;
-        let (parsed, name) = (self.parsed.clone(), self.name.clone());
-        Ok(MienFace::with_model(parsed, name, self.min_face, self.score_threshold, self.nms_iou, passes))
     }
 }
 
@@ -170,18 +131,19 @@ fn decode(
 
 impl FaceDetector for MienFace {
     fn fork(&self) -> Result<Box<dyn FaceDetector>, ModelError> {
-        Ok(Box::new(self.forked()?))
+        Ok(Box::new(MienFace { core: self.core.fork()? }))
     }
 
     fn prepare(&mut self, w: u32, h: u32) -> Result<(), ModelError> {
-        let (parsed, min_face) = (&self.parsed, self.min_face);
-        self.passes.get(w, h, || passes(parsed, w, h, min_face)).map(|_| ())
+        let c = &mut self.core;
+        let (parsed, min_face) = (&c.parsed, c.min_face);
+        c.levels.get(w, h, || passes(parsed, w, h, min_face)).map(|_| ())
     }
 
     fn detect(&mut self, frame: &Frame, out: &mut Detections) -> Result<(), DetectError> {
-        let MienFace { parsed, passes: cache, scaler, candidates, score_threshold, min_face, .. } = self;
+        let MultiScale { parsed, levels, scaler, candidates, score_threshold, min_face, nms_iou, .. } = &mut self.core;
         let (w, h) = (frame.width, frame.height);
-        let levels = cache.get(w, h, || passes(parsed, w, h, *min_face)).map_err(DetectError::inference)?;
+        let levels = levels.get(w, h, || passes(parsed, w, h, *min_face)).map_err(DetectError::inference)?;
         candidates.clear();
         for p in levels.iter_mut() {
             p.fill_input(frame, scaler, to_input)?;
@@ -196,19 +158,20 @@ impl FaceDetector for MienFace {
                 decode(v, grid, s as f32, p.zoom(frame), *score_threshold, candidates)?;
             }
         }
-        weighted_nms(candidates, self.nms_iou, out)
+        weighted_nms(candidates, *nms_iou, out)
     }
 
     fn sha256(&self) -> &str {
-        &self.sha256
+        &self.core.sha256
     }
 
     fn describe(&self) -> String {
-        format!("mien-face (faces from {} px) {} sha256:{}", self.min_face, self.name, &self.sha256[..12])
+        let c = &self.core;
+        format!("mien-face (faces from {} px) {} sha256:{}", c.min_face, c.name, &c.sha256[..12])
     }
 
     fn face_range(&self, width: u32, height: u32) -> (f32, f32) {
-        let z = pass_scales(width, height, self.min_face);
+        let z = pass_scales(width, height, self.core.min_face);
         (MIN_MODEL_FACE / z[0], MAX_MODEL_FACE / z[z.len() - 1])
     }
 }
