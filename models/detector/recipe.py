@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STRIDES = (8, 16, 32)
@@ -173,8 +173,62 @@ def load_backgrounds(work):
 class Synth:
     """Training frames and their targets, made on the fly from a seeded generator."""
 
-    def __init__(self, site, fer, backgrounds, size=CANVAS):
+    def __init__(self, site, fer, backgrounds, size=CANVAS, marks=0.0):
         self.site, self.fer, self.bgs, self.size = site, fer, backgrounds, size
+        # the share of faces, negatives and background patches that get marks drawn over them (`mark`)
+        self.marks = marks
+        self.fonts = {}
+
+    def font(self, px):
+        px = int(min(max(px, 6), 48))
+        if px not in self.fonts:
+            try:
+                self.fonts[px] = ImageFont.load_default(size=px)
+            except TypeError:  # Pillow without FreeType: the fixed bitmap font
+                self.fonts[px] = ImageFont.load_default()
+        return self.fonts[px]
+
+    def mark(self, img, rng):
+        """Draw over `img` (a PIL image, changed in place) what covers faces in pictures and on a site: what a
+        viewer's software draws (a landmark mesh's dots and lines, a box with a caption), a band (glasses, a visor,
+        a mask) or a blob from one side (a hand, a shoulder). None covers more than about 40% of it. On a face it is
+        still a face to find; on a background or a negative it is none, so that the marks are not what a face is."""
+        d = ImageDraw.Draw(img)
+        w, h = img.size
+        col = tuple(int(c) for c in rng.integers(0, 256, 3))
+        kind = rng.integers(4)
+        if kind == 0:
+            n = int(rng.integers(5, 14))
+            r = max(0.4, min(w, h) / n * rng.uniform(0.06, 0.16))
+            pts = [((i + 0.5 + rng.uniform(-0.3, 0.3)) * w / n,
+                    (j + 0.5 + rng.uniform(-0.3, 0.3)) * h / n) for j in range(n) for i in range(n)]
+            keep = rng.random(len(pts)) < rng.uniform(0.4, 1.0)
+            for k, (x, y) in enumerate(pts):
+                if not keep[k]:
+                    continue
+                d.ellipse([x - r, y - r, x + r, y + r], fill=col)
+                if k % n + 1 < n and rng.random() < 0.4:
+                    d.line([(x, y), pts[k + 1]], fill=col, width=1)
+                if k + n < len(pts) and rng.random() < 0.4:
+                    d.line([(x, y), pts[k + n]], fill=col, width=1)
+        elif kind == 1:
+            lw = max(1, int(min(w, h) / rng.uniform(30, 80)))
+            x0, y0 = rng.uniform(-0.1, 0.2) * w, rng.uniform(-0.1, 0.2) * h
+            d.rectangle([x0, y0, w - rng.uniform(-0.1, 0.2) * w, h - rng.uniform(-0.1, 0.2) * h], outline=col, width=lw)
+            f = self.font(h * rng.uniform(0.06, 0.16))
+            for _ in range(int(rng.integers(1, 6))):
+                txt = "".join(chr(int(c)) for c in rng.integers(33, 123, int(rng.integers(3, 14))))
+                d.text((rng.uniform(0, 0.6) * w, rng.uniform(0, 0.85) * h), txt, fill=col, font=f)
+        elif kind == 2:
+            band = h * rng.uniform(0.12, 0.35)
+            y0 = h * (rng.uniform(0.25, 0.4) if rng.random() < 0.5 else rng.uniform(0.55, 0.7))
+            d.rectangle([rng.uniform(-0.1, 0.15) * w, y0, w * rng.uniform(0.85, 1.1), y0 + band], fill=col)
+        else:
+            side = rng.integers(4)
+            rw, rh = w * rng.uniform(0.25, 0.45), h * rng.uniform(0.25, 0.45)
+            cx = [0, w, rng.uniform(0, w), rng.uniform(0, w)][side]
+            cy = [rng.uniform(0, h), rng.uniform(0, h), h, h][side]
+            d.ellipse([cx - rw, cy - rh, cx + rw, cy + rh], fill=col)
 
     def face(self, rng):
         if rng.random() < 0.5:
@@ -233,6 +287,8 @@ class Synth:
         s = self.size
         iw, ih = max(1, int(round(w))), max(1, int(round(h)))
         src = Image.fromarray(np.ascontiguousarray(img)).resize((iw, ih), Image.BILINEAR)
+        if rng.random() < self.marks:
+            self.mark(src, rng)
         src = np.asarray(src, np.float32)
         # per-face light and colour
         src = src * rng.uniform(0.5, 1.4) + rng.uniform(-30, 30)
@@ -264,6 +320,14 @@ class Synth:
             n, lo, hi = int(rng.integers(2, 6)), 8, 160
         else:
             n, lo, hi = int(rng.integers(6, 30)), 8, 48
+        # marks on the background (no face under them)
+        if self.marks > 0:
+            for _ in range(int(rng.integers(0, 3))):
+                side = int(math.exp(rng.uniform(math.log(12), math.log(220))))
+                x, y = int(rng.integers(0, s - min(side, s) + 1)), int(rng.integers(0, s - min(side, s) + 1))
+                patch = Image.fromarray(np.clip(canvas[y:y + side, x:x + side], 0, 255).astype(np.uint8))
+                self.mark(patch, rng)
+                canvas[y:y + side, x:x + side] = np.asarray(patch, np.float32)
         # negatives first, so faces may cover them
         for _ in range(int(rng.integers(0, 4))):
             side = math.exp(rng.uniform(math.log(10), math.log(200)))
@@ -426,7 +490,7 @@ def train(a):
     site, fer = load_faces(a.shared)
     bgs = load_backgrounds(a.work)
     print(f"faces: {len(site)} site-colour, {len(fer)} FER+; {len(bgs)} backgrounds", flush=True)
-    synth = Synth(site, fer, bgs)
+    synth = Synth(site, fer, bgs, marks=a.marks)
     loader = torch.utils.data.DataLoader(Stream(synth, a.seed), batch_size=a.batch, num_workers=a.workers,
                                          persistent_workers=a.workers > 0)
     net = FaceNet(a.width)
@@ -434,6 +498,11 @@ def train(a):
     start = 0
     opt = torch.optim.AdamW(net.parameters(), lr=a.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=a.steps, pct_start=0.05)
+    if a.init and not (a.resume and os.path.exists(ckpt)):
+        st = torch.load(a.init, weights_only=False)
+        assert st.get("width", 1.0) == a.width, f"{a.init}: width {st.get('width')}, not {a.width}"
+        net.load_state_dict(st["net"])
+        print(f"weights from {a.init} (step {st['step']} of its run)", flush=True)
     if a.resume and os.path.exists(ckpt):
         st = torch.load(ckpt, weights_only=False)
         net.load_state_dict(st["net"])
@@ -664,6 +733,9 @@ def main():
     t.add_argument("--resume", action="store_true", help="continue from WORK/detector.pt (same --steps)")
     t.add_argument("--stop-at", type=int, default=0, help="stop after this step (continue later with --resume)")
     t.add_argument("--log-every", type=int, default=100)
+    t.add_argument("--marks", type=float, default=0.0,
+                   help="share of faces, negatives and background patches with marks drawn over them (Synth.mark)")
+    t.add_argument("--init", default="", help="start from this checkpoint's weights (a new schedule: a second phase)")
     e = sub.add_parser("export")
     e.add_argument("--work", required=True)
     e.add_argument("--out", required=True)
