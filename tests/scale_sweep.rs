@@ -37,3 +37,22 @@ fn reduced_scale_sweep_with_mien_face_blurs_every_face_size() {
         assert!(stdout.contains(bucket), "no faces in {bucket}");
     }
 }
+
+#[test]
+fn real_photographs_with_mien_face_lose_every_face_the_reference_finds() {
+    // Real photographs (`models/prepare.sh --photos`: group photos and a crowd with a face mesh drawn over it, from
+    // registry packages; nothing here was trained on them) at their own size, up to 2560 px wide.
+    let dir = common::repo("models/reference/photos");
+    assert!(dir.join("human-samples.jpg").exists(), "{} missing: run models/prepare.sh --photos", dir.display());
+    let dir = dir.to_str().unwrap();
+    let args = ["--photos", dir, "--photo-widths", "0", "--min-recall", "0.995", "--kind", "mien-face", "--model", "models/mien_face.onnx", "--threshold", "0.3"];
+    let stdout = common::example("scale_sweep", &args);
+    eprintln!("{stdout}");
+    // All eleven were read, and the crowd's small faces were among those judged.
+    assert!(stdout.contains("photos, own size: 11 frames"), "not the 11 photographs");
+    let crowd = stdout.lines().find(|l| l.contains("human-samples.jpg")).expect("the crowd photo's line");
+    assert!(crowd.contains(": 15 of 15 faces blurred"), "{crowd}");
+    for bucket in ["| 16-23 |", "| 64-95 |", "| 192-255 |"] {
+        assert!(stdout.contains(bucket), "no faces in {bucket}");
+    }
+}

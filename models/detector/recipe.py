@@ -3,9 +3,11 @@
 the frame at its own size finds faces from 16 px tall, where BlazeFace needs an image pyramid whose first level is
 larger than the frame.
 
-    models/detector/train.sh                       # backgrounds, training, export, the checks (about 30 min, CPU)
+    models/detector/train.sh                       # backgrounds, both phases, export, the checks (about 45 min, CPU)
     models/.venv/bin/python models/detector/recipe.py train --work W --steps 2500 --bf16
-    models/.venv/bin/python models/detector/recipe.py export --work W --out models/mien_face.onnx
+    models/.venv/bin/python models/detector/recipe.py train --work W/marks --init W/detector.pt --marks 0.3 \
+        --steps 1500 --lr 1e-3 --bf16                  # phase 2 (W/marks/backgrounds -> ../backgrounds)
+    models/.venv/bin/python models/detector/recipe.py export --work W/marks --out models/mien_face.onnx
     models/.venv/bin/python models/detector/recipe.py check --model models/mien_face.onnx --work W
     models/.venv/bin/python models/detector/recipe.py scales --model models/mien_face.onnx --work W
 
@@ -20,7 +22,9 @@ on the frame scaled down by `PASS_STEP` for faces larger than one pass is truste
 
 The training frames are made on the fly, never read from disk: faces pasted at 8 to 420 px on backgrounds, some
 whole rectangles (as the scale sweep pastes them), some faded out at an ellipse's edge (so that a face, not a
-pasted rectangle, is what the network learns), with rectangles of scrambled faces as negatives. The faces:
+pasted rectangle, is what the network learns), with rectangles of scrambled faces as negatives. Phase 2 draws
+marks over some faces, negatives and background patches (`Synth.mark`: a face mesh, boxes and captions, glasses,
+masks, hands), so that a marked face is still found and a mark alone is not a face. The faces:
 `../shared/data/site-colour` (colour close-ups, files whose sorted index is not a multiple of 5) and FER+ faces
 (grey, train rows from 20,000 on and val; never test). The scale sweep (`examples/scale_sweep.rs`) pastes the
 rest: site-colour files whose index is a multiple of 5 and FER+ train rows under 20,000, so what it measures was
