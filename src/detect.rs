@@ -44,6 +44,22 @@ pub struct DetectConfig {
     /// `pyramid`: the smallest face (its height in camera pixels) the stage is laid out to find. Smaller costs
     /// more: the first level of the pyramid is the frame scaled by `PYRAMID_MIN_MODEL_FACE / min_face`.
     pub min_face: u32,
+    /// `[detect.blur_also]`: a second detector on every frame whose faces are blurred too but never labelled
+    /// (`BlurAlso`). It shares `nms_iou` and `timeout_ms` (both detectors within it).
+    pub blur_also: Option<BlurAlsoConfig>,
+}
+
+/// The `[detect.blur_also]` section: which second detector, its model, its threshold and the smallest face it
+/// is laid out for (default: `detect.min_face`). The first detector's `min_face` then only needs to reach the
+/// faces worth a label (`expression.min_face`), and the second covers the smaller ones.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlurAlsoConfig {
+    pub kind: DetectorKind,
+    pub model: String,
+    pub score_threshold: f32,
+    #[serde(default)]
+    pub min_face: Option<u32>,
 }
 
 impl Default for DetectConfig {
@@ -55,6 +71,7 @@ impl Default for DetectConfig {
             nms_iou: 0.3,
             timeout_ms: 500,
             min_face: 16,
+            blur_also: None,
         }
     }
 }
@@ -77,20 +94,109 @@ impl DetectConfig {
         if !(8..=4096).contains(&self.min_face) {
             return Err(("detect.min_face", format!("{} is outside 8..=4096", self.min_face)));
         }
+        if let Some(b) = &self.blur_also {
+            if b.model.is_empty() {
+                return Err(("detect.blur_also.model", "must name an ONNX file".into()));
+            }
+            if !(b.score_threshold > 0.0 && b.score_threshold < 1.0) {
+                return Err(("detect.blur_also.score_threshold", format!("{} is outside (0, 1)", b.score_threshold)));
+            }
+            if let Some(m) = b.min_face.filter(|m| !(8..=4096).contains(m)) {
+                return Err(("detect.blur_also.min_face", format!("{m} is outside 8..=4096")));
+            }
+        }
         Ok(())
     }
 }
 
-/// Load the detector a `[detect]` section names.
+/// Load the detector a `[detect]` section names (with its `[detect.blur_also]` second detector, if any: either
+/// failing to load fails the whole stage, and privacy masks every frame).
 pub fn load(cfg: &DetectConfig) -> Result<Box<dyn FaceDetector>, ModelError> {
-    let path = Path::new(&cfg.model);
-    let (thr, iou) = (cfg.score_threshold, cfg.nms_iou);
-    Ok(match cfg.kind {
-        DetectorKind::Pyramid => Box::new(Pyramid::load(path, cfg.min_face, thr, iou)?),
-        DetectorKind::MienFace => Box::new(MienFace::load(path, cfg.min_face, thr, iou)?),
+    let first = load_one(cfg.kind, &cfg.model, cfg.min_face, cfg.score_threshold, cfg.nms_iou)?;
+    Ok(match &cfg.blur_also {
+        None => first,
+        Some(b) => {
+            let second = load_one(b.kind, &b.model, b.min_face.unwrap_or(cfg.min_face), b.score_threshold, cfg.nms_iou)?;
+            Box::new(BlurAlso::new(first, second))
+        }
+    })
+}
+
+fn load_one(kind: DetectorKind, model: &str, min_face: u32, thr: f32, iou: f32) -> Result<Box<dyn FaceDetector>, ModelError> {
+    let path = Path::new(model);
+    Ok(match kind {
+        DetectorKind::Pyramid => Box::new(Pyramid::load(path, min_face, thr, iou)?),
+        DetectorKind::MienFace => Box::new(MienFace::load(path, min_face, thr, iou)?),
         DetectorKind::ShortRange => Box::new(BlazeFace::load(path, BlazeFaceKind::ShortRange, thr, iou)?),
         DetectorKind::FullRange => Box::new(BlazeFace::load(path, BlazeFaceKind::FullRange, thr, iou)?),
     })
+}
+
+/// A second detector's box counts as a face the first one found (and is dropped) when it overlaps one of the
+/// first's boxes by this IoU, or lies this much inside it: the blur margin covers the rest.
+const SAME_FACE: f32 = 0.5;
+
+/// Two detectors on every frame (`[detect.blur_also]`): the first's faces are blurred and labelled as usual; the
+/// second's, where they add a face the first did not find, are appended blurred-only (`Detection::blur_only`):
+/// privacy takes the union, the labels only the first detector's calibrated scores. Either failing fails the
+/// frame; more faces together than `MAX_FACES` fail it too (fail-closed).
+pub struct BlurAlso {
+    first: Box<dyn FaceDetector>,
+    second: Box<dyn FaceDetector>,
+    extra: Detections,
+}
+
+impl BlurAlso {
+    pub fn new(first: Box<dyn FaceDetector>, second: Box<dyn FaceDetector>) -> Self {
+        BlurAlso { first, second, extra: Detections::new() }
+    }
+}
+
+impl FaceDetector for BlurAlso {
+    fn detect(&mut self, frame: &Frame, out: &mut Detections) -> Result<(), DetectError> {
+        self.first.detect(frame, out)?;
+        self.second.detect(frame, &mut self.extra)?;
+        let firsts = out.len();
+        let new: Vec<&Detection> = self
+            .extra
+            .iter()
+            .filter(|d| !out[..firsts].iter().any(|f| f.bbox.iou(&d.bbox) >= SAME_FACE || d.bbox.inside_share(&f.bbox) >= SAME_FACE))
+            .collect();
+        if firsts + new.len() > MAX_FACES {
+            return Err(DetectError::TooManyFaces { found: firsts + new.len(), max: MAX_FACES });
+        }
+        for d in new {
+            let _ = out.push(Detection { blur_only: true, roll: 0.0, ..*d });
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("{} + blurred only: {}", self.first.describe(), self.second.describe())
+    }
+
+    fn sha256(&self) -> &str {
+        self.first.sha256()
+    }
+
+    fn second(&self) -> Option<&dyn FaceDetector> {
+        Some(self.second.as_ref())
+    }
+
+    /// The union of both ranges.
+    fn face_range(&self, width: u32, height: u32) -> (f32, f32) {
+        let (a, b) = (self.first.face_range(width, height), self.second.face_range(width, height));
+        (a.0.min(b.0), a.1.max(b.1))
+    }
+
+    fn prepare(&mut self, width: u32, height: u32) -> Result<(), ModelError> {
+        self.first.prepare(width, height)?;
+        self.second.prepare(width, height)
+    }
+
+    fn fork(&self) -> Result<Box<dyn FaceDetector>, ModelError> {
+        Ok(Box::new(BlurAlso::new(self.first.fork()?, self.second.fork()?)))
+    }
 }
 
 /// Load the detector the config names, ready for the camera's frame size. A failure here is not fatal to the
@@ -114,12 +220,14 @@ pub struct Detection {
     /// screen (y points down). 0 for an upright face, a face too small for its eyes to tell, or a detector
     /// without keypoints.
     pub roll: f32,
+    /// Found by `[detect.blur_also]`'s second detector only: blurred, never classified.
+    pub blur_only: bool,
 }
 
 impl Detection {
     /// An upright face (roll 0).
     pub fn new(bbox: BBox, score: f32) -> Self {
-        Detection { bbox, score, roll: 0.0 }
+        Detection { bbox, score, roll: 0.0, blur_only: false }
     }
 }
 
@@ -193,6 +301,10 @@ pub trait FaceDetector: Send {
     /// Another detector for another thread: the same verified, parsed and optimized model (shared, not read,
     /// parsed or optimized again), with its own running state and buffers.
     fn fork(&self) -> Result<Box<dyn FaceDetector>, ModelError>;
+    /// `[detect.blur_also]`'s second detector, where there is one (its model's hash is reported too).
+    fn second(&self) -> Option<&dyn FaceDetector> {
+        None
+    }
 }
 
 /// Which BlazeFace: one pass of short range (faces within ~2 m, 128x128 input) or full range (~5 m, 192x192)
@@ -346,7 +458,7 @@ fn decode(
         let apart = (k[2] - k[0]).hypot(k[3] - k[1]);
         let roll = if apart >= MIN_EYE_DISTANCE { eye_line_roll([k[0], k[1]], [k[2], k[3]]) } else { f32::NAN };
         if bbox.width() > 1.0 && bbox.height() > 1.0 && bbox.x0.is_finite() && bbox.y1.is_finite() {
-            out.push(Detection { bbox, score, roll }); // NaN roll: none (NMS skips it)
+            out.push(Detection { bbox, score, roll, blur_only: false }); // NaN roll: none (NMS skips it)
         }
     }
     Ok(())
@@ -653,7 +765,7 @@ pub fn weighted_nms(cands: &mut Vec<Detection>, iou: f32, out: &mut Detections) 
         if out.is_full() {
             found += 1;
         } else {
-            let _ = out.push(Detection { bbox: merged, score: top.score, roll });
+            let _ = out.push(Detection { bbox: merged, score: top.score, roll, blur_only: false });
         }
     }
     if found > 0 {
@@ -746,7 +858,7 @@ mod tests {
     #[test]
     fn weighted_nms_averages_the_roll_of_merged_candidates() {
         let bbox = BBox { x0: 0.0, y0: 0.0, x1: 10.0, y1: 10.0 };
-        let d = |score: f32, roll: f32| Detection { bbox, score, roll };
+        let d = |score: f32, roll: f32| Detection { bbox, score, roll, blur_only: false };
         let mut c = vec![d(0.6, 0.2), d(0.2, 0.6), d(0.9, f32::NAN)];
         let mut out = Detections::new();
         weighted_nms(&mut c, 0.3, &mut out).unwrap();
@@ -831,5 +943,72 @@ mod tests {
         assert_eq!(out[0].score, 0.9);
         assert!(out[0].bbox.x0 > 0.0 && out[0].bbox.x0 < 1.0);
         assert_eq!(out[1].bbox.x0, 50.0);
+    }
+
+    /// A detector that reports fixed boxes, or fails.
+    struct Fixed(Result<Vec<Detection>, ()>);
+
+    impl FaceDetector for Fixed {
+        fn detect(&mut self, _: &Frame, out: &mut Detections) -> Result<(), DetectError> {
+            out.clear();
+            let boxes = self.0.clone().map_err(|()| DetectError::Inference("fixed failure".into()))?;
+            for d in boxes {
+                out.push(d).map_err(|_| DetectError::TooManyFaces { found: MAX_FACES + 1, max: MAX_FACES })?;
+            }
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "fixed".into()
+        }
+        fn sha256(&self) -> &str {
+            "0"
+        }
+        fn face_range(&self, _: u32, _: u32) -> (f32, f32) {
+            (40.0, 400.0)
+        }
+        fn fork(&self) -> Result<Box<dyn FaceDetector>, ModelError> {
+            Ok(Box::new(Fixed(self.0.clone())))
+        }
+    }
+
+    fn at(x: f32, w: f32, score: f32) -> Detection {
+        Detection::new(BBox { x0: x, y0: 10.0, x1: x + w, y1: 10.0 + w }, score)
+    }
+
+    #[test]
+    fn blur_also_adds_the_second_detectors_new_faces_as_blur_only() {
+        let frame = Frame::new(640, 480);
+        let first = Fixed(Ok(vec![at(100.0, 40.0, 0.9)]));
+        // The same face (a slightly larger box, and a part inside it), and a small face the first one missed.
+        let second = Fixed(Ok(vec![at(98.0, 44.0, 0.6), at(110.0, 12.0, 0.5), at(300.0, 16.0, 0.4)]));
+        let mut both = BlurAlso::new(Box::new(first), Box::new(second));
+        let mut out = Detections::new();
+        both.detect(&frame, &mut out).unwrap();
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!((out[0].bbox.x0, out[0].blur_only), (100.0, false), "the first detector's face, labelled");
+        assert_eq!((out[1].bbox.x0, out[1].blur_only), (300.0, true), "the new face, blurred only");
+        // Forks keep both; the range is the union; the second's hash is reachable for the status.
+        let mut f = both.fork().unwrap();
+        f.detect(&frame, &mut out).unwrap();
+        assert_eq!(out.len(), 2);
+        assert!(both.second().is_some());
+        assert_eq!(both.face_range(640, 480), (40.0, 400.0));
+    }
+
+    #[test]
+    fn blur_also_fails_the_frame_when_either_detector_fails_or_the_faces_overflow() {
+        let frame = Frame::new(640, 480);
+        let mut out = Detections::new();
+        for (a, b) in [(Err(()), Ok(vec![])), (Ok(vec![at(0.0, 20.0, 0.9)]), Err(()))] {
+            let mut both = BlurAlso::new(Box::new(Fixed(a)), Box::new(Fixed(b)));
+            assert!(matches!(both.detect(&frame, &mut out), Err(DetectError::Inference(_))));
+        }
+        // 100 faces from each, all apart: 200 is more than the stage keeps.
+        let row = |y: f32| (0..100).map(|i| Detection::new(BBox { x0: i as f32 * 6.0, y0: y, x1: i as f32 * 6.0 + 5.0, y1: y + 5.0 }, 0.9)).collect();
+        let mut both = BlurAlso::new(Box::new(Fixed(Ok(row(0.0)))), Box::new(Fixed(Ok(row(100.0)))));
+        match both.detect(&frame, &mut out) {
+            Err(DetectError::TooManyFaces { found, max }) => assert_eq!((found, max), (200, MAX_FACES)),
+            other => panic!("200 faces must fail the frame, got {other:?}"),
+        }
     }
 }

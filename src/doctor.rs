@@ -176,10 +176,16 @@ fn face_sizes(cfg: &Config, det: &mut dyn crate::detect::FaceDetector) -> Check 
     let ms = times[1];
     let budget = cfg.detect.timeout_ms as f64;
     let largest = if hi >= h as f32 { "a face filling the frame".to_string() } else { format!("{hi:.0} px") };
-    let detail = format!(
-        "blurs faces from {lo:.0} px tall up to {largest} at {w}x{h} (detect.min_face {}); detect {ms:.0} ms per frame, budget {budget:.0} ms",
-        cfg.detect.min_face
-    );
+    let floors = match &cfg.detect.blur_also {
+        Some(b) => format!(
+            "detect.min_face {}, labelled; detect.blur_also.min_face {}, blurred only",
+            cfg.detect.min_face,
+            b.min_face.unwrap_or(cfg.detect.min_face)
+        ),
+        None => format!("detect.min_face {}", cfg.detect.min_face),
+    };
+    let detail =
+        format!("blurs faces from {lo:.0} px tall up to {largest} at {w}x{h} ({floors}); detect {ms:.0} ms per frame, budget {budget:.0} ms");
     let verdict = if ms > budget {
         return Check { name, verdict: Verdict::Fail, detail: format!("{detail}: over the budget, every frame would be masked whole (raise detect.min_face or detect.timeout_ms)") };
     } else if ms > 0.8 * budget {

@@ -256,10 +256,14 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     let detector = mien::detect::load_for_camera(&cfg.detect, cfg.camera.width, cfg.camera.height);
     let classifier = mien::expression::load_configured(&cfg.expression);
     // The status message and the metrics report the models actually verified and loaded, not the files on disk.
-    let loaded = [
+    let mut loaded = vec![
         ("detect", &cfg.detect.model, detector.as_ref().map_or("not loaded", |d| d.sha256()).to_string()),
         ("expression", &cfg.expression.model, classifier.as_ref().map_or("not loaded", |c| c.sha256()).to_string()),
     ];
+    if let Some(b) = &cfg.detect.blur_also {
+        let sha = detector.as_ref().ok().and_then(|d| d.second()).map_or("not loaded", |d| d.sha256()).to_string();
+        loaded.insert(1, ("detect.blur_also", &b.model, sha));
+    }
     let metrics = cfg.metrics.enabled().then(|| {
         let models: Vec<_> = loaded.iter().map(|(r, f, h)| (r.to_string(), f.to_string(), h.clone())).collect();
         Arc::new(mien::metrics::Metrics::new(&models))

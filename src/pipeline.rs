@@ -231,7 +231,7 @@ impl Labeler {
         self.slots.clear();
         let Some(c) = classifier else { return };
         let roll = |d: &crate::detect::Detection| if self.align { d.roll } else { 0.0 };
-        let faces = dets.iter().map(|d| (d.score >= self.min_score).then_some((&d.bbox, roll(d))));
+        let faces = dets.iter().map(|d| (d.score >= self.min_score && !d.blur_only).then_some((&d.bbox, roll(d))));
         if let Err(e) = self.crops.extract(frame, faces, |b| c.crop_box(b), self.min_face, &mut self.slots) {
             log::warn!("frame {}: face crops failed: {e}", frame.seq);
             self.slots.clear();

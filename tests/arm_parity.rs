@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The default profile with the detector's time budget widened for qemu-user (it runs the models ~80x slower
-/// than the host) and its pyramid laid out from 40 px faces (`EMULATED_MIN_FACE`), nothing else.
+/// than the host) and both detectors laid out from 40 px faces (`EMULATED_MIN_FACE`, `EMULATED_BLUR_ALSO`), nothing else.
 fn qemu_config(dir: &Path) -> PathBuf {
     let cfg = dir.join("qemu.toml");
-    let text = replaced(mien::config::DEFAULT_PROFILE, &[("timeout_ms = 1000", "timeout_ms = 60000"), EMULATED_MIN_FACE]);
+    let text = replaced(mien::config::DEFAULT_PROFILE, &[("timeout_ms = 1000", "timeout_ms = 60000"), EMULATED_MIN_FACE, EMULATED_BLUR_ALSO]);
     std::fs::write(&cfg, text).unwrap();
     cfg
 }

@@ -185,3 +185,35 @@ fn four_detection_threads_keep_order_and_blur_as_one() {
         assert!(cf.detect(&fb, 0.5).is_empty(), "{}: a face is detectable", b.display());
     }
 }
+
+/// `[detect.blur_also]` (the default profile's second detector, mien-face from 16 px): its faces are blurred and
+/// never labelled, and when it cannot load, every frame is masked whole, as for the first detector.
+#[test]
+fn the_second_detectors_faces_are_blurred_never_labelled_and_its_failure_masks_every_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first detector made blind (a threshold no face of the clip reaches): every face is the second's alone.
+    let blind = dir.path().join("blind.toml");
+    let text = replaced(mien::config::DEFAULT_PROFILE, &[("score_threshold = 0.4\nnms_iou", "score_threshold = 0.9999\nnms_iou")]);
+    std::fs::write(&blind, text).unwrap();
+    let (_t, saved, labels, _) = run_saving("samples/clip", &["--config", blind.to_str().unwrap()]);
+    assert!(labels.is_empty(), "a blurred-only face was labelled: {labels:?}");
+    assert_eq!(saved.len(), 24);
+    let cf = CenterFace::load(640, 480);
+    let originals = images(&repo("samples/clip"));
+    let mut faces = 0;
+    for (orig, blur) in originals.iter().zip(&saved) {
+        faces += cf.detect(&load_frame(orig), 0.5).len();
+        let left = cf.detect(&load_frame(blur), 0.5);
+        assert!(left.is_empty(), "{}: reference detector still finds {left:?}", blur.display());
+    }
+    assert!(faces >= 22, "the reference found only {faces} faces in the originals");
+
+    let missing = dir.path().join("missing.toml");
+    let text = replaced(mien::config::DEFAULT_PROFILE, &[("model = \"models/mien_face.onnx\"", "model = \"/nonexistent/mien_face.onnx\"")]);
+    std::fs::write(&missing, text).unwrap();
+    let (_t, saved, labels, err) = run_saving("samples/clip", &["--config", missing.to_str().unwrap()]);
+    assert_eq!(saved.len(), 24);
+    assert_all_masked(&saved);
+    assert!(labels.is_empty());
+    assert!(err.contains("PRIVACY FAULT") && err.contains("/nonexistent/mien_face.onnx"), "{err}");
+}
