@@ -142,7 +142,7 @@ fn main() -> anyhow::Result<()> {
     if a.reframe && !crops {
         anyhow::bail!("--reframe: give it with --crops or --ferplus (whole images are framed by the detector anyway)");
     }
-    let mut detector = if crops && !a.reframe { None } else { Some(mien::detect::load(&cfg.detect)?) };
+    let mut detector = if crops && !a.reframe { None } else { Some(mien::detect::load(&cfg.detect.labelling())?) };
     let mut rows = Vec::new();
     for path in &a.models {
         let mut base = Base::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;

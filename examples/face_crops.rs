@@ -61,7 +61,7 @@ fn main() -> anyhow::Result<()> {
         })
         .collect();
     let ds = Dataset { items, skipped: 0 };
-    let mut detector = mien::detect::load(&cfg.detect)?;
+    let mut detector = mien::detect::load(&cfg.detect.labelling())?;
     let mut cropper =
         Cropper::new(CropMode::Detect { detector: detector.as_mut(), align: cfg.expression.align }, (SIZE, SIZE));
     std::fs::create_dir_all(&a.out)?;

@@ -77,6 +77,12 @@ impl Default for DetectConfig {
 }
 
 impl DetectConfig {
+    /// The labelling path alone (`mien eval`, `mien adapt`, the expression examples): only the first detector's
+    /// faces are classified, so `[detect.blur_also]` is left out.
+    pub fn labelling(&self) -> DetectConfig {
+        DetectConfig { blur_also: None, ..self.clone() }
+    }
+
     /// Check every value; `Err((field, why))`.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.model.is_empty() {

@@ -352,7 +352,7 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
         (None, Some(dir), Some(csv)) => eval::read_images(dir, csv)?,
         _ => anyhow::bail!("give --ferplus DIR or --images DIR --labels CSV"),
     };
-    let mut detect_cfg = cfg.detect.clone();
+    let mut detect_cfg = cfg.detect.labelling();
     if let Some(p) = &a.detect_model {
         detect_cfg.model = p.display().to_string();
     }
@@ -422,7 +422,8 @@ fn adapt(a: AdaptArgs) -> anyhow::Result<()> {
     let mut base = adapt::Base::open(&model).with_context(|| format!("--model {}", model.display()))?;
     println!("base model: {} sha256:{}", base.path.display(), &base.sha256[..12]);
     let t = std::time::Instant::now();
-    let load = || mien::detect::load(&cfg.detect).with_context(|| format!("detect.model {}", cfg.detect.model));
+    let labelling = cfg.detect.labelling();
+    let load = || mien::detect::load(&labelling).with_context(|| format!("detect.model {}", labelling.model));
     let mut detector = if !a.crops || a.reframe { Some(load()?) } else { None };
     let mode = CropMode::with(a.crops, detector.as_deref_mut(), cfg.expression.align);
     let pilot = adapt::read_pilot(&data, &mut base, mode)?;
