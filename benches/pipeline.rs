@@ -228,6 +228,7 @@ fn main() {
     let mut own_cfg = single.clone();
     own_cfg.detect.kind = DetectorKind::MienFace;
     own_cfg.detect.model = "models/mien_face.onnx".into();
+    own_cfg.detect.min_face = 16;
     let mut own = measure("mien-face from 16 px (models/mien_face.onnx)", &own_cfg, &frames, rounds, None);
     // runtime.threads: the default on 1 and on 2 threads, every core allowed (this machine has 2).
     pin(None);
