@@ -163,16 +163,18 @@ impl FaceDetector for BlurAlso {
         self.first.detect(frame, out)?;
         self.second.detect(frame, &mut self.extra)?;
         let firsts = out.len();
-        let new: Vec<&Detection> = self
-            .extra
-            .iter()
-            .filter(|d| !out[..firsts].iter().any(|f| f.bbox.iou(&d.bbox) >= SAME_FACE || d.bbox.inside_share(&f.bbox) >= SAME_FACE))
-            .collect();
-        if firsts + new.len() > MAX_FACES {
-            return Err(DetectError::TooManyFaces { found: firsts + new.len(), max: MAX_FACES });
+        let is_new = |d: &Detection, out: &Detections| {
+            !out[..firsts].iter().any(|f| f.bbox.iou(&d.bbox) >= SAME_FACE || d.bbox.inside_share(&f.bbox) >= SAME_FACE)
+        };
+        // Counted before any is added (no allocation per frame): over MAX_FACES together fails the frame.
+        let added = self.extra.iter().filter(|d| is_new(d, out)).count();
+        if firsts + added > MAX_FACES {
+            return Err(DetectError::TooManyFaces { found: firsts + added, max: MAX_FACES });
         }
-        for d in new {
-            let _ = out.push(Detection { blur_only: true, roll: 0.0, ..*d });
+        for d in self.extra.iter() {
+            if is_new(d, out) {
+                let _ = out.push(Detection { blur_only: true, roll: 0.0, ..*d });
+            }
         }
         Ok(())
     }
