@@ -205,7 +205,7 @@ fn main() {
     let mut untuned = measure("default, glibc malloc untuned (before model::keep_freed_memory)", &cfg, &frames, rounds, None);
     mien::model::keep_freed_memory();
     let mut main = measure(
-        "default: BlazeFace pyramid from 32 px + mien-face from 16 px (blurred only) + mien int8 expression",
+        "default: BlazeFace pyramid from 16 px + mien-face from 16 px (blurred only) + mien int8 expression",
         &cfg,
         &frames,
         rounds,
