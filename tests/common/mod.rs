@@ -160,7 +160,7 @@ pub fn guest_share(guest: &Guest, prefix: &str, script: &str) -> tempfile::TempD
     let share = tempfile::Builder::new().prefix(prefix).tempdir_in(repo("target")).unwrap();
     let s = share.path();
     std::fs::create_dir_all(s.join("models")).unwrap();
-    for f in ["blazeface_short_range.onnx", "mien_student_int8.onnx", "SHA256SUMS"] {
+    for f in ["blazeface_short_range.onnx", "mien_face.onnx", "mien_student_int8.onnx", "SHA256SUMS"] {
         std::fs::copy(repo(&format!("models/{f}")), s.join("models").join(f)).unwrap();
     }
     std::fs::copy(repo(script), s.join("test.sh")).unwrap();
