@@ -340,7 +340,8 @@ impl<'a> Cropper<'a> {
                     x >= inner.x0 && x <= inner.x1 && y >= inner.y0 && y <= inner.y1
                 };
                 let largest = |a: &&Detection, b: &&Detection| a.bbox.area().total_cmp(&b.bbox.area());
-                match self.dets.iter().filter(|d| within(&d.bbox)).max_by(largest) {
+                // A blurred-only box (`[detect.blur_also]`) is never a face the firmware reads.
+                match self.dets.iter().filter(|d| !d.blur_only && within(&d.bbox)).max_by(largest) {
                     Some(best) => {
                         on_canvas = true;
                         Some((best.bbox, if *align { best.roll } else { 0.0 }))
@@ -355,7 +356,7 @@ impl<'a> Cropper<'a> {
                 detector
                     .detect(&self.frame, &mut self.dets)
                     .map_err(|e| EvalError::Classify(format!("{}: {e}", item.name)))?;
-                match self.dets.iter().max_by(|a, b| a.bbox.area().total_cmp(&b.bbox.area())) {
+                match self.dets.iter().filter(|d| !d.blur_only).max_by(|a, b| a.bbox.area().total_cmp(&b.bbox.area())) {
                     Some(best) => Some((best.bbox, if *align { best.roll } else { 0.0 })),
                     None => {
                         self.left_out.no_face += 1;
@@ -445,7 +446,7 @@ pub fn measure_crop(ds: &Dataset, detector: &mut dyn FaceDetector, limit: usize)
             continue;
         }
         let crop = BBox { x0: ox as f32, y0: oy as f32, x1: (ox + width * UP) as f32, y1: (oy + height * UP) as f32 };
-        let Some(d) = dets.iter().filter(|d| d.bbox.iou(&crop) > 0.1).max_by(|a, b| a.score.total_cmp(&b.score)) else {
+        let Some(d) = dets.iter().filter(|d| !d.blur_only && d.bbox.iou(&crop) > 0.1).max_by(|a, b| a.score.total_cmp(&b.score)) else {
             continue;
         };
         scales.push(crop.width() / d.bbox.width().max(d.bbox.height()));

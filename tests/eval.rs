@@ -246,7 +246,7 @@ fn reframing_cuts_crops_of_another_framing_as_the_firmware_frames_the_face() {
     use mien::eval::{CropMode, Cropper, Item, ItemSource};
     use mien::expression::MienExpression;
     let cfg = mien::config::Config::embedded_default();
-    let mut detector = mien::detect::load(&cfg.detect).unwrap();
+    let mut detector = mien::detect::load(&cfg.detect.labelling()).unwrap();
     let ds = mien::eval::read_ferplus(&ferplus(), "val").unwrap();
     let loose = |item: &Item| -> Item {
         let ItemSource::Grey { width: 48, height: 48, pixels } = &item.source else { panic!("FER+ faces are 48x48") };
