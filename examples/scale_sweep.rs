@@ -229,9 +229,18 @@ impl Stage {
 
 /// Judge each face of `faces` in `orig` and `blurred`, into `cells` by bucket. The detail is measured over the
 /// box the reference found (the face proper: a pasted picture may hold a hat or hair around it), or over the
-/// pasted face box where the reference found none.
-fn judge(orig: &Frame, blurred: &Frame, faces: &[BBox], cf: &CenterFace, cells: &mut [Cell], b_of: impl Fn(&BBox) -> usize) {
-    let before = cf.detect(orig, 0.5);
+/// pasted face box where the reference found none. `before`: the reference's detections in `orig`, where the
+/// caller has them already (the reference is most of the sweep's time on large frames).
+fn judge(
+    orig: &Frame,
+    blurred: &Frame,
+    faces: &[BBox],
+    before: Option<Vec<(BBox, f32)>>,
+    cf: &CenterFace,
+    cells: &mut [Cell],
+    b_of: impl Fn(&BBox) -> usize,
+) {
+    let before = before.unwrap_or_else(|| cf.detect(orig, 0.5));
     let after = cf.detect(blurred, 0.5);
     for g in faces {
         let c = &mut cells[b_of(g)];
@@ -300,12 +309,13 @@ fn photos(
                 f
             };
             let cf = CenterFace::load(frame.width.div_ceil(32) as usize * 32, frame.height.div_ceil(32) as usize * 32);
-            let faces: Vec<BBox> = cf.detect(&frame, 0.5).into_iter().map(|(b, _)| b).collect();
+            let found = cf.detect(&frame, 0.5);
+            let faces: Vec<BBox> = found.iter().map(|(b, _)| *b).collect();
             let orig = frame.clone();
             let m = stage.masked;
             stage.protect(&mut frame);
             let before: (usize, usize) = (cells.iter().map(|c| c.blurred).sum(), cells.iter().map(|c| c.confirmed).sum());
-            judge(&orig, &frame, &faces, &cf, &mut cells, |g| bucket(g.height()));
+            judge(&orig, &frame, &faces, Some(found), &cf, &mut cells, |g| bucket(g.height()));
             let (b, c) = (cells.iter().map(|c| c.blurred).sum::<usize>() - before.0, cells.iter().map(|c| c.confirmed).sum::<usize>() - before.1);
             let sizes = faces.iter().map(|g| g.height()).fold((f32::MAX, 0f32), |(lo, hi), h| (lo.min(h), hi.max(h)));
             let file = p.file_name().unwrap_or_default().to_string_lossy();
@@ -471,7 +481,7 @@ fn main() -> anyhow::Result<()> {
             if stage.protect(&mut frame) {
                 crowds.push(faces.len().to_string());
             }
-            judge(&orig, &frame, &faces, &cf, &mut cells, |g| bucket(g.height()));
+            judge(&orig, &frame, &faces, None, &cf, &mut cells, |g| bucket(g.height()));
         }
         let frames = stage.frames - f0;
         report += &format!(
@@ -496,7 +506,7 @@ fn main() -> anyhow::Result<()> {
             let orig = frame.clone();
             stage.protect(&mut frame);
             let g = BBox { x0: 0.0, y0: 0.0, x1: side as f32, y1: side as f32 };
-            judge(&orig, &frame, &[g], &cf, &mut cells, |g| bucket(g.height()));
+            judge(&orig, &frame, &[g], None, &cf, &mut cells, |g| bucket(g.height()));
         }
         report += &format!(
             "close-ups {side}x{side}: {} frames, detect {:.1} ms/frame\n",

@@ -72,7 +72,7 @@ fn loopback(guest: Guest) {
             ("timeout_ms = 1000", "timeout_ms = 60000"),
             ("timeout_ms = 2000", "timeout_ms = 20000"),
             EMULATED_MIN_FACE,
-            EMULATED_BLUR_ALSO,
+            GUEST_ONE_DETECTOR,
             // Labels are compared frame by frame with a replay: each frame's own (a camera's timestamps under
             // TCG are not a replay's, so smoothing over time would differ).
             ("smoothing_ms = 500", "smoothing_ms = 0"),
@@ -133,7 +133,8 @@ fn loopback(guest: Guest) {
         std::fs::create_dir(&replay_src).unwrap();
         image::save_buffer(replay_src.join("f.png"), &orig.data, 640, 480, image::ExtendedColorType::Rgb8).unwrap();
         let rl = rdir.path().join("labels.jsonl");
-        // The guest's own profile (its detectors laid out from 40 px: EMULATED_MIN_FACE): the same detection setup.
+        // The guest's own profile (its detector laid out from 40 px, one detector: EMULATED_MIN_FACE,
+        // GUEST_ONE_DETECTOR): the same detection setup.
         let gcfg = s.join("guest.toml");
         run_ok(&["run", "--config", gcfg.to_str().unwrap(), "--source", replay_src.to_str().unwrap(), "--labels", rl.to_str().unwrap()]);
         let replay: Vec<(String, f64)> =
@@ -176,7 +177,7 @@ fn faults(guest: Guest) {
     let share = guest_share(&guest, &format!("mien-faults-{}-", guest.arch), "tests/guest/vivid-faults.sh");
     let s = share.path();
     // Detection budget widened for TCG; the camera keeps its real 2 s timeout.
-    let cfg = replaced(mien::config::DEFAULT_PROFILE, &[("timeout_ms = 1000", "timeout_ms = 60000"), EMULATED_MIN_FACE, EMULATED_BLUR_ALSO]);
+    let cfg = replaced(mien::config::DEFAULT_PROFILE, &[("timeout_ms = 1000", "timeout_ms = 60000"), EMULATED_MIN_FACE, GUEST_ONE_DETECTOR]);
     std::fs::write(s.join("faults.toml"), cfg).unwrap();
     let (st, console) = run_guest(&guest, s, &[]);
     let log = std::fs::read_to_string(s.join("out/faults.log")).unwrap_or_default();
