@@ -81,9 +81,11 @@ pub enum ConfigError {
 
 impl Config {
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let cfg: Config =
+        let mut cfg: Config =
             toml::from_str(text).map_err(|e| ConfigError::Parse { origin: origin.into(), msg: e.to_string() })?;
         cfg.validate(origin)?;
+        // The second detector's boxes that the blur around a first one covers are left out (`detect::BlurAlso`).
+        cfg.detect.cover_margin = cfg.privacy.margin;
         Ok(cfg)
     }
 
@@ -163,6 +165,15 @@ mod tests {
     fn embedded_default_is_valid() {
         let c = Config::embedded_default();
         assert_eq!(c.camera.source, "samples/clip");
+    }
+
+    #[test]
+    fn the_second_detector_is_told_the_privacy_margin() {
+        // `detect::BlurAlso` leaves out only boxes the blur around a first one covers: it needs privacy.margin.
+        assert_eq!(Config::embedded_default().detect.cover_margin, Config::embedded_default().privacy.margin);
+        let c = Config::from_toml("[privacy]\nmargin = 0.15\n", "t.toml").unwrap();
+        assert_eq!(c.detect.cover_margin, 0.15);
+        assert_eq!(Config::from_toml("", "t.toml").unwrap().detect.cover_margin, PrivacyConfig::default().margin);
     }
 
     #[test]

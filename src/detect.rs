@@ -47,6 +47,11 @@ pub struct DetectConfig {
     /// `[detect.blur_also]`: a second detector on every frame whose faces are blurred too but never labelled
     /// (`BlurAlso`). It shares `nms_iou` and `timeout_ms` (both detectors within it).
     pub blur_also: Option<BlurAlsoConfig>,
+    /// Not a key of the section: the privacy stage's `privacy.margin`, copied in by `Config::from_toml`, so that
+    /// `BlurAlso` leaves out only second boxes that the blur around a first one covers. 0 (a config built in
+    /// code) leaves out only boxes wholly inside a first box.
+    #[serde(skip)]
+    pub cover_margin: f32,
 }
 
 /// The `[detect.blur_also]` section: which second detector, its model, its threshold and the smallest face it
@@ -72,6 +77,7 @@ impl Default for DetectConfig {
             timeout_ms: 500,
             min_face: 16,
             blur_also: None,
+            cover_margin: 0.0,
         }
     }
 }
@@ -123,7 +129,7 @@ pub fn load(cfg: &DetectConfig) -> Result<Box<dyn FaceDetector>, ModelError> {
         None => first,
         Some(b) => {
             let second = load_one(b.kind, &b.model, b.min_face.unwrap_or(cfg.min_face), b.score_threshold, cfg.nms_iou)?;
-            Box::new(BlurAlso::new(first, second))
+            Box::new(BlurAlso::new(first, second, cfg.cover_margin))
         }
     })
 }
@@ -138,23 +144,26 @@ fn load_one(kind: DetectorKind, model: &str, min_face: u32, thr: f32, iou: f32) 
     })
 }
 
-/// A second detector's box counts as a face the first one found (and is dropped) when it overlaps one of the
-/// first's boxes by this IoU, or lies this much inside it: the blur margin covers the rest.
-const SAME_FACE: f32 = 0.5;
-
 /// Two detectors on every frame (`[detect.blur_also]`): the first's faces are blurred and labelled as usual; the
-/// second's, where they add a face the first did not find, are appended blurred-only (`Detection::blur_only`):
-/// privacy takes the union, the labels only the first detector's calibrated scores. Either failing fails the
-/// frame; more faces together than `MAX_FACES` fail it too (fail-closed).
+/// second's are appended blurred-only (`Detection::blur_only`) unless the blur of one of the first's faces covers
+/// them already: privacy takes the union, the labels only the first detector's calibrated scores. Either failing
+/// fails the frame; more faces together than `MAX_FACES` fail it too (fail-closed).
+///
+/// A second box is left out only when it lies wholly inside one of the first's boxes grown by `cover_margin`,
+/// the margin the privacy stage blurs around every box (`privacy.margin`, passed in as
+/// `DetectConfig::cover_margin`): every pixel of it is blurred either way, whatever face it is. (Until 2026-12-07
+/// a box overlapping one of the first's by IoU 0.5, or half inside it, was left out: a box twice the first's
+/// height, half inside it, then kept its far part clear beyond the margin.)
 pub struct BlurAlso {
     first: Box<dyn FaceDetector>,
     second: Box<dyn FaceDetector>,
+    cover_margin: f32,
     extra: Detections,
 }
 
 impl BlurAlso {
-    pub fn new(first: Box<dyn FaceDetector>, second: Box<dyn FaceDetector>) -> Self {
-        BlurAlso { first, second, extra: Detections::new() }
+    pub fn new(first: Box<dyn FaceDetector>, second: Box<dyn FaceDetector>, cover_margin: f32) -> Self {
+        BlurAlso { first, second, cover_margin: cover_margin.max(0.0), extra: Detections::new() }
     }
 }
 
@@ -162,10 +171,8 @@ impl FaceDetector for BlurAlso {
     fn detect(&mut self, frame: &Frame, out: &mut Detections) -> Result<(), DetectError> {
         self.first.detect(frame, out)?;
         self.second.detect(frame, &mut self.extra)?;
-        let firsts = out.len();
-        let is_new = |d: &Detection, out: &Detections| {
-            !out[..firsts].iter().any(|f| f.bbox.iou(&d.bbox) >= SAME_FACE || d.bbox.inside_share(&f.bbox) >= SAME_FACE)
-        };
+        let (firsts, m) = (out.len(), self.cover_margin);
+        let is_new = |d: &Detection, out: &Detections| !out[..firsts].iter().any(|f| f.bbox.expand(m).contains(&d.bbox));
         // Counted before any is added (no allocation per frame): over MAX_FACES together fails the frame.
         let added = self.extra.iter().filter(|d| is_new(d, out)).count();
         if firsts + added > MAX_FACES {
@@ -203,7 +210,7 @@ impl FaceDetector for BlurAlso {
     }
 
     fn fork(&self) -> Result<Box<dyn FaceDetector>, ModelError> {
-        Ok(Box::new(BlurAlso::new(self.first.fork()?, self.second.fork()?)))
+        Ok(Box::new(BlurAlso::new(self.first.fork()?, self.second.fork()?, self.cover_margin)))
     }
 }
 
@@ -954,6 +961,7 @@ mod tests {
     }
 
     /// A detector that reports fixed boxes, or fails.
+    #[derive(Clone)]
     struct Fixed(Result<Vec<Detection>, ()>);
 
     impl FaceDetector for Fixed {
@@ -987,18 +995,27 @@ mod tests {
     fn blur_also_adds_the_second_detectors_new_faces_as_blur_only() {
         let frame = Frame::new(640, 480);
         let first = Fixed(Ok(vec![at(100.0, 40.0, 0.9)]));
-        // The same face (a slightly larger box, and a part inside it), and a small face the first one missed.
-        let second = Fixed(Ok(vec![at(98.0, 44.0, 0.6), at(110.0, 12.0, 0.5), at(300.0, 16.0, 0.4)]));
-        let mut both = BlurAlso::new(Box::new(first), Box::new(second));
+        // The same face (a slightly larger box, and a part inside it), both inside the first box's blur (grown by
+        // the privacy margin, 0.4: x 84-156, y -6-66); a small face the first one missed; and a box as wide as the
+        // first, twice as tall, half inside it (the first found only the top of that face): its lower part, y
+        // 66-90, lies past the first's blur, so it is blurred itself.
+        let tall = Detection::new(BBox { x0: 100.0, y0: 10.0, x1: 140.0, y1: 90.0 }, 0.5);
+        let second = Fixed(Ok(vec![at(98.0, 44.0, 0.6), at(110.0, 12.0, 0.5), at(300.0, 16.0, 0.4), tall]));
+        let mut both = BlurAlso::new(Box::new(first.clone()), Box::new(second.clone()), 0.4);
         let mut out = Detections::new();
         both.detect(&frame, &mut out).unwrap();
-        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(out.len(), 3, "{out:?}");
         assert_eq!((out[0].bbox.x0, out[0].blur_only), (100.0, false), "the first detector's face, labelled");
         assert_eq!((out[1].bbox.x0, out[1].blur_only), (300.0, true), "the new face, blurred only");
+        assert_eq!((out[2].bbox.y1, out[2].blur_only), (90.0, true), "the face past the first's blur, blurred only");
+        // With no margin (privacy.margin = 0) only the part wholly inside the first box is left out.
+        let mut strict = BlurAlso::new(Box::new(first), Box::new(second), 0.0);
+        strict.detect(&frame, &mut out).unwrap();
+        assert_eq!(out.iter().map(|d| d.bbox.x0).collect::<Vec<_>>(), [100.0, 98.0, 300.0, 100.0], "{out:?}");
         // Forks keep both; the range is the union; the second's hash is reachable for the status.
         let mut f = both.fork().unwrap();
         f.detect(&frame, &mut out).unwrap();
-        assert_eq!(out.len(), 2);
+        assert_eq!(out.len(), 3, "the fork keeps the margin");
         assert!(both.second().is_some());
         assert_eq!(both.face_range(640, 480), (40.0, 400.0));
     }
@@ -1008,12 +1025,12 @@ mod tests {
         let frame = Frame::new(640, 480);
         let mut out = Detections::new();
         for (a, b) in [(Err(()), Ok(vec![])), (Ok(vec![at(0.0, 20.0, 0.9)]), Err(()))] {
-            let mut both = BlurAlso::new(Box::new(Fixed(a)), Box::new(Fixed(b)));
+            let mut both = BlurAlso::new(Box::new(Fixed(a)), Box::new(Fixed(b)), 0.4);
             assert!(matches!(both.detect(&frame, &mut out), Err(DetectError::Inference(_))));
         }
         // 100 faces from each, all apart: 200 is more than the stage keeps.
         let row = |y: f32| (0..100).map(|i| Detection::new(BBox { x0: i as f32 * 6.0, y0: y, x1: i as f32 * 6.0 + 5.0, y1: y + 5.0 }, 0.9)).collect();
-        let mut both = BlurAlso::new(Box::new(Fixed(Ok(row(0.0)))), Box::new(Fixed(Ok(row(100.0)))));
+        let mut both = BlurAlso::new(Box::new(Fixed(Ok(row(0.0)))), Box::new(Fixed(Ok(row(100.0)))), 0.4);
         match both.detect(&frame, &mut out) {
             Err(DetectError::TooManyFaces { found, max }) => assert_eq!((found, max), (200, MAX_FACES)),
             other => panic!("200 faces must fail the frame, got {other:?}"),

@@ -63,6 +63,11 @@ impl BBox {
         ((self.x0 + self.x1) / 2.0, (self.y0 + self.y1) / 2.0)
     }
 
+    /// Does `o` lie wholly inside this box (edges included)?
+    pub fn contains(&self, o: &BBox) -> bool {
+        o.x0 >= self.x0 && o.y0 >= self.y0 && o.x1 <= self.x1 && o.y1 <= self.y1
+    }
+
     /// The share of this box's area that lies inside `o` (0 for an empty box).
     pub fn inside_share(&self, o: &BBox) -> f32 {
         let ix = (self.x1.min(o.x1) - self.x0.max(o.x0)).max(0.0);
