@@ -225,6 +225,11 @@ fn main() {
     let mut p40_cfg = single.clone();
     p40_cfg.detect.min_face = 40;
     let mut p40 = measure("pyramid from 40 px (Pi profiles)", &p40_cfg, &frames, rounds, None);
+    // The Pi profiles' floor with the default's second detector at the same floor (a board's opt-in).
+    let mut p40_both_cfg = cfg.clone();
+    p40_both_cfg.detect.min_face = 40;
+    p40_both_cfg.detect.blur_also.as_mut().expect("the default has a second detector").min_face = Some(40);
+    let mut p40_both = measure("pyramid from 40 px + mien-face from 40 px (blurred only)", &p40_both_cfg, &frames, rounds, None);
     let mut own_cfg = single.clone();
     own_cfg.detect.kind = DetectorKind::MienFace;
     own_cfg.detect.model = "models/mien_face.onnx".into();
@@ -257,6 +262,7 @@ fn main() {
     let fps_p16 = report(&mut p16);
     let fps_full = report(&mut full);
     let fps_p40 = report(&mut p40);
+    let fps_p40_both = report(&mut p40_both);
     let fps_own = report(&mut own);
     let fps_base = report(&mut base);
     let fps_t1 = report(&mut t1);
@@ -283,6 +289,7 @@ fn main() {
     println!("ratio default/default with glibc malloc untuned frames/s: {:.2}", fps_main / fps_untuned);
     println!("ratio default/full range frames/s: {:.2}", fps_main / fps_full);
     println!("ratio pyramid from 40 px/full range frames/s: {:.2}", fps_p40 / fps_full);
+    println!("ratio pyramid from 40 px + mien-face from 40 px/pyramid from 40 px alone frames/s: {:.2}", fps_p40_both / fps_p40);
     println!("ratio default/baseline (short range) frames/s: {:.2}", fps_main / fps_base);
     println!("display none, two runs: {fps_main:.1} and {fps_again:.1} frames/s (spread {:.1}%)", (fps_main - fps_again).abs() / none * 100.0);
     println!(

@@ -860,6 +860,26 @@ mod tests {
     }
 
     #[test]
+    fn both_networks_find_the_clips_face_on_this_target() {
+        // The board profiles run the pyramid and mien-face (`[detect.blur_also]`) from their floor: .ci/run runs
+        // this under qemu-aarch64 and qemu-arm too, so both networks load and find a face with each target's kernels.
+        let img = image::open("samples/clip/frame_0000.jpg").unwrap().to_rgb8();
+        let mut frame = Frame::new(img.width(), img.height());
+        frame.data.copy_from_slice(img.as_raw());
+        let second = BlurAlsoConfig { kind: DetectorKind::MienFace, model: "models/mien_face.onnx".into(), score_threshold: 0.3, min_face: None };
+        let cfg = DetectConfig { min_face: 40, blur_also: Some(second), cover_margin: 0.4, ..DetectConfig::default() };
+        let mut both = load(&cfg).unwrap();
+        both.prepare(frame.width, frame.height).unwrap();
+        let mut out = Detections::new();
+        both.detect(&frame, &mut out).unwrap();
+        let face = out.iter().find(|d| !d.blur_only).unwrap_or_else(|| panic!("no labelled face: {out:?}")).bbox;
+        let mut alone = MienFace::load(Path::new("models/mien_face.onnx"), 40, 0.3, 0.3).unwrap();
+        alone.prepare(frame.width, frame.height).unwrap();
+        alone.detect(&frame, &mut out).unwrap();
+        assert!(out.iter().any(|d| d.bbox.iou(&face) > 0.4), "mien-face misses the face at {face:?}: {out:?}");
+    }
+
+    #[test]
     fn roll_is_the_eye_line_angle_in_either_order() {
         let deg = |r: f32| (r.to_degrees() * 10.0).round() / 10.0;
         assert_eq!(deg(eye_line_roll([10.0, 10.0], [30.0, 10.0])), 0.0);

@@ -24,6 +24,11 @@ fn every_board_profile_loads_and_is_complete() {
                 c.board.target
             );
             assert!(c.camera.source.starts_with("/dev/video"), "{}: a board reads a camera", p.display());
+            // Both detectors, as the default: mien-face finds faces the pyramid misses under glasses, visors and
+            // masks (docs/privacy.md), at least from the pyramid's floor, with the model the .deb installs.
+            let b = c.detect.blur_also.as_ref().unwrap_or_else(|| panic!("{}: no [detect.blur_also]", p.display()));
+            assert_eq!(b.model, "/usr/share/mien/models/mien_face.onnx", "{}", p.display());
+            assert!(b.min_face.unwrap_or(c.detect.min_face) <= c.detect.min_face, "{}: blur_also.min_face", p.display());
             assert!(c.uplink.tls, "{}: TLS is on by default on boards", p.display());
             // Metrics for the fleet's node_exporter, on the service's tmpfs; no port opened by default.
             assert_eq!(c.metrics.textfile, "/run/mien/mien.prom", "{}: metrics.textfile", p.display());
