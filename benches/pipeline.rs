@@ -224,12 +224,12 @@ fn main() {
     let mut full = measure("default before the pyramid: BlazeFace full range, one pass", &full_cfg, &frames, rounds, None);
     let mut p40_cfg = single.clone();
     p40_cfg.detect.min_face = 40;
-    let mut p40 = measure("pyramid from 40 px (Pi profiles)", &p40_cfg, &frames, rounds, None);
+    let mut p40 = measure("pyramid from 40 px alone (the board profiles' first detector)", &p40_cfg, &frames, rounds, None);
     // The Pi profiles' floor with the default's second detector at the same floor (a board's opt-in).
     let mut p40_both_cfg = cfg.clone();
     p40_both_cfg.detect.min_face = 40;
     p40_both_cfg.detect.blur_also.as_mut().expect("the default has a second detector").min_face = Some(40);
-    let mut p40_both = measure("pyramid from 40 px + mien-face from 40 px (blurred only)", &p40_both_cfg, &frames, rounds, None);
+    let mut p40_both = measure("board profiles' pair: pyramid from 40 px + mien-face from 40 px (blurred only)", &p40_both_cfg, &frames, rounds, None);
     let mut own_cfg = single.clone();
     own_cfg.detect.kind = DetectorKind::MienFace;
     own_cfg.detect.model = "models/mien_face.onnx".into();
