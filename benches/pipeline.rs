@@ -225,7 +225,7 @@ fn main() {
     let mut p40_cfg = single.clone();
     p40_cfg.detect.min_face = 40;
     let mut p40 = measure("pyramid from 40 px alone (the board profiles' first detector)", &p40_cfg, &frames, rounds, None);
-    // The Pi profiles' floor with the default's second detector at the same floor (a board's opt-in).
+    // The board profiles' pair: the default's second detector at the pyramid's floor (the Pi 4's, 40 px).
     let mut p40_both_cfg = cfg.clone();
     p40_both_cfg.detect.min_face = 40;
     p40_both_cfg.detect.blur_also.as_mut().expect("the default has a second detector").min_face = Some(40);
