@@ -237,12 +237,25 @@ pub struct Detection {
     pub roll: f32,
     /// Found by `[detect.blur_also]`'s second detector only: blurred, never classified.
     pub blur_only: bool,
+    /// The face's keypoints in frame pixels, in MediaPipe's order: the eye on the image's left, the other eye,
+    /// the nose tip, the mouth centre (`KP_*`). `None` from a detector without keypoints (mien-face). The crop
+    /// is still drawn from the box: a crop fitted to the keypoints read FER+ faces no better
+    /// (`mien eval --measure-crop`, models/expression/EXPERIMENTS.md "Crop and tilt").
+    pub keypoints: Option<Keypoints>,
 }
 
+/// See `Detection::keypoints`.
+pub type Keypoints = [[f32; 2]; 4];
+/// Indices into `Keypoints`.
+pub const KP_EYE_A: usize = 0;
+pub const KP_EYE_B: usize = 1;
+pub const KP_NOSE: usize = 2;
+pub const KP_MOUTH: usize = 3;
+
 impl Detection {
-    /// An upright face (roll 0).
+    /// An upright face (roll 0) without keypoints.
     pub fn new(bbox: BBox, score: f32) -> Self {
-        Detection { bbox, score, roll: 0.0, blur_only: false }
+        Detection { bbox, score, roll: 0.0, blur_only: false, keypoints: None }
     }
 }
 
@@ -469,11 +482,14 @@ fn decode(
         let bbox = BBox { x0: (cx - w / 2.0) / zx, y0: (cy - h / 2.0) / zy, x1: (cx + w / 2.0) / zx, y1: (cy + h / 2.0) / zy };
         // Keypoints 0 and 1 are the eyes, offsets from the anchor like the box centre (MediaPipe's layout). On a
         // small face they are a few model pixels apart and their angle is noise: such faces count as upright.
-        let k = &reg[i * 16 + 4..i * 16 + 8];
+        let k = &reg[i * 16 + 4..i * 16 + 12];
         let apart = (k[2] - k[0]).hypot(k[3] - k[1]);
         let roll = if apart >= MIN_EYE_DISTANCE { eye_line_roll([k[0], k[1]], [k[2], k[3]]) } else { f32::NAN };
+        // Eyes, nose tip and mouth centre, in frame pixels.
+        let kp = |j: usize| [(a[0] + k[2 * j]) / zx, (a[1] + k[2 * j + 1]) / zy];
+        let keypoints = Some([kp(KP_EYE_A), kp(KP_EYE_B), kp(KP_NOSE), kp(KP_MOUTH)]);
         if bbox.width() > 1.0 && bbox.height() > 1.0 && bbox.x0.is_finite() && bbox.y1.is_finite() {
-            out.push(Detection { bbox, score, roll, blur_only: false }); // NaN roll: none (NMS skips it)
+            out.push(Detection { bbox, score, roll, blur_only: false, keypoints }); // NaN roll: none (NMS skips it)
         }
     }
     Ok(())
@@ -750,6 +766,7 @@ pub fn weighted_nms(cands: &mut Vec<Detection>, iou: f32, out: &mut Detections) 
     while !cands.is_empty() {
         let top = cands[0];
         let (mut acc, mut wsum, mut roll_w) = ([0f32; 5], 0f32, 0f32);
+        let (mut kp_acc, mut kp_w) = ([[0f32; 2]; 4], 0f32);
         cands.retain(|c| {
             let overlap = c.bbox.iou(&top.bbox);
             if overlap <= iou && c.bbox.area() < top.bbox.area() && c.bbox.inside_share(&top.bbox) >= CONTAINED {
@@ -765,6 +782,14 @@ pub fn weighted_nms(cands: &mut Vec<Detection>, iou: f32, out: &mut Detections) 
                     acc[4] += c.roll * c.score;
                     roll_w += c.score;
                 }
+                // Keypoints are averaged like the box.
+                if let Some(k) = &c.keypoints {
+                    for (a, p) in kp_acc.iter_mut().zip(k) {
+                        a[0] += p[0] * c.score;
+                        a[1] += p[1] * c.score;
+                    }
+                    kp_w += c.score;
+                }
                 wsum += c.score;
                 false
             } else {
@@ -777,10 +802,11 @@ pub fn weighted_nms(cands: &mut Vec<Detection>, iou: f32, out: &mut Detections) 
             top.bbox
         };
         let roll = if roll_w > 0.0 { acc[4] / roll_w } else if top.roll.is_finite() { top.roll } else { 0.0 };
+        let keypoints = if kp_w > 0.0 { Some(kp_acc.map(|[x, y]| [x / kp_w, y / kp_w])) } else { top.keypoints };
         if out.is_full() {
             found += 1;
         } else {
-            let _ = out.push(Detection { bbox: merged, score: top.score, roll, blur_only: false });
+            let _ = out.push(Detection { bbox: merged, score: top.score, roll, blur_only: false, keypoints });
         }
     }
     if found > 0 {
@@ -855,8 +881,14 @@ mod tests {
         a.detect(&frame, &mut da).unwrap();
         b.detect(&frame, &mut db).unwrap();
         assert!(!da.is_empty(), "the clip's first frame has a face");
-        let boxes = |d: &Detections| d.iter().map(|x| (x.bbox, x.score)).collect::<Vec<_>>();
+        let boxes = |d: &Detections| d.iter().map(|x| (x.bbox, x.score, x.keypoints)).collect::<Vec<_>>();
         assert_eq!(boxes(&da), boxes(&db));
+        // Its keypoints come in frame pixels: inside the box, the eyes above the nose, the nose above the mouth.
+        let (f, k) = (&da[0], da[0].keypoints.expect("BlazeFace gives keypoints"));
+        let inside = |p: [f32; 2]| p[0] > f.bbox.x0 && p[0] < f.bbox.x1 && p[1] > f.bbox.y0 && p[1] < f.bbox.y1;
+        assert!(k.iter().all(|&p| inside(p)), "keypoints {k:?} outside the box {:?}", f.bbox);
+        assert!(k[KP_EYE_A][1].max(k[KP_EYE_B][1]) < k[KP_NOSE][1] && k[KP_NOSE][1] < k[KP_MOUTH][1], "{k:?}");
+        assert!(k[KP_EYE_A][0] < k[KP_EYE_B][0], "MediaPipe's first eye is on the image's left: {k:?}");
     }
 
     #[test]
@@ -893,7 +925,7 @@ mod tests {
     #[test]
     fn weighted_nms_averages_the_roll_of_merged_candidates() {
         let bbox = BBox { x0: 0.0, y0: 0.0, x1: 10.0, y1: 10.0 };
-        let d = |score: f32, roll: f32| Detection { bbox, score, roll, blur_only: false };
+        let d = |score: f32, roll: f32| Detection { bbox, score, roll, blur_only: false, keypoints: None };
         let mut c = vec![d(0.6, 0.2), d(0.2, 0.6), d(0.9, f32::NAN)];
         let mut out = Detections::new();
         weighted_nms(&mut c, 0.3, &mut out).unwrap();
@@ -903,6 +935,12 @@ mod tests {
         let mut c = vec![d(0.9, f32::NAN), d(0.5, f32::NAN)];
         weighted_nms(&mut c, 0.3, &mut out).unwrap();
         assert_eq!(out[0].roll, 0.0);
+        // Keypoints are averaged by score like the box, over the candidates that have them.
+        let k = |x: f32| Some([[x, 1.0], [x + 4.0, 1.0], [x + 2.0, 5.0], [x + 2.0, 8.0]]);
+        let mut c = vec![Detection { keypoints: k(1.0), ..d(0.6, 0.0) }, Detection { keypoints: k(4.0), ..d(0.2, 0.0) }, d(0.9, 0.0)];
+        weighted_nms(&mut c, 0.3, &mut out).unwrap();
+        let got = out[0].keypoints.unwrap();
+        assert!((got[0][0] - 1.75).abs() < 1e-5 && (got[3][0] - 3.75).abs() < 1e-5, "{got:?}");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! around it); uncropped images first go through the detector and the same crop box the pipeline uses (largest
 //! face).
 
-use crate::detect::{Detection, Detections, FaceDetector};
+use crate::detect::{Detection, Detections, FaceDetector, Keypoints};
 use crate::expression::{CropSet, Emotion, ExpressionClassifier, FaceCrop};
 use crate::frame::{BBox, Frame, Rect};
 use crate::pixels::{PixelError, Scaler};
@@ -420,24 +420,42 @@ pub fn evaluate(
     Ok(Report { no_face, unreadable, as_given, ..rep })
 }
 
-/// Where the detector puts its box on FER-style crops: each 48x48 face is scaled up 4x onto a mid-grey canvas
-/// twice its size and detected. Returns (median crop side / box's longer side, median (crop centre - box centre)
-/// / box height, faces found, faces tried): the crop box that reproduces FER's framing from a detection.
-pub fn measure_crop(ds: &Dataset, detector: &mut dyn FaceDetector, limit: usize) -> (f32, f32, usize, usize) {
-    const UP: u32 = 4;
+/// Where the detector puts its box and keypoints on FER-style crops (`mien eval --measure-crop`).
+#[derive(Debug, Clone)]
+pub struct CropMeasure {
+    pub found: usize,
+    pub tried: usize,
+    /// Median FER crop side / the box's longer side.
+    pub scale: f32,
+    /// Median (FER crop centre - box centre) / box height.
+    pub shift: f32,
+    /// Median position of each keypoint in the FER crop (0..1, x right, y down): the template a keypoint-drawn
+    /// crop is fitted to (`fit_to_keypoints`).
+    pub template: Keypoints,
+    /// How well each way re-draws the FER crop from a detection, with the medians above: quartiles (25, 50, 75%)
+    /// of the side drawn / the FER crop's side, then of the centre's miss as a share of the side. Box first,
+    /// then keypoints.
+    pub box_fit: ([f32; 3], [f32; 3]),
+    pub keypoint_fit: ([f32; 3], [f32; 3]),
+}
+
+/// Each 48x48 face is scaled up `up` times onto a mid-grey canvas twice its size and detected; the detection
+/// that overlaps it best is compared with the crop: see `CropMeasure`.
+pub fn measure_crop(ds: &Dataset, detector: &mut dyn FaceDetector, limit: usize, up: u32) -> CropMeasure {
     let mut frame = Frame::new(1, 1);
     let mut dets = Detections::new();
-    let (mut scales, mut shifts, mut tried) = (Vec::new(), Vec::new(), 0);
+    let mut seen: Vec<(BBox, BBox, Option<Keypoints>)> = Vec::new();
+    let mut tried = 0;
     for item in ds.items.iter().take(limit) {
         let ItemSource::Grey { width, height, pixels } = &item.source else { continue };
         tried += 1;
-        let (w, h) = (width * UP * 2, height * UP * 2);
+        let (w, h) = (width * up * 2, height * up * 2);
         frame.ensure_size(w, h);
         frame.data.fill(128);
-        let (ox, oy) = (width * UP / 2, height * UP / 2);
-        for y in 0..height * UP {
-            for x in 0..width * UP {
-                let g = pixels[((y / UP) * width + x / UP) as usize];
+        let (ox, oy) = (width * up / 2, height * up / 2);
+        for y in 0..height * up {
+            for x in 0..width * up {
+                let g = pixels[((y / up) * width + x / up) as usize];
                 let o = (((oy + y) * w + ox + x) * 3) as usize;
                 frame.data[o..o + 3].fill(g);
             }
@@ -445,24 +463,93 @@ pub fn measure_crop(ds: &Dataset, detector: &mut dyn FaceDetector, limit: usize)
         if detector.detect(&frame, &mut dets).is_err() {
             continue;
         }
-        let crop = BBox { x0: ox as f32, y0: oy as f32, x1: (ox + width * UP) as f32, y1: (oy + height * UP) as f32 };
+        let crop = BBox { x0: ox as f32, y0: oy as f32, x1: (ox + width * up) as f32, y1: (oy + height * up) as f32 };
         let Some(d) = dets.iter().filter(|d| !d.blur_only && d.bbox.iou(&crop) > 0.1).max_by(|a, b| a.score.total_cmp(&b.score)) else {
             continue;
         };
-        scales.push(crop.width() / d.bbox.width().max(d.bbox.height()));
-        shifts.push((crop.center().1 - d.bbox.center().1) / d.bbox.height());
+        seen.push((crop, d.bbox, d.keypoints));
     }
-    let median = |v: &mut Vec<f32>| {
+    let quartiles = |mut v: Vec<f32>| {
         v.sort_by(f32::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(f32::NAN)
+        let q = |f: f32| v.get(((v.len() as f32 - 1.0) * f).round() as usize).copied().unwrap_or(f32::NAN);
+        [q(0.25), q(0.5), q(0.75)]
     };
-    let found = scales.len();
-    (median(&mut scales), median(&mut shifts), found, tried)
+    let scale = quartiles(seen.iter().map(|(c, b, _)| c.width() / b.width().max(b.height())).collect())[1];
+    let shift = quartiles(seen.iter().map(|(c, b, _)| (c.center().1 - b.center().1) / b.height()).collect())[1];
+    let in_crop = |c: &BBox, p: [f32; 2]| [(p[0] - c.x0) / c.width(), (p[1] - c.y0) / c.height()];
+    let mut template = [[f32::NAN; 2]; 4];
+    for (k, t) in template.iter_mut().enumerate() {
+        for axis in 0..2 {
+            let v = seen.iter().filter_map(|(c, _, kp)| kp.map(|kp| in_crop(c, kp[k])[axis])).collect();
+            t[axis] = quartiles(v)[1];
+        }
+    }
+    let miss = |c: &BBox, centre: (f32, f32)| (centre.0 - c.center().0).hypot(centre.1 - c.center().1) / c.width();
+    let (mut bs, mut bc, mut ks, mut kc) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (c, b, kp) in &seen {
+        let side = b.width().max(b.height()) * scale;
+        bs.push(side / c.width());
+        bc.push(miss(c, (b.center().0, b.center().1 + shift * b.height())));
+        if let Some((centre, side)) = kp.as_ref().and_then(|kp| fit_to_keypoints(kp, &template)) {
+            ks.push(side / c.width());
+            kc.push(miss(c, (centre[0], centre[1])));
+        }
+    }
+    CropMeasure {
+        found: seen.len(),
+        tried,
+        scale,
+        shift,
+        template,
+        box_fit: (quartiles(bs), quartiles(bc)),
+        keypoint_fit: (quartiles(ks), quartiles(kc)),
+    }
+}
+
+/// A square crop fitted to a face's keypoints: the similarity (scale, turn, shift) that best maps `template`
+/// (each keypoint's place in the crop, 0..1, x right, y down) onto `points` (frame pixels), by least squares over
+/// the four points. Returns the crop's centre and side in frame pixels; `None` for a degenerate layout.
+pub fn fit_to_keypoints(points: &Keypoints, template: &Keypoints) -> Option<([f32; 2], f32)> {
+    let mean = |k: &Keypoints| {
+        let s = k.iter().fold([0f32; 2], |a, p| [a[0] + p[0], a[1] + p[1]]);
+        [s[0] / k.len() as f32, s[1] / k.len() as f32]
+    };
+    let (pm, tm) = (mean(points), mean(template));
+    let (mut a, mut b, mut qq) = (0f32, 0f32, 0f32);
+    for (p, t) in points.iter().zip(template) {
+        let (px, py, qx, qy) = (p[0] - pm[0], p[1] - pm[1], t[0] - tm[0], t[1] - tm[1]);
+        a += qx * px + qy * py;
+        b += qx * py - qy * px;
+        qq += qx * qx + qy * qy;
+    }
+    if !(qq > 1e-9) {
+        return None;
+    }
+    // Template point t -> frame point pm + [[a, -b], [b, a]] (t - tm): the crop's side is hypot(a, b).
+    let (a, b) = (a / qq, b / qq);
+    let (cx, cy) = (0.5 - tm[0], 0.5 - tm[1]);
+    let centre = [pm[0] + a * cx - b * cy, pm[1] + b * cx + a * cy];
+    let side = a.hypot(b);
+    (side.is_finite() && side > 0.0 && centre.iter().all(|v| v.is_finite())).then_some((centre, side))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keypoints_fit_the_crop_they_were_drawn_in_turned_and_scaled() {
+        let t: Keypoints = [[0.3, 0.4], [0.7, 0.4], [0.5, 0.6], [0.5, 0.78]];
+        // The template drawn in a 200 px crop centred at (300, 150), turned 20 degrees.
+        let (cos, sin) = (20f32.to_radians().cos(), 20f32.to_radians().sin());
+        let p = t.map(|[x, y]| {
+            let (u, v) = ((x - 0.5) * 200.0, (y - 0.5) * 200.0);
+            [300.0 + cos * u - sin * v, 150.0 + sin * u + cos * v]
+        });
+        let (c, side) = fit_to_keypoints(&p, &t).unwrap();
+        assert!((side - 200.0).abs() < 1e-2 && (c[0] - 300.0).abs() < 1e-2 && (c[1] - 150.0).abs() < 1e-2, "{c:?} {side}");
+        assert!(fit_to_keypoints(&[[5.0, 5.0]; 4], &[[0.5, 0.5]; 4]).is_none(), "no layout, no crop");
+    }
 
     #[test]
     fn metrics_match_a_hand_count() {

@@ -360,10 +360,20 @@ fn eval(a: EvalArgs) -> anyhow::Result<()> {
         || mien::detect::load(&detect_cfg).with_context(|| format!("--detect-model {}", detect_cfg.model));
     if a.measure_crop {
         let mut d = load_detector()?;
-        let (scale, shift, found, tried) = eval::measure_crop(&data, d.as_mut(), 2000);
-        println!("detector {} on {found} of {tried} FER+ faces (4x, centred on grey)", d.describe());
-        println!("FER crop side / box longer side: median {scale:.3}");
-        println!("(FER crop centre - box centre) / box height: median {shift:+.3}");
+        // Faces of 96 to 288 px: the pyramid sees them at different levels.
+        for up in [2, 4, 6] {
+            let m = eval::measure_crop(&data, d.as_mut(), 2000, up);
+            let (found, tried) = (m.found, m.tried);
+            println!("detector {} on {found} of {tried} FER+ faces ({up}x, centred on grey)", d.describe());
+            println!("  FER crop side / box longer side: median {:.3}", m.scale);
+            println!("  (FER crop centre - box centre) / box height: median {:+.3}", m.shift);
+            let t: Vec<String> = m.template.iter().map(|p| format!("[{:.3}, {:.3}]", p[0], p[1])).collect();
+            println!("  keypoints in the FER crop (eyes, nose, mouth): {}", t.join(", "));
+            for (way, (side, centre)) in [("box", m.box_fit), ("keypoints", m.keypoint_fit)] {
+                let q = |v: [f32; 3]| format!("{:.3} {:.3} {:.3}", v[0], v[1], v[2]);
+                println!("  drawn from the {way}: side / FER side {}, centre miss / side {} (quartiles)", q(side), q(centre));
+            }
+        }
         return Ok(());
     }
     let model = a.model.clone().unwrap_or_else(|| PathBuf::from(&cfg.expression.model));

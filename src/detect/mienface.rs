@@ -123,7 +123,7 @@ fn decode(
         let (mx, my) = ((x0 + x1) / 2.0, (y0 + y1) / 2.0 + down * h);
         let bbox = BBox { x0: (mx - w / 2.0) / zx, y0: (my - h / 2.0) / zy, x1: (mx + w / 2.0) / zx, y1: (my + h / 2.0) / zy };
         if bbox.width() > 1.0 && bbox.height() > 1.0 && bbox.x0.is_finite() && bbox.y1.is_finite() {
-            cands.push(Detection { bbox, score, roll: f32::NAN, blur_only: false }); // no keypoints: upright
+            cands.push(Detection { bbox, score, roll: f32::NAN, blur_only: false, keypoints: None }); // upright
         }
     }
     Ok(())
