@@ -134,7 +134,7 @@ impl Guest {
     pub fn arm64() -> Guest {
         let dir = repo("target/aarch64-unknown-linux-gnu/release");
         let g = Guest { arch: "arm64", mien: dir.join("mien"), vfeed: dir.join("examples/vfeed"), host_libs: false };
-        let hint = "build it first: cargo build --release --target aarch64-unknown-linux-gnu --bins --examples";
+        let hint = "build it first: cargo build --release --target aarch64-unknown-linux-gnu --bins --example vfeed";
         let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified());
         let built = |p: &Path| mtime(p).unwrap_or_else(|_| panic!("{} missing: {hint}", p.display()));
         let newest_src = walk(&repo("src")).iter().map(|p| mtime(p).unwrap()).max().unwrap();

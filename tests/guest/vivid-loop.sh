@@ -5,6 +5,7 @@
 # handed): mien's V4L2 calls must all reach such a layer, as they must reach libcamerify's on a Pi camera module.
 # Then vivid is reloaded multi-planar (multiplanar=2: only the MPLANE API) and ./cases-mplane runs the same way.
 C=/dev/video0; O=/dev/video1
+FRAMES=$(cat frames)  # per case: the first two may predate the loopback picture, the rest are compared
 rc=0
 setup() { # loop the output to the capture; no on-screen text, so the captured frame is exactly the one fed
     v4l2-ctl -d $C --set-dv-bt-timings index=0 >/dev/null && v4l2-ctl -d $O --set-dv-bt-timings index=0 >/dev/null || exit 10
@@ -18,7 +19,7 @@ run_cases() { # $1: case list, $2: prefix for the output files ("", "pre-", "mp-
         /bin/vfeed $O /tmp/feed 640 480 $fmt 900 2> out/vfeed-$pfx$n-$fmt.log &
         feeder=$!
         sleep 0.5
-        env "$@" /bin/mien run --config guest.toml --source $C --format $fmt --max-frames 5 \
+        env "$@" /bin/mien run --config guest.toml --source $C --format $fmt --max-frames $FRAMES \
             --save-blurred out/$pfx$n-$fmt --labels out/$pfx$n-$fmt.jsonl 2> out/mien-$pfx$n-$fmt.log
         r=$?
         kill $feeder; wait $feeder 2>/dev/null
