@@ -4,7 +4,7 @@ sensor noise, small faces, blur, JPEG. A measurement, not part of `train.sh all`
 reports it.
 
     python robust.py --data ../shared/data/ferplus [--split val] [--models A.onnx,B.onnx] [--limit N]
-        [--framing | --prior=-0.25,0,0.25 | --write DIR]
+        [--framing | --prior=-0.25,0,0.25 | --write DIR] [--mirror]
 
 Each FER+ face (48x48 grey) is put back at a camera's resolution (96 px, bicubic; small faces: scaled down),
 the condition is applied there, the result is quantized to 8 bits like a camera's output and scaled to the
@@ -205,6 +205,9 @@ def main(argv=None):
                    help="instead of the conditions: the clean faces under logit adjustments -t*log(train prior), "
                    "one row per t of this comma-separated list (e.g. -0.25,0,0.25,0.5), with the share called "
                    "neutral (the export folds in the t it picks on val; the shipped student's is 0)")
+    p.add_argument("--mirror", action="store_true",
+                   help="each model reads every face as it is and mirrored left to right, and the logits are averaged "
+                   "(a test-time flip; the firmware reads each face once: EXPERIMENTS.md, \"Mirrored reading\")")
     p.add_argument("--limit", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
@@ -237,7 +240,10 @@ def main(argv=None):
         faces = standardize(camera(x, face, fn, g))
         cells = []
         for m in models:
-            r = metrics(ort_run(sessions[m], faces).argmax(1), true)
+            logits = ort_run(sessions[m], faces)
+            if a.mirror:
+                logits = (logits + ort_run(sessions[m], torch.flip(faces, dims=[-1]))) / 2
+            r = metrics(logits.argmax(1), true)
             base.setdefault(m, r)
             d = r["accuracy"] - base[m]["accuracy"]
             cells.append(f"{r['accuracy']:.4f} / {r['macro_f1']:.4f}" + (f" ({d * 100:+.1f})" if c != conds[0] else ""))
