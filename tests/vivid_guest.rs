@@ -83,6 +83,8 @@ fn loopback(guest: Guest) {
             // Labels are compared frame by frame with a replay: each frame's own (a camera's timestamps under
             // TCG are not a replay's, so smoothing over time would differ).
             ("smoothing_ms = 500", "smoothing_ms = 0"),
+            // The guest's two CPUs detect two frames at once (frames still leave in order, each after its blur).
+            ("threads = 1", "threads = 2"),
         ],
     );
     std::fs::write(s.join("guest.toml"), cfg).unwrap();
