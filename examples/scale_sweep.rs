@@ -7,8 +7,8 @@
 //!
 //! Frames are composed from faces mien may use (never FER+ test) and no detector of mien was trained on: colour
 //! close-ups from `../shared/data/site-colour` (every fifth file), FER+ train faces (rows under 20,000) scaled up
-//! (grey), and the two faces of the bundled clip
-//! (with their hair and shoulders), pasted at sizes from 16 px tall up to the frame's height, 1 to 140 per frame,
+//! (grey), and the two faces of the bundled clip (with their hair and shoulders), pasted at sizes from 16 px tall
+//! up to the frame's height, 1 to MAX_FACES + 12 (268) per frame, as many as fit apart,
 //! on grey or on the clip's face-free frames; a third of the frames are turned grey. Each frame goes through the
 //! profile's detection stage and privacy guard (the pipeline's own stages, hold off: every frame stands alone),
 //! then CenterFace (`models/prepare.sh --reference`) looks for each pasted face in the original and in the

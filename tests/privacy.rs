@@ -139,14 +139,14 @@ fn a_crowd_past_the_stage_limit_masks_the_frame() {
         .map(|e| e.unwrap().path())
         .collect();
     files.sort();
-    // 14 x 10 colour close-ups of 72 px on grey, 1920x1080: 140 faces, MAX_FACES is 128.
-    let (cols, rows, side) = (14u32, 10u32, 72u32);
+    // 24 x 13 colour close-ups of 64 px on grey, 1920x1080: 312 faces, MAX_FACES is 256.
+    let (cols, rows, side) = (24u32, 13u32, 64u32);
     assert!(cols * rows > mien::detect::MAX_FACES as u32);
     let mut img = image::RgbImage::from_pixel(1920, 1080, image::Rgb([128, 128, 128]));
     for i in 0..cols * rows {
-        let face = image::open(&files[i as usize * 13]).unwrap().into_rgb8();
+        let face = image::open(&files[i as usize * 13 % files.len()]).unwrap().into_rgb8();
         let face = image::imageops::resize(&face, side, side, image::imageops::FilterType::Triangle);
-        let (x, y) = (i % cols * (1920 / cols) + 30, i / cols * (1080 / rows) + 18);
+        let (x, y) = (i % cols * (1920 / cols) + 8, i / cols * (1080 / rows) + 9);
         image::imageops::replace(&mut img, &face, x as i64, y as i64);
     }
     let dir = tempfile::tempdir().unwrap();
@@ -160,7 +160,7 @@ fn a_crowd_past_the_stage_limit_masks_the_frame() {
     assert_eq!(saved.len(), 1);
     assert_all_masked(&saved);
     assert!(labels.is_empty(), "no label from a frame that was masked whole");
-    assert!(err.contains("more than the 128 the stage keeps"), "{err}");
+    assert!(err.contains(&format!("more than the {} the stage keeps", mien::detect::MAX_FACES)), "{err}");
 }
 
 /// `runtime.threads`: four detection workers give the single thread's labels, in the same order, and the same
