@@ -479,9 +479,8 @@ pub fn measure_crop(ds: &Dataset, detector: &mut dyn FaceDetector, limit: usize,
     let in_crop = |c: &BBox, p: [f32; 2]| [(p[0] - c.x0) / c.width(), (p[1] - c.y0) / c.height()];
     let mut template = [[f32::NAN; 2]; 4];
     for (k, t) in template.iter_mut().enumerate() {
-        for axis in 0..2 {
-            let v = seen.iter().filter_map(|(c, _, kp)| kp.map(|kp| in_crop(c, kp[k])[axis])).collect();
-            t[axis] = quartiles(v)[1];
+        for (axis, v) in t.iter_mut().enumerate() {
+            *v = quartiles(seen.iter().filter_map(|(c, _, kp)| kp.map(|kp| in_crop(c, kp[k])[axis])).collect())[1];
         }
     }
     let miss = |c: &BBox, centre: (f32, f32)| (centre.0 - c.center().0).hypot(centre.1 - c.center().1) / c.width();
