@@ -1,7 +1,8 @@
 //! The reduced scale sweep (`examples/scale_sweep.rs --reduced`): faces from 16 px to a face filling the frame,
 //! 1 to 268 per frame (MAX_FACES + 12), colour and grey, at 640x480 and 1920x1080 and as 160/350 px close-ups,
-//! through the default profile's detection stage and blur, judged by the independent reference detector. Every size bucket must
-//! reach a blur recall of 0.995, and the crowd frame with more faces than the stage keeps must be masked whole.
+//! through the default profile's detection stage and blur, judged by the independent reference detector. Every
+//! size bucket must reach a blur recall of 0.995, and the crowd frame with more faces than the stage keeps must be
+//! masked whole.
 //! The default profile runs two detectors (the pyramid from 16 px, labelled, and mien-face from 16 px, blurred
 //! only: `[detect.blur_also]`).
 //! Needs `../shared/data` (site-colour, FER+) and `models/prepare.sh --reference`.
