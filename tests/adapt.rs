@@ -162,22 +162,53 @@ fn curve(stdout: &str, model: &str, head: &str) -> Vec<f64> {
     }).collect()
 }
 
+/// The paired lifts of a row of `examples/adapt_curve.rs`'s last table: (mean lift, repeats that rose, repeats)
+/// for each pilot size.
+fn paired_lift(stdout: &str, model: &str, head: &str) -> Vec<(f64, usize, usize)> {
+    let table = &stdout[stdout.find("paired by repeat").unwrap_or_else(|| panic!("no paired table:\n{stdout}"))..];
+    let line = table
+        .lines()
+        .find(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            cells.len() > 3 && cells[1] == model && cells[2].starts_with(head)
+        })
+        .unwrap_or_else(|| panic!("no row {model} | {head}:\n{table}"));
+    line.split('|').map(str::trim).skip(3).filter(|c| !c.is_empty()).map(|c| {
+        // "+0.020 (9/10)"
+        let (mean, rest) = c.split_once(" (").unwrap();
+        let (rose, n) = rest.trim_end_matches(')').split_once('/').unwrap();
+        (mean.parse().unwrap(), rose.parse().unwrap(), n.parse().unwrap())
+    }).collect()
+}
+
 #[test]
 fn a_pilot_lifts_the_sites_macro_f1_over_many_splits() {
     // `mien adapt`'s fit (pulled towards the shipped head, strength 1) on 5 and 10 faces per class, judged on 30% of
-    // each class held out, over 10 seeded splits of up to 150 faces per class of site-colour (683 faces, through
-    // the detector). Measured 2026-12-06: macro-F1 0.135 shipped, 0.203 with either pilot (mean of the splits).
+    // each class held out, over 10 seeded splits of up to 150 faces per class of site-colour, through the detector.
+    // Judged on the classes with 50 faces or more (neutral, happiness, sadness, anger, fear: 664 faces): surprise
+    // (14) and disgust (4) leave 1-5 faces to judge per split, and that one disgust face swung the mean macro-F1 of
+    // a crop variant by more than the lift itself (docs/adapt.md, "A steadier pilot measure"). Each split is judged
+    // with and without the pilot on the same faces, so the lift is paired. Measured 2026-12-07 with the default
+    // profile: +0.020 (k = 5) and +0.019 (k = 10), rising in 9 of 10 splits each; seeds 1 and 2: +0.013 to +0.016.
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("site150.csv");
-    std::fs::write(&csv, split(0, 150).1).unwrap();
+    let all = split(0, 150).1;
+    let mut per: BTreeMap<&str, usize> = BTreeMap::new();
+    all.lines().skip(1).for_each(|l| *per.entry(l.rsplit_once(',').unwrap().1).or_default() += 1);
+    let kept: String =
+        all.lines().filter(|l| per.get(l.rsplit_once(',').unwrap().1).map_or(true, |&n| n >= 50)).map(|l| format!("{l}\n")).collect();
+    assert_eq!(per.values().filter(|&&n| n >= 50).count(), 5, "{per:?}");
+    std::fs::write(&csv, kept).unwrap();
     let (model, site) = (repo("models/mien_student_int8.onnx"), site());
     let args = ["--images", site.to_str().unwrap(), "--labels", csv.to_str().unwrap()];
     let out = example("adapt_curve", &[&args[..], &["--models", model.to_str().unwrap(), "--k", "5,10"]].concat());
     eprintln!("{out}");
-    let f1 = &out[..out.find("accuracy,").expect("an accuracy table")];
-    let own = curve(f1, "mien_student_int8.onnx", "own");
-    assert_eq!(own.len(), 3, "{f1}");
-    assert!(own[1] > own[0] + 0.03 && own[2] > own[0] + 0.03, "pilots of 5 and 10 per class against none: {own:?}");
+    let lift = paired_lift(&out, "mien_student_int8.onnx", "own");
+    assert_eq!(lift.len(), 2, "{out}");
+    for (k, &(mean, rose, n)) in [5, 10].iter().zip(&lift) {
+        assert_eq!(n, 10, "{out}");
+        assert!(rose >= 8 && mean >= 0.01, "a pilot of {k} per class: lift {mean:+.3}, rose in {rose} of {n} splits");
+    }
 }
 
 #[test]

@@ -32,11 +32,11 @@ pub fn replaced(text: &str, edits: &[(&str, &str)]) -> String {
 }
 
 /// Profile edits for runs under emulation (qemu-user ~80x, TCG ~100x slower than the host): both detectors are
-/// laid out for faces from 40 px instead of 16 (the pyramid's level 0 is 416x320 instead of 1040x784 at 640x480,
-/// mien-face's first pass 256x192 instead of 640x480; still below the clip's smallest faces of about 45 px), so a
-/// frame takes seconds, not tens of seconds. What these tests check (capture, ARM kernels, board I/O) does not
-/// depend on the smallest face.
-pub const EMULATED_MIN_FACE: (&str, &str) = ("min_face = 16\n# Lower", "min_face = 40\n# Lower");
+/// laid out for faces from 40 px instead of 32 and 16 (the pyramid's level 0 is 416x320 instead of 520x392 at
+/// 640x480, mien-face's first pass 256x192 instead of 640x480; still below the clip's smallest faces of about 45
+/// px), so a frame takes seconds, not tens of seconds. What these tests check (capture, ARM kernels, board I/O) does
+/// not depend on the smallest face.
+pub const EMULATED_MIN_FACE: (&str, &str) = ("min_face = 32\n# Lower", "min_face = 40\n# Lower");
 /// See `EMULATED_MIN_FACE`: `[detect.blur_also]`'s floor.
 pub const EMULATED_BLUR_ALSO: (&str, &str) = ("score_threshold = 0.3\nmin_face = 16", "score_threshold = 0.3\nmin_face = 40");
 /// Profile edit for the qemu system guests (tests/guest/): the first detector alone, without `[detect.blur_also]`.
