@@ -257,7 +257,8 @@ pub struct LeftOut {
 }
 
 /// The shorter side a crop is scaled up to before `CropMode::Reframe` looks for the face in it (the detector's
-/// pyramid finds faces from 16 px; at this size a face that fills the crop is well inside its range).
+/// pyramid finds faces from its `min_face`, 32 px by default; at this size a face that fills the crop is well inside
+/// its range).
 pub const REFRAME_SIDE: u32 = 192;
 
 /// `src` scaled so that its shorter side is at least `REFRAME_SIDE`, centred on `canvas` with a margin of half its

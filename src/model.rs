@@ -162,12 +162,18 @@ impl Parsed {
 /// back in, zeroed by the kernel: on the default profile about 19,000 page faults (75 MB) a frame and a sixth of
 /// the time spent in the kernel (`/usr/bin/time mien run` on the 24-frame clip). With blocks up to glibc's largest mmap threshold kept on the heap, no
 /// trimming and one arena for every thread (detection workers free what they allocate, so thread arenas only
-/// multiplied the kept memory), the frames reuse the same pages. Call it before starting threads.
+/// multiplied the kept memory), the frames reuse the same pages. Call it before starting threads. With
+/// `MIEN_MALLOC_UNTUNED` set in the environment it does nothing, to measure the setting against glibc as it ships.
 pub fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         static ONCE: std::sync::Once = std::sync::Once::new();
         ONCE.call_once(|| {
+            // To measure the setting: leave glibc's malloc as it ships (docs/performance.md, "The allocator").
+            if std::env::var_os("MIEN_MALLOC_UNTUNED").is_some() {
+                log::info!("MIEN_MALLOC_UNTUNED: glibc's malloc left as it ships");
+                return;
+            }
             // glibc's DEFAULT_MMAP_THRESHOLD_MAX: 32 MiB on 64-bit, 16 MiB on 32-bit; larger values are refused.
             let most = (4 << 20) * std::mem::size_of::<usize>() as i32;
             let ok = unsafe {
