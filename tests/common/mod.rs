@@ -32,7 +32,7 @@ pub fn replaced(text: &str, edits: &[(&str, &str)]) -> String {
 }
 
 /// Profile edits for runs under emulation (qemu-user ~80x, TCG ~100x slower than the host): both detectors are
-/// laid out for faces from 40 px instead of 32 and 16 (the pyramid's level 0 is 416x320 instead of 520x392 at
+/// laid out for faces from 40 px instead of 32 and 16 (the pyramid's level 0 is 416x320 instead of 528x400 at
 /// 640x480, mien-face's first pass 256x192 instead of 640x480; still below the clip's smallest faces of about 45
 /// px), so a frame takes seconds, not tens of seconds. What these tests check (capture, ARM kernels, board I/O) does
 /// not depend on the smallest face.
