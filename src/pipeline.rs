@@ -24,14 +24,16 @@ use std::time::{Duration, Instant};
 /// A detection result from a worker: the frame back, its faces or why there are none, and the time it took.
 type Detected = (Frame, Result<Detections, DetectError>, Duration);
 
-/// Frames in flight per detection worker (see `Workers`).
+/// Frames in flight per detection worker, at most (see `Workers`).
 const QUEUED: usize = 2;
 
 /// Detection on worker threads (`runtime.threads` > 1), each with its own fork of the detector (one optimized
 /// model, a running state each). Frame k goes to worker k mod n and each worker answers in the order it was
-/// asked, so reading the workers in turn gives the results in frame order. Each worker holds up to two frames
-/// (`QUEUED`), so that it starts on its next frame while this thread blurs and classifies its last one: with one, a
+/// asked, so reading the workers in turn gives the results in frame order. Each worker holds one frame, and a
+/// second (`QUEUED`) while the next result is not there yet: then detection is what holds the frames back, and the
+/// worker starts on its next frame while this thread blurs and classifies its last one. With one frame each, a
 /// worker idled through that work on every frame (2 threads: 1.51-1.66x the frames/s of 1; with two, 1.70-1.82x).
+/// When results come faster than the camera's frames, no second frame is taken, so a frame waits no longer.
 struct Workers {
     jobs: Vec<mpsc::Sender<Frame>>,
     results: Vec<mpsc::Receiver<Detected>>,
@@ -40,11 +42,14 @@ struct Workers {
     received: usize,
     /// Frame buffers to capture into (allocated once per frame in flight).
     free: Vec<Frame>,
+    /// The next result in frame order, when `ready` took it off its channel before `recv`.
+    next: Option<Detected>,
 }
 
 impl Workers {
     fn start(detectors: Vec<Box<dyn FaceDetector>>) -> Workers {
-        let mut w = Workers { jobs: Vec::new(), results: Vec::new(), handles: Vec::new(), sent: 0, received: 0, free: Vec::new() };
+        let mut w =
+            Workers { jobs: Vec::new(), results: Vec::new(), handles: Vec::new(), sent: 0, received: 0, free: Vec::new(), next: None };
         for (i, mut det) in detectors.into_iter().enumerate() {
             let (job_tx, job_rx) = mpsc::channel::<Frame>();
             let (res_tx, res_rx) = mpsc::channel::<Detected>();
@@ -79,11 +84,22 @@ impl Workers {
         Ok(())
     }
 
+    /// Whether the next result in frame order is there already (kept for `recv`), without waiting for it.
+    fn ready(&mut self) -> bool {
+        if self.next.is_none() && self.in_flight() > 0 {
+            self.next = self.results[self.received % self.results.len()].try_recv().ok();
+        }
+        self.next.is_some()
+    }
+
     fn recv(&mut self) -> anyhow::Result<Detected> {
         let n = self.results.len();
-        let r = self.results[self.received % n]
-            .recv()
-            .map_err(|_| anyhow::anyhow!("detection worker {} stopped", self.received % n))?;
+        let r = match self.next.take() {
+            Some(r) => r,
+            None => self.results[self.received % n]
+                .recv()
+                .map_err(|_| anyhow::anyhow!("detection worker {} stopped", self.received % n))?,
+        };
         self.received += 1;
         Ok(r)
     }
@@ -408,7 +424,8 @@ impl Pipeline {
     fn step_parallel(&mut self, timing: &mut StepTiming) -> anyhow::Result<StepOutcome> {
         let w = self.workers.as_mut().expect("workers");
         let t = Instant::now();
-        while !self.ended && w.in_flight() < QUEUED * w.jobs.len() {
+        // One frame per worker; a second each only while the next result is not there yet (`Workers`).
+        while !self.ended && w.in_flight() < QUEUED * w.jobs.len() && (w.in_flight() < w.jobs.len() || !w.ready()) {
             let mut f = w.free.pop().unwrap_or_else(|| Frame::new(self.frame.width, self.frame.height));
             match self.st.source.next_frame(&mut f) {
                 Ok(true) => {
@@ -569,5 +586,68 @@ impl Pipeline {
         }
         self.st.sink.flush()?;
         Ok(self.stats.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelError;
+
+    /// A detector that takes `ms` per frame and finds nothing: the workers' scheduling is what is tested here.
+    struct Slow {
+        ms: u64,
+    }
+
+    impl FaceDetector for Slow {
+        fn detect(&mut self, _frame: &Frame, _out: &mut Detections) -> Result<(), DetectError> {
+            std::thread::sleep(Duration::from_millis(self.ms));
+            Ok(())
+        }
+        fn describe(&self) -> String {
+            "slow".into()
+        }
+        fn sha256(&self) -> &str {
+            ""
+        }
+        fn face_range(&self, _width: u32, _height: u32) -> (f32, f32) {
+            (0.0, 0.0)
+        }
+        fn fork(&self) -> Result<Box<dyn FaceDetector>, ModelError> {
+            Ok(Box::new(Slow { ms: self.ms }))
+        }
+    }
+
+    #[test]
+    fn workers_answer_in_frame_order_with_frames_queued() {
+        // The first worker is 5x slower than the second: the results still come in the order the frames went in.
+        let mut w = Workers::start(vec![Box::new(Slow { ms: 25 }), Box::new(Slow { ms: 5 })]);
+        for seq in 0..QUEUED as u64 * 2 {
+            let mut f = Frame::new(8, 8);
+            f.seq = seq;
+            w.send(f).unwrap();
+        }
+        assert_eq!(w.in_flight(), 4);
+        let order: Vec<u64> = (0..4).map(|_| w.recv().unwrap().0.seq).collect();
+        assert_eq!(order, [0, 1, 2, 3]);
+        assert_eq!(w.in_flight(), 0);
+    }
+
+    #[test]
+    fn ready_says_whether_the_next_result_is_there_without_waiting_and_keeps_it() {
+        let mut w = Workers::start(vec![Box::new(Slow { ms: 200 })]);
+        assert!(!w.ready(), "nothing in flight");
+        let mut f = Frame::new(8, 8);
+        f.seq = 7;
+        w.send(f).unwrap();
+        let t = Instant::now();
+        assert!(!w.ready(), "the detection takes 200 ms");
+        assert!(t.elapsed() < Duration::from_millis(100), "ready() waited");
+        std::thread::sleep(Duration::from_millis(400));
+        assert!(w.ready() && w.ready(), "the result is there, and kept");
+        assert_eq!(w.in_flight(), 1, "kept, not yet received");
+        assert_eq!(w.recv().unwrap().0.seq, 7);
+        assert_eq!(w.in_flight(), 0);
+        assert!(!w.ready());
     }
 }
