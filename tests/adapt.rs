@@ -196,7 +196,7 @@ fn a_pilot_lifts_the_sites_macro_f1_over_many_splits() {
     let mut per: BTreeMap<&str, usize> = BTreeMap::new();
     all.lines().skip(1).for_each(|l| *per.entry(l.rsplit_once(',').unwrap().1).or_default() += 1);
     let kept: String =
-        all.lines().filter(|l| per.get(l.rsplit_once(',').unwrap().1).map_or(true, |&n| n >= 50)).map(|l| format!("{l}\n")).collect();
+        all.lines().filter(|l| per.get(l.rsplit_once(',').unwrap().1).is_none_or(|&n| n >= 50)).map(|l| format!("{l}\n")).collect();
     assert_eq!(per.values().filter(|&&n| n >= 50).count(), 5, "{per:?}");
     std::fs::write(&csv, kept).unwrap();
     let (model, site) = (repo("models/mien_student_int8.onnx"), site());
