@@ -255,6 +255,10 @@ fn judge(
         let blurred_ok = gone && kept < 0.35;
         c.blurred_gt += blurred_ok as usize;
         if found.is_none() {
+            if !blurred_ok && std::env::var_os("SWEEP_DEBUG").is_some() {
+                // Not in the recall (the reference does not find it), but in "all": say where it is.
+                eprintln!("kept, unconfirmed: {}x{} face {g:?} (h {:.0}), detail kept {kept:.2}", orig.width, orig.height, g.height());
+            }
             continue;
         }
         c.confirmed += 1;

@@ -37,14 +37,14 @@ pub fn replaced(text: &str, edits: &[(&str, &str)]) -> String {
 /// px), so a frame takes seconds, not tens of seconds. What these tests check (capture, ARM kernels, board I/O) does
 /// not depend on the smallest face.
 pub const EMULATED_MIN_FACE: (&str, &str) = ("min_face = 32\n# Lower", "min_face = 40\n# Lower");
-/// See `EMULATED_MIN_FACE`: `[detect.blur_also]`'s floor.
-pub const EMULATED_BLUR_ALSO: (&str, &str) = ("score_threshold = 0.3\nmin_face = 16", "score_threshold = 0.3\nmin_face = 40");
+/// See `EMULATED_MIN_FACE`: `[detect.blur_also]`'s floor, and the board profiles' threshold with it.
+pub const EMULATED_BLUR_ALSO: (&str, &str) = ("score_threshold = 0.25\nmin_face = 16", "score_threshold = 0.3\nmin_face = 40");
 /// Profile edit for the qemu system guests (tests/guest/): the first detector alone, without `[detect.blur_also]`.
 /// What they check (V4L2 capture through the kernel's vivid driver, the board's display and GPIO, labels against a
 /// host replay with the same profile) does not depend on a second detector, which doubled each frame's time under
 /// TCG (the amd64 loopback test: 279 s with it). Both detectors run on ARM under qemu-user (tests/arm_parity.rs).
 pub const GUEST_ONE_DETECTOR: (&str, &str) =
-    ("[detect.blur_also]\nkind = \"mien-face\"\nmodel = \"models/mien_face.onnx\"\nscore_threshold = 0.3\nmin_face = 16\n", "");
+    ("[detect.blur_also]\nkind = \"mien-face\"\nmodel = \"models/mien_face.onnx\"\nscore_threshold = 0.25\nmin_face = 16\n", "");
 
 pub fn run_ok(args: &[&str]) -> Output {
     let out = mien().args(args).output().expect("run mien");
