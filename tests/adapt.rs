@@ -147,38 +147,36 @@ fn bad_pilots_and_models_are_refused_with_a_reason() {
     assert!(e.contains("/nonexistent/pilot.csv"), "{e}");
 }
 
-/// The mean figures of a table row of `examples/adapt_curve.rs` whose first two cells start with `model` and
-/// `head`: k = 0, then each pilot size.
-fn curve(stdout: &str, model: &str, head: &str) -> Vec<f64> {
-    let line = stdout
+/// The figure cells of the first row of an `examples/adapt_curve.rs` table in `text` whose first two cells start
+/// with `model` and `head`.
+fn row<'a>(text: &'a str, model: &str, head: &str) -> Vec<&'a str> {
+    let line = text
         .lines()
         .find(|l| {
             let cells: Vec<&str> = l.split('|').map(str::trim).collect();
             cells.len() > 3 && cells[1] == model && cells[2].starts_with(head)
         })
-        .unwrap_or_else(|| panic!("no row {model} | {head}:\n{stdout}"));
-    line.split('|').map(str::trim).skip(3).filter(|c| !c.is_empty()).map(|c| {
-        c.split_whitespace().next().unwrap().parse().unwrap()
-    }).collect()
+        .unwrap_or_else(|| panic!("no row {model} | {head}:\n{text}"));
+    line.split('|').map(str::trim).skip(3).filter(|c| !c.is_empty()).collect()
 }
 
-/// The paired lifts of a row of `examples/adapt_curve.rs`'s last table: (mean lift, repeats that rose, repeats)
-/// for each pilot size.
+/// The mean figures of a table row (k = 0, then each pilot size).
+fn curve(stdout: &str, model: &str, head: &str) -> Vec<f64> {
+    row(stdout, model, head).iter().map(|c| c.split_whitespace().next().unwrap().parse().unwrap()).collect()
+}
+
+/// The paired lifts of a row of the last table: (mean lift, repeats that rose, repeats) for each pilot size.
 fn paired_lift(stdout: &str, model: &str, head: &str) -> Vec<(f64, usize, usize)> {
     let table = &stdout[stdout.find("paired by repeat").unwrap_or_else(|| panic!("no paired table:\n{stdout}"))..];
-    let line = table
-        .lines()
-        .find(|l| {
-            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
-            cells.len() > 3 && cells[1] == model && cells[2].starts_with(head)
+    row(table, model, head)
+        .iter()
+        .map(|c| {
+            // "+0.020 (9/10)"
+            let (mean, rest) = c.split_once(" (").unwrap();
+            let (rose, n) = rest.trim_end_matches(')').split_once('/').unwrap();
+            (mean.parse().unwrap(), rose.parse().unwrap(), n.parse().unwrap())
         })
-        .unwrap_or_else(|| panic!("no row {model} | {head}:\n{table}"));
-    line.split('|').map(str::trim).skip(3).filter(|c| !c.is_empty()).map(|c| {
-        // "+0.020 (9/10)"
-        let (mean, rest) = c.split_once(" (").unwrap();
-        let (rose, n) = rest.trim_end_matches(')').split_once('/').unwrap();
-        (mean.parse().unwrap(), rose.parse().unwrap(), n.parse().unwrap())
-    }).collect()
+        .collect()
 }
 
 #[test]
