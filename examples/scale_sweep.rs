@@ -231,6 +231,26 @@ impl Stage {
 /// box the reference found (the face proper: a pasted picture may hold a hat or hair around it), or over the
 /// pasted face box where the reference found none. `before`: the reference's detections in `orig`, where the
 /// caller has them already (the reference is most of the sweep's time on large frames).
+/// Pixels the blur changed away from the faces, and all pixels away from them: the background the blur took
+/// by mistake. Away from a face = outside the reference's box grown by half its size on each side (the privacy
+/// margin and the hold's slack); a pixel counts as changed when a channel moved by more than 8.
+fn background_changed(orig: &Frame, blurred: &Frame, faces: &[BBox]) -> (u64, u64) {
+    let grown: Vec<BBox> = faces.iter().map(|g| g.expand(0.5)).collect();
+    let (mut changed, mut total) = (0u64, 0u64);
+    for y in 0..orig.height {
+        for x in 0..orig.width {
+            let (fx, fy) = (x as f32 + 0.5, y as f32 + 0.5);
+            if grown.iter().any(|g| fx >= g.x0 && fx < g.x1 && fy >= g.y0 && fy < g.y1) {
+                continue;
+            }
+            total += 1;
+            let i = ((y * orig.width + x) * 3) as usize;
+            changed += (0..3).any(|c| orig.data[i + c].abs_diff(blurred.data[i + c]) > 8) as u64;
+        }
+    }
+    (changed, total)
+}
+
 fn judge(
     orig: &Frame,
     blurred: &Frame,
@@ -258,6 +278,7 @@ fn judge(
             if !blurred_ok && std::env::var_os("SWEEP_DEBUG").is_some() {
                 // Not in the recall (the reference does not find it), but in "all": say where it is.
                 eprintln!("kept, unconfirmed: {}x{} face {g:?} (h {:.0}), detail kept {kept:.2}", orig.width, orig.height, g.height());
+                save_pair(orig, blurred);
             }
             continue;
         }
@@ -267,11 +288,16 @@ fn judge(
         } else if std::env::var_os("SWEEP_DEBUG").is_some() {
             let how = if gone { "gone" } else { "still finds it" };
             eprintln!("kept: {}x{} face {g:?} (h {:.0}): reference {how}, detail kept {kept:.2}", orig.width, orig.height, g.height());
-            let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-            for (f, tag) in [(orig, "orig"), (blurred, "blur")] {
-                image::RgbImage::from_raw(f.width, f.height, f.data.clone()).unwrap().save(format!("/tmp/miss_{n}_{tag}.png")).unwrap();
-            }
+            save_pair(orig, blurred);
         }
+    }
+}
+
+/// `SWEEP_DEBUG`: a frame whose face was kept, before and after, as /tmp/miss_<ns>_orig.png and _blur.png.
+fn save_pair(orig: &Frame, blurred: &Frame) {
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    for (f, tag) in [(orig, "orig"), (blurred, "blur")] {
+        image::RgbImage::from_raw(f.width, f.height, f.data.clone()).unwrap().save(format!("/tmp/miss_{n}_{tag}.png")).unwrap();
     }
 }
 
@@ -302,6 +328,7 @@ fn photos(
         let (t0, f0, m0) = (stage.took, stage.frames, stage.masked);
         *report += &format!("{name}:\n");
         let mut extra = (0, 0);
+        let mut background = (0u64, 0u64);
         for p in &paths {
             let img = read_rgb(p);
             let mut frame = if pw == 0 || pw >= img.width {
@@ -334,15 +361,20 @@ fn photos(
                 .collect();
             let labelled = other.iter().filter(|&&s| s >= label_score).count();
             if std::env::var_os("SWEEP_DEBUG").is_some() {
-                let on: Vec<String> = stage.dets.iter().filter(|d| faces.iter().any(|g| finds(&d.bbox, g))).map(|d| format!("{:.2}", d.score)).collect();
+                let on: Vec<String> = stage.dets.iter().filter(|d| faces.iter().any(|g| finds(&d.bbox, g)))
+                    .map(|d| format!("{:.2}{}@{:.0}px", d.score, if d.blur_only { " (blur only)" } else { "" }, d.bbox.height()))
+                    .collect();
                 eprintln!("scores on faces: {}; elsewhere: {}", on.join(" "), other.iter().map(|s| format!("{s:.2}")).collect::<Vec<_>>().join(" "));
             }
             extra = (extra.0 + other.len(), extra.1 + labelled);
+            let bg = background_changed(&orig, &frame, &faces);
+            background = (background.0 + bg.0, background.1 + bg.1);
             *report += &format!(
-                "  {file} {}x{}: {b} of {c} faces blurred; {} more detections ({labelled} scored for a label)",
+                "  {file} {}x{}: {b} of {c} faces blurred; {} more detections ({labelled} scored for a label); background blurred {:.1}%",
                 orig.width,
                 orig.height,
-                other.len()
+                other.len(),
+                100.0 * bg.0 as f64 / bg.1.max(1) as f64
             );
             if !faces.is_empty() {
                 *report += &format!(" ({:.0}-{:.0} px tall)", sizes.0, sizes.1);
@@ -351,10 +383,11 @@ fn photos(
         }
         let frames = stage.frames - f0;
         *report += &format!(
-            "{name}: {frames} frames, {} masked whole, {} detections where the reference finds no face ({} scored for a label), detect {:.1} ms/frame\n",
+            "{name}: {frames} frames, {} masked whole, {} detections where the reference finds no face ({} scored for a label), background blurred {:.1}%, detect {:.1} ms/frame\n",
             stage.masked - m0,
             extra.0,
             extra.1,
+            100.0 * background.0 as f64 / background.1.max(1) as f64,
             (stage.took - t0).as_secs_f64() * 1e3 / frames.max(1) as f64
         );
         columns.push((name, cells));
@@ -423,6 +456,20 @@ fn main() -> anyhow::Result<()> {
 
     if let Some(dir) = &a.photos {
         photos(dir, &a.photo_widths, cfg.expression.min_score, &mut stage, &mut scaler, &mut report, &mut columns)?;
+        // The clip's face-free frames (a cup of coffee on a table): every pixel the blur takes there is a mistake.
+        let (mut background, mut boxes) = ((0u64, 0u64), 0);
+        for bg in &backgrounds {
+            let mut f = bg.clone();
+            stage.protect(&mut f);
+            boxes += stage.dets.len();
+            let c = background_changed(bg, &f, &[]);
+            background = (background.0 + c.0, background.1 + c.1);
+        }
+        report += &format!(
+            "face-free frames (the clip's 20-23, 640x480): {} detections, background blurred {:.1}%\n",
+            boxes,
+            100.0 * background.0 as f64 / background.1.max(1) as f64
+        );
     }
     for &(w, h) in resolutions.iter().filter(|_| n_frames > 0) {
         let cf = CenterFace::load(w.div_ceil(32) as usize * 32, h.div_ceil(32) as usize * 32);

@@ -65,6 +65,12 @@ pub struct BlurAlsoConfig {
     pub score_threshold: f32,
     #[serde(default)]
     pub min_face: Option<u32>,
+    /// The largest face (px tall) this detector is laid out for and kept from (default: up to the whole frame).
+    /// Its boxes taller than this are left out: faces that large are the first detector's alone. mien-face's
+    /// passes for large faces box coffee cups and shirts at the default's threshold (docs/privacy.md, "Background
+    /// blurred by mistake"), where the pyramid is measured to need no help.
+    #[serde(default)]
+    pub max_face: Option<u32>,
 }
 
 impl Default for DetectConfig {
@@ -116,6 +122,10 @@ impl DetectConfig {
             if let Some(m) = b.min_face.filter(|m| !(8..=4096).contains(m)) {
                 return Err(("detect.blur_also.min_face", format!("{m} is outside 8..=4096")));
             }
+            let min_face = b.min_face.unwrap_or(self.min_face);
+            if let Some(m) = b.max_face.filter(|&m| !(min_face..=65_535).contains(&m)) {
+                return Err(("detect.blur_also.max_face", format!("{m} is outside {min_face} (its min_face)..=65535")));
+            }
         }
         Ok(())
     }
@@ -124,21 +134,25 @@ impl DetectConfig {
 /// Load the detector a `[detect]` section names (with its `[detect.blur_also]` second detector, if any: either
 /// failing to load fails the whole stage, and privacy masks every frame).
 pub fn load(cfg: &DetectConfig) -> Result<Box<dyn FaceDetector>, ModelError> {
-    let first = load_one(cfg.kind, &cfg.model, cfg.min_face, cfg.score_threshold, cfg.nms_iou)?;
+    let first = load_one(cfg.kind, &cfg.model, (cfg.min_face, f32::INFINITY), cfg.score_threshold, cfg.nms_iou)?;
     Ok(match &cfg.blur_also {
         None => first,
         Some(b) => {
-            let second = load_one(b.kind, &b.model, b.min_face.unwrap_or(cfg.min_face), b.score_threshold, cfg.nms_iou)?;
-            Box::new(BlurAlso::new(first, second, cfg.cover_margin))
+            let max_face = b.max_face.map_or(f32::INFINITY, |m| m as f32);
+            let second = load_one(b.kind, &b.model, (b.min_face.unwrap_or(cfg.min_face), max_face), b.score_threshold, cfg.nms_iou)?;
+            Box::new(BlurAlso::new(first, second, cfg.cover_margin).up_to(max_face))
         }
     })
 }
 
-fn load_one(kind: DetectorKind, model: &str, min_face: u32, thr: f32, iou: f32) -> Result<Box<dyn FaceDetector>, ModelError> {
+/// One detector; `faces` is (min_face, max_face), the sizes a multi-scale detector lays its levels out for
+/// (`f32::INFINITY`: up to the whole frame).
+fn load_one(kind: DetectorKind, model: &str, faces: (u32, f32), thr: f32, iou: f32) -> Result<Box<dyn FaceDetector>, ModelError> {
     let path = Path::new(model);
+    let (min_face, max_face) = faces;
     Ok(match kind {
-        DetectorKind::Pyramid => Box::new(Pyramid::load(path, min_face, thr, iou)?),
-        DetectorKind::MienFace => Box::new(MienFace::load(path, min_face, thr, iou)?),
+        DetectorKind::Pyramid => Box::new(Pyramid::load(path, min_face, thr, iou)?.up_to(max_face)),
+        DetectorKind::MienFace => Box::new(MienFace::load(path, min_face, thr, iou)?.up_to(max_face)),
         DetectorKind::ShortRange => Box::new(BlazeFace::load(path, BlazeFaceKind::ShortRange, thr, iou)?),
         DetectorKind::FullRange => Box::new(BlazeFace::load(path, BlazeFaceKind::FullRange, thr, iou)?),
     })
@@ -154,16 +168,25 @@ fn load_one(kind: DetectorKind, model: &str, min_face: u32, thr: f32, iou: f32) 
 /// `DetectConfig::cover_margin`): every pixel of it is blurred either way, whatever face it is. (Until 2026-12-07
 /// a box overlapping one of the first's by IoU 0.5, or half inside it, was left out: a box twice the first's
 /// height, half inside it, then kept its far part clear beyond the margin.)
+///
+/// With `up_to(max_face)` (`detect.blur_also.max_face`), second boxes taller than `max_face` are left out too: the
+/// first detector alone answers for faces that large.
 pub struct BlurAlso {
     first: Box<dyn FaceDetector>,
     second: Box<dyn FaceDetector>,
     cover_margin: f32,
+    max_face: f32,
     extra: Detections,
 }
 
 impl BlurAlso {
     pub fn new(first: Box<dyn FaceDetector>, second: Box<dyn FaceDetector>, cover_margin: f32) -> Self {
-        BlurAlso { first, second, cover_margin: cover_margin.max(0.0), extra: Detections::new() }
+        BlurAlso { first, second, cover_margin: cover_margin.max(0.0), max_face: f32::INFINITY, extra: Detections::new() }
+    }
+
+    /// Keep only second boxes up to `max_face` px tall.
+    pub fn up_to(self, max_face: f32) -> Self {
+        BlurAlso { max_face, ..self }
     }
 }
 
@@ -171,8 +194,10 @@ impl FaceDetector for BlurAlso {
     fn detect(&mut self, frame: &Frame, out: &mut Detections) -> Result<(), DetectError> {
         self.first.detect(frame, out)?;
         self.second.detect(frame, &mut self.extra)?;
-        let (firsts, m) = (out.len(), self.cover_margin);
-        let is_new = |d: &Detection, out: &Detections| !out[..firsts].iter().any(|f| f.bbox.expand(m).contains(&d.bbox));
+        let (firsts, m, max_face) = (out.len(), self.cover_margin, self.max_face);
+        let is_new = |d: &Detection, out: &Detections| {
+            d.bbox.height() <= max_face && !out[..firsts].iter().any(|f| f.bbox.expand(m).contains(&d.bbox))
+        };
         // Counted before any is added (no allocation per frame): over MAX_FACES together fails the frame.
         let added = self.extra.iter().filter(|d| is_new(d, out)).count();
         if firsts + added > MAX_FACES {
@@ -201,7 +226,7 @@ impl FaceDetector for BlurAlso {
     /// The union of both ranges.
     fn face_range(&self, width: u32, height: u32) -> (f32, f32) {
         let (a, b) = (self.first.face_range(width, height), self.second.face_range(width, height));
-        (a.0.min(b.0), a.1.max(b.1))
+        (a.0.min(b.0), a.1.max(b.1.min(self.max_face)))
     }
 
     fn prepare(&mut self, width: u32, height: u32) -> Result<(), ModelError> {
@@ -210,7 +235,7 @@ impl FaceDetector for BlurAlso {
     }
 
     fn fork(&self) -> Result<Box<dyn FaceDetector>, ModelError> {
-        Ok(Box::new(BlurAlso::new(self.first.fork()?, self.second.fork()?, self.cover_margin)))
+        Ok(Box::new(BlurAlso::new(self.first.fork()?, self.second.fork()?, self.cover_margin).up_to(self.max_face)))
     }
 }
 
@@ -519,14 +544,20 @@ fn to_input(rgb: &[u8], rw: u32, rh: u32, iw: u32, ih: u32, input: &mut [f32]) {
 /// next one is `PYRAMID_STEP` times smaller, and the last one holds a face as tall as the frame's longer side
 /// within `PYRAMID_MAX_MODEL_FACE`.
 pub fn pyramid_scales(w: u32, h: u32, min_face: f32) -> Vec<f32> {
-    multi_scale(w, h, min_face, (PYRAMID_MIN_MODEL_FACE, PYRAMID_MAX_MODEL_FACE), PYRAMID_STEP, f32::INFINITY)
+    pyramid_scales_up_to(w, h, min_face, f32::INFINITY)
 }
 
-/// The scales at which a detector that trusts one run with faces of `lo`-`hi` model pixels runs a `w` x `h` frame
-/// to find every face from `min_face` up to the frame's longer side: the first maps `min_face` to `lo` (at most
-/// `max_first`), each next one is `step` times smaller, the last holds a face as tall as the frame within `hi`.
-fn multi_scale(w: u32, h: u32, min_face: f32, (lo, hi): (f32, f32), step: f32, max_first: f32) -> Vec<f32> {
-    let largest = w.max(h) as f32;
+/// `pyramid_scales` for faces up to `max_face` px (or the frame's longer side, if smaller) only.
+fn pyramid_scales_up_to(w: u32, h: u32, min_face: f32, max_face: f32) -> Vec<f32> {
+    let largest = (w.max(h) as f32).min(max_face);
+    multi_scale(largest, min_face, (PYRAMID_MIN_MODEL_FACE, PYRAMID_MAX_MODEL_FACE), PYRAMID_STEP, f32::INFINITY)
+}
+
+/// The scales at which a detector that trusts one run with faces of `lo`-`hi` model pixels runs a frame to find
+/// every face from `min_face` up to `largest` (the frame's longer side, or a smaller `max_face`): the first maps
+/// `min_face` to `lo` (at most `max_first`), each next one is `step` times smaller, the last holds a face of
+/// `largest` within `hi`.
+fn multi_scale(largest: f32, min_face: f32, (lo, hi): (f32, f32), step: f32, max_first: f32) -> Vec<f32> {
     let mut z = (lo / min_face.max(1.0)).min(max_first);
     let mut v = vec![z];
     while hi / z < largest && v.len() < 16 {
@@ -639,6 +670,8 @@ struct MultiScale {
     sha256: String,
     name: String,
     min_face: f32,
+    /// The largest face the levels are laid out for (`f32::INFINITY`: the whole frame).
+    max_face: f32,
     score_threshold: f32,
     nms_iou: f32,
     levels: LevelCache,
@@ -659,6 +692,7 @@ impl MultiScale {
             parsed,
             name,
             min_face,
+            max_face: f32::INFINITY,
             score_threshold,
             nms_iou,
             levels,
@@ -670,7 +704,8 @@ impl MultiScale {
     /// Another thread's: the parsed model and the levels' optimized plans are shared, states and buffers are new.
     fn fork(&self) -> Result<MultiScale, ModelError> {
         let levels = self.levels.fork(&self.parsed)?;
-        Ok(MultiScale::with(self.parsed.clone(), self.name.clone(), self.min_face, self.score_threshold, self.nms_iou, levels))
+        let me = MultiScale::with(self.parsed.clone(), self.name.clone(), self.min_face, self.score_threshold, self.nms_iou, levels);
+        Ok(MultiScale { max_face: self.max_face, ..me })
     }
 }
 
@@ -692,13 +727,19 @@ impl Pyramid {
     fn forked(&self) -> Result<Pyramid, ModelError> {
         Ok(Pyramid { core: self.core.fork()? })
     }
+
+    /// Lay the levels out for faces up to `max_face` px only (`f32::INFINITY`: the whole frame).
+    pub fn up_to(mut self, max_face: f32) -> Self {
+        self.core.max_face = max_face;
+        self
+    }
 }
 
 /// The pyramid's levels for `w` x `h` frames.
-fn pyramid_levels(parsed: &model::Parsed, w: u32, h: u32, min_face: f32) -> Result<Vec<Level>, ModelError> {
+fn pyramid_levels(parsed: &model::Parsed, w: u32, h: u32, min_face: f32, max_face: f32) -> Result<Vec<Level>, ModelError> {
     let spec = BlazeFaceKind::Pyramid.anchor_spec();
     let levels =
-        pyramid_scales(w, h, min_face).into_iter().map(|z| Level::new(parsed, (w, h), z, 16, spec)).collect::<Result<Vec<_>, _>>()?;
+        pyramid_scales_up_to(w, h, min_face, max_face).into_iter().map(|z| Level::new(parsed, (w, h), z, 16, spec)).collect::<Result<Vec<_>, _>>()?;
     log::info!(
         "detect: pyramid for {w}x{h}, faces from {min_face} px: levels {}",
         levels.iter().map(|l| format!("{}x{}", l.iw, l.ih)).collect::<Vec<_>>().join(", ")
@@ -713,14 +754,14 @@ impl FaceDetector for Pyramid {
 
     fn prepare(&mut self, w: u32, h: u32) -> Result<(), ModelError> {
         let c = &mut self.core;
-        let (parsed, min_face) = (&c.parsed, c.min_face);
-        c.levels.get(w, h, || pyramid_levels(parsed, w, h, min_face)).map(|_| ())
+        let (parsed, min_face, max_face) = (&c.parsed, c.min_face, c.max_face);
+        c.levels.get(w, h, || pyramid_levels(parsed, w, h, min_face, max_face)).map(|_| ())
     }
 
     fn detect(&mut self, frame: &Frame, out: &mut Detections) -> Result<(), DetectError> {
-        let MultiScale { parsed, levels, scaler, candidates, score_threshold, min_face, nms_iou, .. } = &mut self.core;
+        let MultiScale { parsed, levels, scaler, candidates, score_threshold, min_face, max_face, nms_iou, .. } = &mut self.core;
         let (w, h) = (frame.width, frame.height);
-        let levels = levels.get(w, h, || pyramid_levels(parsed, w, h, *min_face)).map_err(DetectError::inference)?;
+        let levels = levels.get(w, h, || pyramid_levels(parsed, w, h, *min_face, *max_face)).map_err(DetectError::inference)?;
         candidates.clear();
         for lv in levels.iter_mut() {
             lv.fill_input(frame, scaler, to_input)?;
@@ -743,8 +784,8 @@ impl FaceDetector for Pyramid {
     }
 
     fn face_range(&self, width: u32, height: u32) -> (f32, f32) {
-        let z = pyramid_scales(width, height, self.core.min_face);
-        (PYRAMID_MIN_MODEL_FACE / z[0], PYRAMID_MAX_MODEL_FACE / z[z.len() - 1])
+        let z = pyramid_scales_up_to(width, height, self.core.min_face, self.core.max_face);
+        (PYRAMID_MIN_MODEL_FACE / z[0], (PYRAMID_MAX_MODEL_FACE / z[z.len() - 1]).min(self.core.max_face))
     }
 }
 
@@ -901,7 +942,7 @@ mod tests {
         let img = image::open("samples/clip/frame_0000.jpg").unwrap().to_rgb8();
         let mut frame = Frame::new(img.width(), img.height());
         frame.data.copy_from_slice(img.as_raw());
-        let second = BlurAlsoConfig { kind: DetectorKind::MienFace, model: "models/mien_face.onnx".into(), score_threshold: 0.3, min_face: None };
+        let second = BlurAlsoConfig { kind: DetectorKind::MienFace, model: "models/mien_face.onnx".into(), score_threshold: 0.3, min_face: None, max_face: None };
         let cfg = DetectConfig { min_face: 40, blur_also: Some(second), cover_margin: 0.4, ..DetectConfig::default() };
         let mut both = load(&cfg).unwrap();
         both.prepare(frame.width, frame.height).unwrap();
@@ -1079,6 +1120,50 @@ mod tests {
         assert_eq!(out.len(), 3, "the fork keeps the margin");
         assert!(both.second().is_some());
         assert_eq!(both.face_range(640, 480), (40.0, 400.0));
+    }
+
+    #[test]
+    fn blur_also_up_to_leaves_out_second_boxes_taller_than_max_face() {
+        let frame = Frame::new(640, 480);
+        let first = Fixed(Ok(vec![at(100.0, 40.0, 0.9)]));
+        // A small face the first missed (16 px), one at the limit (128 px) and a box past it (129 px, a cup).
+        let second = Fixed(Ok(vec![at(300.0, 16.0, 0.4), at(400.0, 128.0, 0.3), at(0.0, 129.0, 0.3)]));
+        let mut both = BlurAlso::new(Box::new(first), Box::new(second), 0.4).up_to(128.0);
+        let mut out = Detections::new();
+        both.detect(&frame, &mut out).unwrap();
+        assert_eq!(out.iter().map(|d| (d.bbox.x0, d.blur_only)).collect::<Vec<_>>(), [(100.0, false), (300.0, true), (400.0, true)]);
+        // Forks keep the limit; the range's top is the first's (400) over the second's capped one.
+        let mut f = both.fork().unwrap();
+        f.detect(&frame, &mut out).unwrap();
+        assert_eq!(out.len(), 3, "the fork keeps max_face");
+        assert_eq!(both.face_range(640, 480), (40.0, 400.0));
+        // Boxes too tall do not count toward MAX_FACES either.
+        let tall = (0..MAX_FACES).map(|i| at(i as f32, 200.0, 0.3)).collect();
+        let mut both = BlurAlso::new(Box::new(Fixed(Ok(vec![at(0.0, 20.0, 0.9)]))), Box::new(Fixed(Ok(tall))), 0.0).up_to(128.0);
+        both.detect(&frame, &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn max_face_lays_out_fewer_passes_and_is_checked_against_min_face() {
+        // mien-face from 16 px at 640x480: the frame itself, then 3x and 9x smaller; up to 128 px, the first alone.
+        assert_eq!(mienface::pass_scales(640, 480, 16.0).len(), 3);
+        assert_eq!(mienface::pass_scales_up_to(640, 480, 16.0, 128.0), vec![1.0]);
+        assert_eq!(pyramid_scales_up_to(640, 480, 16.0, 100.0), vec![1.625, 0.40625]);
+        let cfg = |min: Option<u32>, max: u32| DetectConfig {
+            blur_also: Some(BlurAlsoConfig {
+                kind: DetectorKind::MienFace,
+                model: "m.onnx".into(),
+                score_threshold: 0.3,
+                min_face: min,
+                max_face: Some(max),
+            }),
+            ..DetectConfig::default()
+        };
+        assert!(cfg(Some(16), 128).validate().is_ok());
+        assert_eq!(cfg(Some(16), 15).validate().unwrap_err().0, "detect.blur_also.max_face");
+        // Without its own min_face, the second's floor is the first's (16 by default).
+        assert_eq!(cfg(None, 12).validate().unwrap_err().0, "detect.blur_also.max_face");
     }
 
     #[test]

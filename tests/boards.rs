@@ -29,6 +29,9 @@ fn every_board_profile_loads_and_is_complete() {
             let b = c.detect.blur_also.as_ref().unwrap_or_else(|| panic!("{}: no [detect.blur_also]", p.display()));
             assert_eq!(b.model, "/usr/share/mien/models/mien_face.onnx", "{}", p.display());
             assert!(b.min_face.unwrap_or(c.detect.min_face) <= c.detect.min_face, "{}: blur_also.min_face", p.display());
+            // Its boxes for large faces blur cups and shirts: kept up to twice the largest face the pyramid was
+            // measured to miss (63 px, docs/privacy.md) and no further.
+            assert_eq!(b.max_face, Some(128), "{}: blur_also.max_face", p.display());
             assert!(c.uplink.tls, "{}: TLS is on by default on boards", p.display());
             // Metrics for the fleet's node_exporter, on the service's tmpfs; no port opened by default.
             assert_eq!(c.metrics.textfile, "/run/mien/mien.prom", "{}: metrics.textfile", p.display());

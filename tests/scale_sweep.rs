@@ -33,12 +33,25 @@ fn reduced_scale_sweep_blurs_every_face_size_and_masks_the_crowd() {
     for bucket in ["| 16-23 |", "| 24-31 |", "| 32-47 |", "| 48-63 |", "| 128-191 |", "| 256-383 |"] {
         assert!(stdout.contains(bucket), "no faces in {bucket}");
     }
-    // Beyond the recall over the faces the reference finds: every face pasted was blurred, the ones it misses too
-    // (with mien-face at 0.3 the full sweep kept one 17 px face at 1920x1080 that neither the reference nor it found).
-    let total = stdout.lines().find(|l| l.starts_with("Blur recall:")).expect("the totals line");
-    let all = total.split("; ").nth(1).and_then(|r| r.split(" pasted").next()).expect("the pasted count");
-    let (blurred, pasted) = all.split_once(" of all ").expect("N of all M");
-    assert_eq!(blurred, pasted, "{total}");
+    // Beyond the recall over the faces the reference finds: of every face pasted into the composed frames, the ones
+    // it misses too, at least 99.5% blurred. Neither detector is sure of every face the reference misses: a 28 px
+    // grey face at 1920x1080 here is found by neither (mien-face's passes for large faces used to cover it by
+    // chance, with a box over the grey background; the default keeps those boxes no more: `max_face` 128,
+    // docs/privacy.md). The close-ups count by the reference: one of them is a cheek, nose and mouth filling the
+    // frame, without eyes, which neither it nor the pyramid sees as a face.
+    let header = stdout.lines().find(|l| l.starts_with("| face height")).expect("the table");
+    let is_size = |col: &str| col.split_once('x').is_some_and(|(w, h)| w.parse::<u32>().is_ok() && h.parse::<u32>().is_ok());
+    let columns: Vec<&str> = header.split('|').map(str::trim).collect();
+    let (mut blurred, mut pasted, mut cells) = (0u32, 0u32, 0);
+    for row in stdout.lines().filter(|l| l.starts_with("| ") && l.as_bytes().get(2).is_some_and(u8::is_ascii_digit)) {
+        for (cell, _) in row.split('|').map(str::trim).zip(&columns).filter(|(c, col)| !c.is_empty() && is_size(col)) {
+            let all = cell.split("all ").nth(1).and_then(|r| r.strip_suffix(')')).unwrap_or_else(|| panic!("{row}"));
+            let (b, p) = all.split_once('/').unwrap_or_else(|| panic!("{row}"));
+            (blurred, pasted, cells) = (blurred + b.parse::<u32>().unwrap(), pasted + p.parse::<u32>().unwrap(), cells + 1);
+        }
+    }
+    assert!(cells >= 16 && pasted >= 500, "only {cells} cells, {pasted} faces of composed frames read: {header}");
+    assert!(blurred as f64 >= 0.995 * pasted as f64, "{blurred} of all {pasted} faces pasted into composed frames blurred");
 }
 
 #[test]
@@ -88,6 +101,16 @@ fn real_photographs_lose_every_face_the_reference_finds() {
     let stdout = photographs(&[]);
     assert!(stdout.contains("+ blurred only: mien-face"), "the default's two detectors did not run");
     assert!(stdout.contains("photos, own size: 11 frames, 0 masked whole"), "a photograph was masked whole");
+    // And the blur stays on the faces: with mien-face's boxes for large faces (no `max_face`) the default blurred
+    // 91% of the photographs' background and 77% of the clip's face-free frames; up to 128 px, 26% and 12%.
+    let share = |prefix: &str| -> f64 {
+        let line = stdout.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no line {prefix:?}"));
+        let after = line.split("background blurred ").nth(1).unwrap_or_else(|| panic!("{line}"));
+        after.split('%').next().unwrap().parse().unwrap_or_else(|e| panic!("{line}: {e}"))
+    };
+    let (photos, free) = (share("photos, own size: 11 frames"), share("face-free frames"));
+    assert!(photos < 40.0, "{photos}% of the photographs' background blurred");
+    assert!(free < 20.0, "{free}% of the face-free frames blurred");
 }
 
 #[test]

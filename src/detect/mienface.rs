@@ -37,12 +37,17 @@ const TO_FULL_RANGE: (f32, f32) = (1.0 / 1.134, 0.036);
 /// The scales of the passes for a `w` x `h` frame: the first maps `min_face` to `MIN_MODEL_FACE`, each next one is
 /// `PASS_STEP` times smaller, and the last one holds a face as tall as the frame's longer side.
 pub fn pass_scales(w: u32, h: u32, min_face: f32) -> Vec<f32> {
-    multi_scale(w, h, min_face, (MIN_MODEL_FACE, MAX_MODEL_FACE), PASS_STEP, MAX_UPSCALE)
+    pass_scales_up_to(w, h, min_face, f32::INFINITY)
+}
+
+/// `pass_scales` for faces up to `max_face` px (or the frame's longer side, if smaller) only.
+pub fn pass_scales_up_to(w: u32, h: u32, min_face: f32, max_face: f32) -> Vec<f32> {
+    multi_scale((w.max(h) as f32).min(max_face), min_face, (MIN_MODEL_FACE, MAX_MODEL_FACE), PASS_STEP, MAX_UPSCALE)
 }
 
 /// The passes for `w` x `h` frames (levels padded to multiples of 32, without anchors).
-fn passes(parsed: &model::Parsed, w: u32, h: u32, min_face: f32) -> Result<Vec<Level>, ModelError> {
-    let passes = pass_scales(w, h, min_face).into_iter().map(|z| Level::new(parsed, (w, h), z, 32, &[])).collect::<Result<Vec<_>, _>>()?;
+fn passes(parsed: &model::Parsed, w: u32, h: u32, min_face: f32, max_face: f32) -> Result<Vec<Level>, ModelError> {
+    let passes = pass_scales_up_to(w, h, min_face, max_face).into_iter().map(|z| Level::new(parsed, (w, h), z, 32, &[])).collect::<Result<Vec<_>, _>>()?;
     log::info!(
         "detect: mien-face for {w}x{h}, faces from {min_face} px: passes {}",
         passes.iter().map(|p| format!("{}x{}", p.iw, p.ih)).collect::<Vec<_>>().join(", ")
@@ -59,6 +64,12 @@ impl MienFace {
         let me = MienFace { core: MultiScale::open(path, min_face, score_threshold, nms_iou)? };
         me.check_outputs()?;
         Ok(me)
+    }
+
+    /// Lay the passes out for faces up to `max_face` px only (`f32::INFINITY`: the whole frame).
+    pub fn up_to(mut self, max_face: f32) -> Self {
+        self.core.max_face = max_face;
+        self
     }
 
     /// One dry run on a 64x64 input: three outputs of five channels on the grids of strides 8, 16 and 32, so that a
@@ -136,14 +147,14 @@ impl FaceDetector for MienFace {
 
     fn prepare(&mut self, w: u32, h: u32) -> Result<(), ModelError> {
         let c = &mut self.core;
-        let (parsed, min_face) = (&c.parsed, c.min_face);
-        c.levels.get(w, h, || passes(parsed, w, h, min_face)).map(|_| ())
+        let (parsed, min_face, max_face) = (&c.parsed, c.min_face, c.max_face);
+        c.levels.get(w, h, || passes(parsed, w, h, min_face, max_face)).map(|_| ())
     }
 
     fn detect(&mut self, frame: &Frame, out: &mut Detections) -> Result<(), DetectError> {
-        let MultiScale { parsed, levels, scaler, candidates, score_threshold, min_face, nms_iou, .. } = &mut self.core;
+        let MultiScale { parsed, levels, scaler, candidates, score_threshold, min_face, max_face, nms_iou, .. } = &mut self.core;
         let (w, h) = (frame.width, frame.height);
-        let levels = levels.get(w, h, || passes(parsed, w, h, *min_face)).map_err(DetectError::inference)?;
+        let levels = levels.get(w, h, || passes(parsed, w, h, *min_face, *max_face)).map_err(DetectError::inference)?;
         candidates.clear();
         for p in levels.iter_mut() {
             p.fill_input(frame, scaler, to_input)?;
@@ -171,8 +182,8 @@ impl FaceDetector for MienFace {
     }
 
     fn face_range(&self, width: u32, height: u32) -> (f32, f32) {
-        let z = pass_scales(width, height, self.core.min_face);
-        (MIN_MODEL_FACE / z[0], MAX_MODEL_FACE / z[z.len() - 1])
+        let z = pass_scales_up_to(width, height, self.core.min_face, self.core.max_face);
+        (MIN_MODEL_FACE / z[0], (MAX_MODEL_FACE / z[z.len() - 1]).min(self.core.max_face))
     }
 }
 
