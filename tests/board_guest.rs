@@ -109,7 +109,7 @@ fn framebuffer_led_and_button_on_real_kernel_devices() {
             ("timeout_ms = 1000", "timeout_ms = 60000"),
             ("timeout_ms = 2000", "timeout_ms = 20000"),
             EMULATED_MIN_FACE,
-            GUEST_ONE_DETECTOR,
+            guest_one_detector(),
             ("kind = \"none\"", "kind = \"framebuffer\""),
             ("refresh_ms = 200", "refresh_ms = 20"),
             ("chip = \"/dev/gpiochip0\"", "chip = \"@CHIP@\"\nled = 3\nbutton = 5\nbutton_active_low = true"),

@@ -79,7 +79,7 @@ fn loopback(guest: Guest) {
             ("timeout_ms = 1000", "timeout_ms = 60000"),
             ("timeout_ms = 2000", "timeout_ms = 20000"),
             EMULATED_MIN_FACE,
-            GUEST_ONE_DETECTOR,
+            guest_one_detector(),
             // Labels are compared frame by frame with a replay: each frame's own (a camera's timestamps under
             // TCG are not a replay's, so smoothing over time would differ).
             ("smoothing_ms = 500", "smoothing_ms = 0"),
@@ -145,7 +145,7 @@ fn loopback(guest: Guest) {
         image::save_buffer(replay_src.join("f.png"), &orig.data, 640, 480, image::ExtendedColorType::Rgb8).unwrap();
         let rl = rdir.path().join("labels.jsonl");
         // The guest's own profile (its detector laid out from 40 px, one detector: EMULATED_MIN_FACE,
-        // GUEST_ONE_DETECTOR): the same detection setup.
+        // guest_one_detector()): the same detection setup.
         let gcfg = s.join("guest.toml");
         run_ok(&["run", "--config", gcfg.to_str().unwrap(), "--source", replay_src.to_str().unwrap(), "--labels", rl.to_str().unwrap()]);
         let replay: Vec<(String, f64)> =
@@ -188,7 +188,7 @@ fn faults(guest: Guest) {
     let share = guest_share(&guest, &format!("mien-faults-{}-", guest.arch), "tests/guest/vivid-faults.sh");
     let s = share.path();
     // Detection budget widened for TCG; the camera keeps its real 2 s timeout.
-    let cfg = replaced(mien::config::DEFAULT_PROFILE, &[("timeout_ms = 1000", "timeout_ms = 60000"), EMULATED_MIN_FACE, GUEST_ONE_DETECTOR]);
+    let cfg = replaced(mien::config::DEFAULT_PROFILE, &[("timeout_ms = 1000", "timeout_ms = 60000"), EMULATED_MIN_FACE, guest_one_detector()]);
     std::fs::write(s.join("faults.toml"), cfg).unwrap();
     let (st, console) = run_guest(&guest, s, &[]);
     let log = std::fs::read_to_string(s.join("out/faults.log")).unwrap_or_default();

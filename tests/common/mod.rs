@@ -43,8 +43,13 @@ pub const EMULATED_BLUR_ALSO: (&str, &str) = ("score_threshold = 0.25\nmin_face 
 /// What they check (V4L2 capture through the kernel's vivid driver, the board's display and GPIO, labels against a
 /// host replay with the same profile) does not depend on a second detector, which doubled each frame's time under
 /// TCG (the amd64 loopback test: 279 s with it). Both detectors run on ARM under qemu-user (tests/arm_parity.rs).
-pub const GUEST_ONE_DETECTOR: (&str, &str) =
-    ("[detect.blur_also]\nkind = \"mien-face\"\nmodel = \"models/mien_face.onnx\"\nscore_threshold = 0.25\nmin_face = 16\n", "");
+pub fn guest_one_detector() -> (&'static str, &'static str) {
+    // The whole section, comments and all, up to the next one: every key of it goes.
+    let p = mien::config::DEFAULT_PROFILE;
+    let start = p.find("[detect.blur_also]\n").expect("the default has a [detect.blur_also] section");
+    let end = p[start..].find("\n[").map_or(p.len(), |i| start + i + 1);
+    (&p[start..end], "")
+}
 
 pub fn run_ok(args: &[&str]) -> Output {
     let out = mien().args(args).output().expect("run mien");
@@ -159,7 +164,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// A share directory for a qemu guest test (tests/guest/), under target/: the guest is built first, the models
-/// the guest profiles use (GUEST_ONE_DETECTOR) are copied in, and `script` becomes the guest's test.sh.
+/// the guest profiles use (`guest_one_detector`) are copied in, and `script` becomes the guest's test.sh.
 pub fn guest_share(guest: &Guest, prefix: &str, script: &str) -> tempfile::TempDir {
     let st = Command::new(repo("tests/guest/build.sh")).arg(guest.arch).status().expect("tests/guest/build.sh");
     assert!(st.success(), "guest build failed");
