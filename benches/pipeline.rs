@@ -233,7 +233,8 @@ fn main() {
     p40_both_cfg.detect.min_face = 40;
     let second = p40_both_cfg.detect.blur_also.as_mut().expect("the default has a second detector");
     (second.min_face, second.score_threshold) = (Some(40), 0.3);
-    let mut p40_both = measure("board profiles' pair: pyramid from 40 px + mien-face from 40 px up to 128 px (blurred only)", &p40_both_cfg, &frames, rounds, None);
+    let name = "board profiles' pair: pyramid from 40 px + mien-face from 40 px up to 128 px (blurred only)";
+    let mut p40_both = measure(name, &p40_both_cfg, &frames, rounds, None);
     let mut own_cfg = single.clone();
     own_cfg.detect.kind = DetectorKind::MienFace;
     own_cfg.detect.model = "models/mien_face.onnx".into();

@@ -942,7 +942,8 @@ mod tests {
         let img = image::open("samples/clip/frame_0000.jpg").unwrap().to_rgb8();
         let mut frame = Frame::new(img.width(), img.height());
         frame.data.copy_from_slice(img.as_raw());
-        let second = BlurAlsoConfig { kind: DetectorKind::MienFace, model: "models/mien_face.onnx".into(), score_threshold: 0.3, min_face: None, max_face: None };
+        let model = "models/mien_face.onnx".into();
+        let second = BlurAlsoConfig { kind: DetectorKind::MienFace, model, score_threshold: 0.3, min_face: None, max_face: None };
         let cfg = DetectConfig { min_face: 40, blur_also: Some(second), cover_margin: 0.4, ..DetectConfig::default() };
         let mut both = load(&cfg).unwrap();
         both.prepare(frame.width, frame.height).unwrap();

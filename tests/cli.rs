@@ -36,7 +36,8 @@ fn bad_config_values_are_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("detect.score_threshold") && err.contains("bad.toml"), "{err}");
     // A second detector's max_face under its own floor is named too, with the floor.
-    let second = "[detect.blur_also]\nkind = \"mien-face\"\nmodel = \"models/mien_face.onnx\"\nscore_threshold = 0.3\nmin_face = 40\nmax_face = 24\n";
+    let second = "[detect.blur_also]\nkind = \"mien-face\"\nmodel = \"models/mien_face.onnx\"\n\
+                  score_threshold = 0.3\nmin_face = 40\nmax_face = 24\n";
     std::fs::write(&p, format!("[detect]\nmin_face = 40\n{second}")).unwrap();
     let out = mien().args(["run", "--config", p.to_str().unwrap()]).output().unwrap();
     assert!(!out.status.success());

@@ -47,7 +47,8 @@ pub fn pass_scales_up_to(w: u32, h: u32, min_face: f32, max_face: f32) -> Vec<f3
 
 /// The passes for `w` x `h` frames (levels padded to multiples of 32, without anchors).
 fn passes(parsed: &model::Parsed, w: u32, h: u32, min_face: f32, max_face: f32) -> Result<Vec<Level>, ModelError> {
-    let passes = pass_scales_up_to(w, h, min_face, max_face).into_iter().map(|z| Level::new(parsed, (w, h), z, 32, &[])).collect::<Result<Vec<_>, _>>()?;
+    let scales = pass_scales_up_to(w, h, min_face, max_face);
+    let passes = scales.into_iter().map(|z| Level::new(parsed, (w, h), z, 32, &[])).collect::<Result<Vec<_>, _>>()?;
     log::info!(
         "detect: mien-face for {w}x{h}, faces from {min_face} px: passes {}",
         passes.iter().map(|p| format!("{}x{}", p.iw, p.ih)).collect::<Vec<_>>().join(", ")
