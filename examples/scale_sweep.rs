@@ -227,10 +227,6 @@ impl Stage {
     }
 }
 
-/// Judge each face of `faces` in `orig` and `blurred`, into `cells` by bucket. The detail is measured over the
-/// box the reference found (the face proper: a pasted picture may hold a hat or hair around it), or over the
-/// pasted face box where the reference found none. `before`: the reference's detections in `orig`, where the
-/// caller has them already (the reference is most of the sweep's time on large frames).
 /// Pixels the blur changed away from the faces, and all pixels away from them: the background the blur took
 /// by mistake. Away from a face = outside the reference's box grown by half its size on each side (the privacy
 /// margin and the hold's slack); a pixel counts as changed when a channel moved by more than 8.
@@ -251,6 +247,15 @@ fn background_changed(orig: &Frame, blurred: &Frame, faces: &[BBox]) -> (u64, u6
     (changed, total)
 }
 
+/// A (changed, total) pixel count as a percentage.
+fn percent((changed, total): (u64, u64)) -> f64 {
+    100.0 * changed as f64 / total.max(1) as f64
+}
+
+/// Judge each face of `faces` in `orig` and `blurred`, into `cells` by bucket. The detail is measured over the
+/// box the reference found (the face proper: a pasted picture may hold a hat or hair around it), or over the
+/// pasted face box where the reference found none. `before`: the reference's detections in `orig`, where the
+/// caller has them already (the reference is most of the sweep's time on large frames).
 fn judge(
     orig: &Frame,
     blurred: &Frame,
@@ -374,7 +379,7 @@ fn photos(
                 orig.width,
                 orig.height,
                 other.len(),
-                100.0 * bg.0 as f64 / bg.1.max(1) as f64
+                percent(bg)
             );
             if !faces.is_empty() {
                 *report += &format!(" ({:.0}-{:.0} px tall)", sizes.0, sizes.1);
@@ -387,7 +392,7 @@ fn photos(
             stage.masked - m0,
             extra.0,
             extra.1,
-            100.0 * background.0 as f64 / background.1.max(1) as f64,
+            percent(background),
             (stage.took - t0).as_secs_f64() * 1e3 / frames.max(1) as f64
         );
         columns.push((name, cells));
@@ -468,7 +473,7 @@ fn main() -> anyhow::Result<()> {
         report += &format!(
             "face-free frames (the clip's 20-23, 640x480): {} detections, background blurred {:.1}%\n",
             boxes,
-            100.0 * background.0 as f64 / background.1.max(1) as f64
+            percent(background)
         );
     }
     for &(w, h) in resolutions.iter().filter(|_| n_frames > 0) {
