@@ -204,7 +204,7 @@ fn main() {
     }
     let cfg = Config::embedded_default();
     let mut main = measure(
-        "default: BlazeFace pyramid from 32 px + mien-face from 16 px at 0.25 up to 128 px (blurred only) + mien int8 expression",
+        "default: mien-face from 16 px at 0.25 (blurred only up to 128 px) guiding a BlazeFace pyramid from 32 px + mien int8 expression",
         &cfg,
         &frames,
         rounds,
@@ -214,12 +214,10 @@ fn main() {
     // The detector setups compared run one detector each.
     let mut single = cfg.clone();
     single.detect.blur_also = None;
-    let mut p16_cfg = cfg.clone();
-    p16_cfg.detect.min_face = 16;
-    // As it ran: mien-face at 0.3, its boxes of every size (`max_face` came after).
-    let second = p16_cfg.detect.blur_also.as_mut().expect("the default has a second detector");
-    (second.score_threshold, second.max_face) = (0.3, None);
-    let mut p16 = measure("previous default: pyramid from 16 px + mien-face from 16 px at 0.3 (blurred only)", &p16_cfg, &frames, rounds, None);
+    // The previous default (until 2026-12-07): the same pair, the pyramid's finest level run whole.
+    let mut prev_cfg = cfg.clone();
+    prev_cfg.detect.blur_also.as_mut().expect("the default has a second detector").guide = false;
+    let mut prev = measure("previous default: the same pair unguided (the pyramid's finest level run whole)", &prev_cfg, &frames, rounds, None);
     let mut full_cfg = single.clone();
     full_cfg.detect.kind = DetectorKind::FullRange;
     full_cfg.detect.model = "models/blazeface_full_range.onnx".into();
@@ -232,7 +230,7 @@ fn main() {
     let mut p40_both_cfg = cfg.clone();
     p40_both_cfg.detect.min_face = 40;
     let second = p40_both_cfg.detect.blur_also.as_mut().expect("the default has a second detector");
-    (second.min_face, second.score_threshold) = (Some(40), 0.3);
+    (second.min_face, second.score_threshold, second.guide) = (Some(40), 0.3, false);
     let name = "board profiles' pair: pyramid from 40 px + mien-face from 40 px up to 128 px (blurred only)";
     let mut p40_both = measure(name, &p40_both_cfg, &frames, rounds, None);
     let mut own_cfg = single.clone();
@@ -263,7 +261,7 @@ fn main() {
     let (cost_disp, cost_every) = (mean(&disp, 2) - out_none, mean(&every, 2) - out_none);
     let e2e_none = (e2e(&main) + e2e(&again)) / 2.0;
     let fps_main = report(&mut main);
-    let fps_p16 = report(&mut p16);
+    let fps_prev = report(&mut prev);
     let fps_full = report(&mut full);
     let fps_p40 = report(&mut p40);
     let fps_p40_both = report(&mut p40_both);
@@ -280,14 +278,14 @@ fn main() {
         Ok(d) => {
             println!("deface (one core, same frames): {d:.2} frames/s");
             println!("ratio default/deface frames/s: {:.2}", fps_main / d);
-            println!("ratio previous default (pyramid from 16 px + mien-face)/deface frames/s: {:.2}", fps_p16 / d);
+            println!("ratio previous default (unguided)/deface frames/s: {:.2}", fps_prev / d);
             println!("ratio pyramid from 40 px/deface frames/s: {:.2}", fps_p40 / d);
             println!("ratio mien-face from 16 px/deface frames/s: {:.2}", fps_own / d);
         }
         Err(why) => println!("deface anchor not run: {why}"),
     }
     println!("ratio runtime.threads 2/1 frames/s: {:.2}", fps_t2 / fps_t1);
-    println!("ratio default/previous default (pyramid from 16 px + mien-face) frames/s: {:.2}", fps_main / fps_p16);
+    println!("ratio default/previous default (unguided) frames/s: {:.2}", fps_main / fps_prev);
     println!("ratio mien-face from 16 px/default frames/s: {:.2}", fps_own / fps_main);
     println!("ratio default/full range frames/s: {:.2}", fps_main / fps_full);
     println!("ratio pyramid from 40 px/full range frames/s: {:.2}", fps_p40 / fps_full);

@@ -334,6 +334,7 @@ fn photos(
         *report += &format!("{name}:\n");
         let mut extra = (0, 0);
         let mut background = (0u64, 0u64);
+        let mut scored = (0, 0);
         for p in &paths {
             let img = read_rgb(p);
             let mut frame = if pw == 0 || pw >= img.width {
@@ -365,6 +366,10 @@ fn photos(
                 .map(|d| if d.blur_only { 0.0 } else { d.score })
                 .collect();
             let labelled = other.iter().filter(|&&s| s >= label_score).count();
+            // The reference's faces a labelled detection (the first detector's, over `expression.min_score`) finds:
+            // the faces the pipeline would give a label.
+            let read = faces.iter().filter(|g| stage.dets.iter().any(|d| !d.blur_only && d.score >= label_score && finds(&d.bbox, g))).count();
+            scored = (scored.0 + read, scored.1 + faces.len());
             if std::env::var_os("SWEEP_DEBUG").is_some() {
                 let on: Vec<String> = stage.dets.iter().filter(|d| faces.iter().any(|g| finds(&d.bbox, g)))
                     .map(|d| format!("{:.2}{}@{:.0}px", d.score, if d.blur_only { " (blur only)" } else { "" }, d.bbox.height()))
@@ -375,7 +380,7 @@ fn photos(
             let bg = background_changed(&orig, &frame, &faces);
             background = (background.0 + bg.0, background.1 + bg.1);
             *report += &format!(
-                "  {file} {}x{}: {b} of {c} faces blurred; {} more detections ({labelled} scored for a label); background blurred {:.1}%",
+                "  {file} {}x{}: {b} of {c} faces blurred, {read} scored for a label; {} more detections ({labelled} scored for a label); background blurred {:.1}%",
                 orig.width,
                 orig.height,
                 other.len(),
@@ -388,8 +393,10 @@ fn photos(
         }
         let frames = stage.frames - f0;
         *report += &format!(
-            "{name}: {frames} frames, {} masked whole, {} detections where the reference finds no face ({} scored for a label), background blurred {:.1}%, detect {:.1} ms/frame\n",
+            "{name}: {frames} frames, {} masked whole, {} of {} faces scored for a label, {} detections where the reference finds no face ({} scored for a label), background blurred {:.1}%, detect {:.1} ms/frame\n",
             stage.masked - m0,
+            scored.0,
+            scored.1,
             extra.0,
             extra.1,
             percent(background),

@@ -178,10 +178,11 @@ fn face_sizes(cfg: &Config, det: &mut dyn crate::detect::FaceDetector) -> Check 
     let largest = if hi >= h as f32 { "a face filling the frame".to_string() } else { format!("{hi:.0} px") };
     let floors = match &cfg.detect.blur_also {
         Some(b) => format!(
-            "detect.min_face {}, labelled; detect.blur_also.min_face {}{}, blurred only",
+            "detect.min_face {}, labelled; detect.blur_also.min_face {}{}, blurred only{}",
             cfg.detect.min_face,
             b.min_face.unwrap_or(cfg.detect.min_face),
-            b.max_face.map(|m| format!(" to max_face {m}")).unwrap_or_default()
+            b.max_face.map(|m| format!(" to max_face {m}")).unwrap_or_default(),
+            if b.guide { ", and guiding the pyramid's finest level" } else { "" }
         ),
         None => format!("detect.min_face {}", cfg.detect.min_face),
     };
