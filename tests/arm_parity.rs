@@ -13,10 +13,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The default profile with the detector's time budget widened for qemu-user (it runs the models ~80x slower
-/// than the host) and both detectors laid out from 40 px faces (`EMULATED_MIN_FACE`, `EMULATED_BLUR_ALSO`), nothing else.
+/// than the host) and both detectors laid out from 40 px faces, the pyramid unguided as on the boards
+/// (`EMULATED_MIN_FACE`, `EMULATED_BLUR_ALSO`, `EMULATED_UNGUIDED`), nothing else.
 fn qemu_config(dir: &Path) -> PathBuf {
     let cfg = dir.join("qemu.toml");
-    let text = replaced(mien::config::DEFAULT_PROFILE, &[("timeout_ms = 1000", "timeout_ms = 60000"), EMULATED_MIN_FACE, EMULATED_BLUR_ALSO]);
+    let edits = [("timeout_ms = 1000", "timeout_ms = 60000"), EMULATED_MIN_FACE, EMULATED_BLUR_ALSO, EMULATED_UNGUIDED];
+    let text = replaced(mien::config::DEFAULT_PROFILE, &edits);
     std::fs::write(&cfg, text).unwrap();
     cfg
 }

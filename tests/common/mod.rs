@@ -39,6 +39,9 @@ pub fn replaced(text: &str, edits: &[(&str, &str)]) -> String {
 pub const EMULATED_MIN_FACE: (&str, &str) = ("min_face = 32\n# Lower", "min_face = 40\n# Lower");
 /// See `EMULATED_MIN_FACE`: `[detect.blur_also]`'s floor, and the board profiles' threshold with it.
 pub const EMULATED_BLUR_ALSO: (&str, &str) = ("score_threshold = 0.25\nmin_face = 16", "score_threshold = 0.3\nmin_face = 40");
+/// With `EMULATED_BLUR_ALSO`: the pyramid unguided, as in the board profiles (mien-face from 40 px, one pass at 0.4 of
+/// the frame, is too coarse a guide: docs/privacy.md, "The pyramid guided by mien-face").
+pub const EMULATED_UNGUIDED: (&str, &str) = ("\nguide = true\n", "\nguide = false\n");
 /// Profile edit for the qemu system guests (tests/guest/): the first detector alone, without `[detect.blur_also]`.
 /// What they check (V4L2 capture through the kernel's vivid driver, the board's display and GPIO, labels against a
 /// host replay with the same profile) does not depend on a second detector, which doubled each frame's time under
