@@ -368,7 +368,8 @@ fn photos(
             let labelled = other.iter().filter(|&&s| s >= label_score).count();
             // The reference's faces a labelled detection (the first detector's, over `expression.min_score`) finds:
             // the faces the pipeline would give a label.
-            let read = faces.iter().filter(|g| stage.dets.iter().any(|d| !d.blur_only && d.score >= label_score && finds(&d.bbox, g))).count();
+            let labels = |g: &&BBox| stage.dets.iter().any(|d| !d.blur_only && d.score >= label_score && finds(&d.bbox, g));
+            let read = faces.iter().filter(labels).count();
             scored = (scored.0 + read, scored.1 + faces.len());
             if std::env::var_os("SWEEP_DEBUG").is_some() {
                 let on: Vec<String> = stage.dets.iter().filter(|d| faces.iter().any(|g| finds(&d.bbox, g)))

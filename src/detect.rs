@@ -760,6 +760,8 @@ pub struct Pyramid {
     guided: bool,
     /// Windows the last frame's finest level ran in (`None`: it ran whole).
     windows_run: Option<usize>,
+    /// This frame's windows (`plan_windows`), kept to allocate once.
+    plan: Vec<(usize, u32, u32)>,
 }
 
 /// Window sides (model pixels, multiples of the coarsest stride) the guided finest level runs in: the smallest
@@ -768,8 +770,9 @@ const WINDOW_SIDES: [u32; 3] = [128, 192, 256];
 /// A window is at least this many times the guide box's height (in the level's pixels): the face, the head
 /// around it and a guide box a little off the face.
 const WINDOW_FIT: f32 = 1.6;
-/// The guided finest level runs whole when its windows together would take more than this share of its area
-/// (a crowd, or a guide box too large for a window): never slower than unguided by more than the guide's cost.
+/// The guided finest level runs whole when its windows together would take more than this share of its area (a
+/// crowd, many false guide boxes): a window costs what its area does (0.13-0.16 us a model pixel in tract, as the
+/// whole level; docs/performance.md), so a guided level is never much slower than a whole one.
 const WINDOW_MAX_SHARE: f32 = 0.8;
 /// The guide boxes that get a window: from this share of `detect.min_face` (smaller faces the finest level does
 /// not find either) up to this many times the second level's floor (larger faces are the second level's).
@@ -854,11 +857,12 @@ impl Pyramid {
         let core = MultiScale::open(path, min_face, score_threshold, nms_iou)?;
         // One dry run at the model's own size checks that it is the short-range model (its anchors).
         check_anchor_outputs(path, &core.parsed.runnable_for(&[1, 3, 128, 128])?, 128, BlazeFaceKind::Pyramid)?;
-        Ok(Pyramid { core, windows: Windows::default(), guided: false, windows_run: None })
+        Ok(Pyramid { core, windows: Windows::default(), guided: false, windows_run: None, plan: Vec::new() })
     }
 
     fn forked(&self) -> Result<Pyramid, ModelError> {
-        Ok(Pyramid { core: self.core.fork()?, windows: self.windows.fork(&self.core.parsed)?, guided: self.guided, windows_run: None })
+        let (core, windows) = (self.core.fork()?, self.windows.fork(&self.core.parsed)?);
+        Ok(Pyramid { core, windows, guided: self.guided, windows_run: None, plan: Vec::new() })
     }
 
     /// Run the finest level only around the boxes `detect_guided` is given (`[detect.blur_also] guide`).
@@ -872,7 +876,7 @@ impl Pyramid {
         let MultiScale { parsed, levels, scaler, candidates, score_threshold, min_face, max_face, nms_iou, .. } = &mut self.core;
         let (w, h) = (frame.width, frame.height);
         let levels = levels.get(w, h, || pyramid_levels(parsed, w, h, *min_face, *max_face)).map_err(DetectError::inference)?;
-        let mut plan = Vec::new();
+        let plan = &mut self.plan;
         let windowed = match guides {
             Some(g) if levels.len() >= 2 => {
                 if self.windows.0.is_empty() {
@@ -880,7 +884,7 @@ impl Pyramid {
                 }
                 let (z0, z1) = (levels[0].zoom(frame).0, levels[1].zoom(frame).0);
                 let range = (GUIDE_BELOW_FLOOR * *min_face, GUIDE_OVER_NEXT * PYRAMID_MIN_MODEL_FACE / z1);
-                plan_windows(g, z0, (levels[0].iw, levels[0].ih), range, &mut plan).is_some()
+                plan_windows(g, z0, (levels[0].iw, levels[0].ih), range, plan).is_some()
             }
             _ => false,
         };
@@ -890,7 +894,7 @@ impl Pyramid {
             lv.fill_input(frame, scaler, to_input)?;
             if i == 0 && windowed {
                 let plane = (lv.iw * lv.ih) as usize;
-                for &(k, ox, oy) in &plan {
+                for &(k, ox, oy) in plan.iter() {
                     let win = &mut self.windows.0[k];
                     let (s, iw) = (win.side as usize, lv.iw as usize);
                     for c in 0..3 {
@@ -1129,7 +1133,8 @@ mod tests {
         let mut frame = Frame::new(img.width(), img.height());
         frame.data.copy_from_slice(img.as_raw());
         let model = "models/mien_face.onnx".into();
-        let second = BlurAlsoConfig { kind: DetectorKind::MienFace, model, score_threshold: 0.3, min_face: None, max_face: None, guide: false };
+        let second =
+            BlurAlsoConfig { kind: DetectorKind::MienFace, model, score_threshold: 0.3, min_face: None, max_face: None, guide: false };
         let cfg = DetectConfig { min_face: 40, blur_also: Some(second), cover_margin: 0.4, ..DetectConfig::default() };
         let mut both = load(&cfg).unwrap();
         both.prepare(frame.width, frame.height).unwrap();
@@ -1374,14 +1379,18 @@ mod tests {
     fn guided_windows_sit_on_the_stride_grid_around_each_guide_in_range() {
         // 640x480 from 32 px: the finest level at 0.8125 (528x400 padded), the second level's floor 128 px.
         let (z, size, range) = (0.8125, (528, 400), (24.0, 160.0));
-        let g = |cx: f32, cy: f32, hgt: f32| Detection::new(BBox { x0: cx - hgt / 2.0, y0: cy - hgt / 2.0, x1: cx + hgt / 2.0, y1: cy + hgt / 2.0 }, 0.9);
+        let g = |cx: f32, cy: f32, hgt: f32| {
+            let half = hgt / 2.0;
+            Detection::new(BBox { x0: cx - half, y0: cy - half, x1: cx + half, y1: cy + half }, 0.9)
+        };
         let mut plan = Vec::new();
         // A 100 px face: 81 model px, 130 with the fit: a 192 window around its centre, on the 16 px grid.
         assert!(plan_windows(&[g(300.0, 200.0, 100.0)], z, size, range, &mut plan).is_some());
         let (k, ox, oy) = plan[0];
         assert_eq!((WINDOW_SIDES[k], ox % 16, oy % 16), (192, 0, 0));
         let (cx, cy) = (300.0 * z, 200.0 * z);
-        assert!((ox as f32) < cx - 80.0 && cx + 80.0 < (ox + 192) as f32 && (oy as f32) < cy - 80.0 && cy + 80.0 < (oy + 192) as f32, "{plan:?}");
+        let holds = |o: u32, c: f32| (o as f32) < c - 80.0 && c + 80.0 < (o + 192) as f32;
+        assert!(holds(ox, cx) && holds(oy, cy), "{plan:?}");
         // At a corner the window is moved inside the level; boxes under or over the range get none; the same
         // window twice runs once.
         let guides = [g(5.0, 470.0, 40.0), g(100.0, 100.0, 20.0), g(400.0, 100.0, 300.0), g(5.0, 470.0, 41.0)];
