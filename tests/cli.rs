@@ -94,6 +94,11 @@ fn doctor_passes_on_the_default_profile_and_names_each_failure() {
     // The shipped int8 student is timed against its fp32 twin on this machine (the figures are not checked).
     let speed = text.lines().find(|l| l.contains("expression speed")).unwrap_or_else(|| panic!("no expression speed in:\n{text}"));
     assert!(speed.contains("mien_student_int8.onnx: ") && speed.contains("its fp32 twin") && speed.contains("int8/fp32 = "), "{speed}");
+    // The default's pyramid is guided by mien-face: the time against the budget is its worst case, the finest level
+    // whole (the blank test frame gives mien-face no box to guide by).
+    let sizes = text.lines().find(|l| l.contains("face sizes")).unwrap_or_else(|| panic!("no face sizes in:\n{text}"));
+    let guided = sizes.contains("guiding the pyramid's finest level") && sizes.contains("at most (the finest level whole)");
+    assert!(sizes.contains("PASS") && guided, "{sizes}");
 
     let out = mien().args(["doctor", "--source", "/dev/video9", "--detect-model", "/nonexistent.onnx"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
