@@ -32,6 +32,9 @@ fn every_board_profile_loads_and_is_complete() {
             // Its boxes for large faces blur cups and shirts: kept up to twice the largest face the pyramid was
             // measured to miss (63 px, docs/privacy.md) and no further.
             assert_eq!(b.max_face, Some(128), "{}: blur_also.max_face", p.display());
+            // And the pyramid unguided: mien-face from a board's floor (one pass at 0.4 of the frame from 40 px) is
+            // too coarse a guide; guided, the Pi 4 profile blurred 116 of 148 photograph faces, against 131.
+            assert!(!b.guide, "{}: blur_also.guide", p.display());
             assert!(c.uplink.tls, "{}: TLS is on by default on boards", p.display());
             // Metrics for the fleet's node_exporter, on the service's tmpfs; no port opened by default.
             assert_eq!(c.metrics.textfile, "/run/mien/mien.prom", "{}: metrics.textfile", p.display());
