@@ -891,6 +891,9 @@ impl Pyramid {
         self.windows_run = windowed.then_some(plan.len());
         candidates.clear();
         for (i, lv) in levels.iter_mut().enumerate() {
+            if i == 0 && windowed && plan.is_empty() {
+                continue; // no window: the level is not even scaled
+            }
             lv.fill_input(frame, scaler, to_input)?;
             if i == 0 && windowed {
                 let plane = (lv.iw * lv.ih) as usize;
