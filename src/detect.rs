@@ -895,6 +895,7 @@ impl Pyramid {
                 continue; // no window: the level is not even scaled
             }
             lv.fill_input(frame, scaler, to_input)?;
+            let zoom = lv.zoom(frame);
             if i == 0 && windowed {
                 let plane = (lv.iw * lv.ih) as usize;
                 for &(k, ox, oy) in plan.iter() {
@@ -906,19 +907,13 @@ impl Pyramid {
                             win.input[(c * s + y) * s..(c * s + y + 1) * s].copy_from_slice(&lv.input[src..src + s]);
                         }
                     }
-                    let outputs = model::run_state(&mut win.state, &[1, 3, s, s], &win.input).map_err(DetectError::inference)?;
-                    let reg = model::output_f32(&outputs[0]).map_err(DetectError::inference)?;
-                    let cls = model::output_f32(&outputs[1]).map_err(DetectError::inference)?;
-                    let origin = [ox as f32, oy as f32];
-                    decode(reg, cls, &win.anchors, origin, lv.zoom(frame), BlazeFaceKind::Pyramid, *score_threshold, candidates)?;
+                    let input = (&[1, 3, s, s][..], &win.input[..], &win.anchors[..], [ox as f32, oy as f32]);
+                    run_level(&mut win.state, input, zoom, *score_threshold, candidates)?;
                 }
                 continue;
             }
             let shape = lv.shape();
-            let outputs = model::run_state(&mut lv.state, &shape, &lv.input).map_err(DetectError::inference)?;
-            let reg = model::output_f32(&outputs[0]).map_err(DetectError::inference)?;
-            let cls = model::output_f32(&outputs[1]).map_err(DetectError::inference)?;
-            decode(reg, cls, &lv.anchors, [0.0; 2], lv.zoom(frame), BlazeFaceKind::Pyramid, *score_threshold, candidates)?;
+            run_level(&mut lv.state, (&shape[..], &lv.input[..], &lv.anchors[..], [0.0; 2]), zoom, *score_threshold, candidates)?;
         }
         weighted_nms(candidates, *nms_iou, out)
     }
@@ -928,6 +923,21 @@ impl Pyramid {
         self.core.max_face = max_face;
         self
     }
+}
+
+/// Run a pyramid level or a window of one through `state` and add its candidates: `(shape, input, anchors, origin)`
+/// as `decode` takes them.
+fn run_level(
+    state: &mut model::State,
+    (shape, input, anchors, origin): (&[usize], &[f32], &[[f32; 2]], [f32; 2]),
+    zoom: (f32, f32),
+    threshold: f32,
+    candidates: &mut Vec<Detection>,
+) -> Result<(), DetectError> {
+    let outputs = model::run_state(state, shape, input).map_err(DetectError::inference)?;
+    let reg = model::output_f32(&outputs[0]).map_err(DetectError::inference)?;
+    let cls = model::output_f32(&outputs[1]).map_err(DetectError::inference)?;
+    decode(reg, cls, anchors, origin, zoom, BlazeFaceKind::Pyramid, threshold, candidates)
 }
 
 /// The pyramid's levels for `w` x `h` frames.

@@ -105,8 +105,9 @@ fn real_photographs_lose_every_face_the_reference_finds() {
     // 91% of the photographs' background and 77% of the clip's face-free frames; up to 128 px, 26% and 12%; with
     // the pyramid's finest level guided by mien-face (`guide`, 2026-12-07), 21% and 5%: the level no longer runs
     // where mien-face boxes nothing, as on the clip's cup.
+    let line = |prefix: &str| stdout.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no line {prefix:?}"));
     let share = |prefix: &str| -> f64 {
-        let line = stdout.lines().find(|l| l.starts_with(prefix)).unwrap_or_else(|| panic!("no line {prefix:?}"));
+        let line = line(prefix);
         let after = line.split("background blurred ").nth(1).unwrap_or_else(|| panic!("{line}"));
         after.split('%').next().unwrap().parse().unwrap_or_else(|e| panic!("{line}: {e}"))
     };
@@ -116,7 +117,7 @@ fn real_photographs_lose_every_face_the_reference_finds() {
     // The faces that get a label (a pyramid box over expression.min_score): 38 of the 49 the reference finds, guided
     // or not (the other 11 are the crowd's, 13-70 px under its drawn mesh). Guided by mien-face boxes over 0.7 only,
     // it was 35 (and 22 of 49 at 640 wide; 32 over 0.5).
-    let line = stdout.lines().find(|l| l.starts_with("photos, own size: 11 frames")).unwrap();
+    let line = line("photos, own size: 11 frames");
     let scored = line.split(" faces scored for a label").next().and_then(|l| l.rsplit(", ").next()).unwrap_or_else(|| panic!("{line}"));
     let (read, of) = scored.split_once(" of ").unwrap_or_else(|| panic!("{line}"));
     assert!(read.parse::<u32>().unwrap() >= 38 && of == "49", "{scored} faces scored for a label: {line}");
