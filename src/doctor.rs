@@ -64,8 +64,11 @@ pub fn run(cfg: &Config) -> Vec<Check> {
             let mut worst = cfg.detect.clone();
             let guided = worst.blur_also.as_mut().is_some_and(|b| std::mem::take(&mut b.guide));
             let (w, h) = (cfg.camera.width, cfg.camera.height);
-            let mut timed = if guided { crate::detect::load_for_camera(&worst, w, h).unwrap_or(d) } else { d };
-            out.push(face_sizes(cfg, timed.as_mut()))
+            let (mut timed, whole) = match guided.then(|| crate::detect::load_for_camera(&worst, w, h)) {
+                Some(Ok(unguided)) => (unguided, true),
+                _ => (d, false),
+            };
+            out.push(face_sizes(cfg, timed.as_mut(), whole))
         }
         Err(_) => out.push(Check { name: "face sizes", verdict: Verdict::Skip, detail: "no detector".into() }),
     }
@@ -163,7 +166,8 @@ fn twin(path: &Path) -> Option<(std::path::PathBuf, &'static str, &'static str)>
 /// range, see `detect::PYRAMID_MIN_MODEL_FACE` and the README's sweep table), and its time per frame on this
 /// board against `detect.timeout_ms`: a detection over the budget masks the frame whole, so a stage too slow for
 /// this board masks every frame.
-fn face_sizes(cfg: &Config, det: &mut dyn crate::detect::FaceDetector) -> Check {
+/// `whole`: `det` is the guided stage's unguided twin, timed for its worst case.
+fn face_sizes(cfg: &Config, det: &mut dyn crate::detect::FaceDetector, whole: bool) -> Check {
     let name = "face sizes";
     let (w, h) = (cfg.camera.width, cfg.camera.height);
     let (lo, hi) = det.face_range(w, h);
@@ -194,7 +198,7 @@ fn face_sizes(cfg: &Config, det: &mut dyn crate::detect::FaceDetector) -> Check 
         ),
         None => format!("detect.min_face {}", cfg.detect.min_face),
     };
-    let worst = if cfg.detect.blur_also.as_ref().is_some_and(|b| b.guide) { " at most (the finest level whole)" } else { "" };
+    let worst = if whole { " at most (the finest level whole)" } else { "" };
     let detail = format!(
         "blurs faces from {lo:.0} px tall up to {largest} at {w}x{h} ({floors}); detect {ms:.0} ms per frame{worst}, budget {budget:.0} ms"
     );
