@@ -4,6 +4,7 @@
 //!     cargo run --release --example scale_sweep -- --reduced --min-recall 0.995   # what CI runs (tests/scale_sweep.rs)
 //!     cargo run --release --example scale_sweep -- --min-face 24 --kind pyramid   # another detector setup
 //!     cargo run --release --example scale_sweep -- --photos models/reference/photos # real photographs
+//!     cargo run --release --example scale_sweep -- --roll 45 --ellipse --close-ups 0 # heads tilted 45 degrees
 //!
 //! Frames are composed from faces mien may use (never FER+ test) and no detector of mien was trained on: colour
 //! close-ups from `../shared/data/site-colour` (every fifth file), FER+ train faces (rows under 20,000) scaled up
@@ -74,6 +75,15 @@ struct Args {
     /// Widths the photographs are measured at (scaled keeping their aspect, never up; 0: their own size).
     #[arg(long, value_delimiter = ',', default_value = "0,640,1280")]
     photo_widths: Vec<u32>,
+    /// Turn each pasted face in its picture's plane by this many degrees, clockwise or anticlockwise at random (a
+    /// head tilted to the shoulder: candid photographs). The face's bucket is its upright height; the reference
+    /// finds fewer turned faces, so read the "all" figures (blurred of every face pasted) beside the recall.
+    #[arg(long, default_value_t = 0.0)]
+    roll: f32,
+    /// Paste each face through an ellipse that fades into the frame, instead of as its whole picture: no straight
+    /// edge around it (a turned picture's corners are edges no real face has).
+    #[arg(long)]
+    ellipse: bool,
     /// Where `../shared` is.
     #[arg(long, default_value = "../shared")]
     shared: PathBuf,
@@ -131,31 +141,58 @@ fn stills(cf: &CenterFace) -> Vec<Source> {
     v
 }
 
-/// Paste `src` scaled so that its face is `side` px tall with the face's top-left at (`fx`, `fy`); returns the
-/// face box in the frame.
-fn paste(frame: &mut Frame, src: &Source, side: f32, fx: f32, fy: f32, scaler: &mut Scaler) -> BBox {
+/// Paste `src` scaled so that its face is `side` px tall with the face's top-left at (`fx`, `fy`), turned by
+/// `roll` degrees about the face's centre (the picture turns with it; what falls outside it keeps the frame's
+/// pixels); returns the face box in the frame (upright: the turned face's bounding box).
+/// With `ellipse`, the picture fades out at the edge of the ellipse it holds.
+#[allow(clippy::too_many_arguments)]
+fn paste(frame: &mut Frame, src: &Source, side: f32, fx: f32, fy: f32, roll: f32, ellipse: bool, scaler: &mut Scaler) -> BBox {
     let k = side / src.face.height();
     let (w, h) = (((src.img.width as f32 * k).round() as u32).max(1), ((src.img.height as f32 * k).round() as u32).max(1));
     let mut buf = vec![0u8; (w * h * 3) as usize];
     scaler.crop_resize(&src.img, src.img.full_rect(), &mut buf, w, h).unwrap();
     let (ox, oy) = ((fx - src.face.x0 * k).round() as i64, (fy - src.face.y0 * k).round() as i64);
-    for y in 0..h as i64 {
-        let fy = oy + y;
-        if fy < 0 || fy >= frame.height as i64 {
-            continue;
-        }
-        for x in 0..w as i64 {
-            let fx = ox + x;
-            if fx < 0 || fx >= frame.width as i64 {
+    let (x0, y0) = (ox as f32 + src.face.x0 * k, oy as f32 + src.face.y0 * k);
+    let face = BBox { x0, y0, x1: x0 + src.face.width() * k, y1: y0 + src.face.height() * k };
+    // The face's centre, in the frame and in `buf`; each frame pixel reads `buf` through the inverse turn
+    // (nearest pixel).
+    let (cx, cy) = face.center();
+    let (bx, by) = (cx - ox as f32, cy - oy as f32);
+    let (sin, cos) = roll.to_radians().sin_cos();
+    // The picture's corners, turned, bound the pixels to visit.
+    let corners = [(0.0, 0.0), (w as f32, 0.0), (0.0, h as f32), (w as f32, h as f32)]
+        .map(|(x, y)| (cx + (x - bx) * cos - (y - by) * sin, cy + (x - bx) * sin + (y - by) * cos));
+    let lo = |f: fn(&(f32, f32)) -> f32| corners.iter().map(f).fold(f32::MAX, f32::min).floor().max(0.0) as u32;
+    let hi = |f: fn(&(f32, f32)) -> f32, n: u32| (corners.iter().map(f).fold(f32::MIN, f32::max).ceil().max(0.0) as u32).min(n);
+    for y in lo(|c| c.1)..hi(|c| c.1, frame.height) {
+        for x in lo(|c| c.0)..hi(|c| c.0, frame.width) {
+            let (dx, dy) = (x as f32 + 0.5 - cx, y as f32 + 0.5 - cy);
+            let (sx, sy) = (bx + dx * cos + dy * sin, by - dx * sin + dy * cos);
+            if sx < 0.0 || sy < 0.0 || sx >= w as f32 || sy >= h as f32 {
                 continue;
             }
-            let d = (fy as usize * frame.width as usize + fx as usize) * 3;
-            let s = (y as usize * w as usize + x as usize) * 3;
-            frame.data[d..d + 3].copy_from_slice(&buf[s..s + 3]);
+            let d = ((y * frame.width + x) * 3) as usize;
+            let s = ((sy as u32 * w + sx as u32) * 3) as usize;
+            if ellipse {
+                let r = (sx / w as f32 * 2.0 - 1.0).hypot(sy / h as f32 * 2.0 - 1.0);
+                let a = ((1.1 - r) / 0.25).clamp(0.0, 1.0);
+                for c in 0..3 {
+                    frame.data[d + c] = (frame.data[d + c] as f32 * (1.0 - a) + buf[s + c] as f32 * a).round() as u8;
+                }
+            } else {
+                frame.data[d..d + 3].copy_from_slice(&buf[s..s + 3]);
+            }
         }
     }
-    let (x0, y0) = (ox as f32 + src.face.x0 * k, oy as f32 + src.face.y0 * k);
-    BBox { x0, y0, x1: x0 + src.face.width() * k, y1: y0 + src.face.height() * k }
+    if roll == 0.0 {
+        return face;
+    }
+    let turned = [(face.x0, face.y0), (face.x1, face.y0), (face.x0, face.y1), (face.x1, face.y1)]
+        .map(|(x, y)| (cx + (x - cx) * cos - (y - cy) * sin, cy + (x - cx) * sin + (y - cy) * cos));
+    let (xs, ys) = (turned.map(|c| c.0), turned.map(|c| c.1));
+    let min = |v: [f32; 4]| v.into_iter().fold(f32::MAX, f32::min);
+    let max = |v: [f32; 4]| v.into_iter().fold(f32::MIN, f32::max);
+    BBox { x0: min(xs), y0: min(ys), x1: max(xs), y1: max(ys) }
 }
 
 fn to_grey(f: &mut Frame) {
@@ -436,7 +473,7 @@ fn main() -> anyhow::Result<()> {
         frames: 0,
         masked: 0,
     };
-    let setup = format!(
+    let mut setup = format!(
         "{} (detect.kind {:?}, min_face {}, score_threshold {}), privacy {:?}",
         stage.det.describe(),
         cfg.detect.kind,
@@ -444,6 +481,12 @@ fn main() -> anyhow::Result<()> {
         cfg.detect.score_threshold,
         cfg.privacy.mode
     );
+    if a.roll != 0.0 {
+        setup += &format!("; faces turned by {} degrees either way", a.roll);
+    }
+    if a.ellipse {
+        setup += "; faces faded in through an ellipse";
+    }
     let mut rng = Rng(a.seed);
     // Every fifth site-colour file (by sorted index): the rest trained mien's own detector (models/detector), so
     // the sweep pastes only faces no detector here was trained on.
@@ -509,6 +552,7 @@ fn main() -> anyhow::Result<()> {
             }
             let mut taken: Vec<BBox> = Vec::new();
             let mut faces = Vec::new();
+            let mut sides = Vec::new(); // each face's upright height (its bucket)
             for _ in 0..want {
                 // log-uniform size; the source: site-colour (half), FER+ (a third), a still
                 let side = (lo.ln() + rng.unit() * (hi.ln() - lo.ln())).exp() as f32;
@@ -522,16 +566,22 @@ fn main() -> anyhow::Result<()> {
                     Source { img: s.img.clone(), face: s.face }
                 };
                 let fw = side * src.face.width() / src.face.height();
-                // Faces keep apart (by the blur margin), so that one face's blur never covers a missed one.
+                // (no draw unrolled: the frames stay those of the sweep without --roll)
+                let roll = if a.roll == 0.0 || rng.unit() < 0.5 { a.roll } else { -a.roll };
+                // Faces keep apart (by the blur margin), so that one face's blur never covers a missed one; a turned
+                // face needs the room of its turned box.
+                let reach = (fw.hypot(side) - fw.min(side)) / 2.0 * (a.roll != 0.0) as u8 as f32;
                 let spot = (0..300).find_map(|_| {
-                    let x = rng.range(0.0, (w as f32 - fw).max(0.0) as f64) as f32;
-                    let y = rng.range(0.0, (h as f32 - side).max(0.0) as f64) as f32;
+                    let x = rng.range(reach as f64, (w as f32 - fw - reach).max(reach) as f64) as f32;
+                    let y = rng.range(reach as f64, (h as f32 - side - reach).max(reach) as f64) as f32;
                     let b = BBox { x0: x, y0: y, x1: x + fw, y1: y + side };
-                    let grown = b.expand(0.45);
+                    let grown = b.expand(0.45 + reach / fw.min(side));
                     taken.iter().all(|t| t.iou(&grown) == 0.0).then_some((b, grown))
                 });
                 let Some((b, grown)) = spot else { continue };
-                faces.push(paste(&mut frame, &src, side, b.x0, b.y0, &mut scaler));
+                let g = paste(&mut frame, &src, side, b.x0, b.y0, roll, a.ellipse, &mut scaler);
+                faces.push(g);
+                sides.push(side);
                 taken.push(grown);
             }
             if rng.unit() < 0.33 {
@@ -545,7 +595,9 @@ fn main() -> anyhow::Result<()> {
             if stage.protect(&mut frame) {
                 crowds.push(faces.len().to_string());
             }
-            judge(&orig, &frame, &faces, None, &cf, &mut cells, |g| bucket(g.height()));
+            judge(&orig, &frame, &faces, None, &cf, &mut cells, |g| {
+                bucket(faces.iter().position(|f| f == g).map_or(g.height(), |i| sides[i]))
+            });
         }
         let frames = stage.frames - f0;
         report += &format!(

@@ -127,3 +127,30 @@ fn real_photographs_lose_every_face_the_reference_finds() {
 fn real_photographs_with_mien_face_lose_every_face_the_reference_finds() {
     photographs(&["--kind", "mien-face", "--model", "models/mien_face.onnx", "--threshold", "0.3", "--min-face", "16"]);
 }
+
+/// The "Blur recall" line's count of every face pasted: (blurred, pasted).
+fn all_pasted(stdout: &str) -> (u32, u32) {
+    let line = stdout.lines().find(|l| l.starts_with("Blur recall:")).expect("the summary line");
+    let all = line.split("; ").nth(1).unwrap_or_else(|| panic!("{line}"));
+    let (b, rest) = all.split_once(" of all ").unwrap_or_else(|| panic!("{line}"));
+    (b.parse().unwrap(), rest.split(' ').next().unwrap().parse().unwrap())
+}
+
+/// Of every face pasted turned by 45 degrees, the share the default must blur. The shipped detectors blur 1,127 of
+/// 1,145 (0.984, 2026-12-07): faces turned that far are a known gap (docs/privacy.md, "Faces turned in the
+/// picture's plane"); this bar keeps it from widening. Raise it with a mien-face trained on turned faces.
+const ROLL_BAR: f64 = 0.98;
+
+#[test]
+fn faces_turned_to_the_shoulder_are_blurred() {
+    // Heads tilted by 45 degrees either way (candid photographs; a worker leaning over a bench), faded into the
+    // frame through an ellipse so that no straight edge gives a turned picture away. The reference finds few turned
+    // faces (68 of the 1,145 here), so the bar is on every face pasted (the summary's "all").
+    let args = ["--resolutions", "640x480,1280x720", "--frames", "16", "--close-ups", "0", "--roll", "45", "--ellipse"];
+    let stdout = common::example("scale_sweep", &args);
+    eprintln!("{stdout}");
+    assert!(stdout.contains("faces turned by 45 degrees either way; faces faded in through an ellipse"), "not turned");
+    let (blurred, pasted) = all_pasted(&stdout);
+    assert!(pasted >= 1000, "only {pasted} faces pasted");
+    assert!(blurred as f64 >= ROLL_BAR * pasted as f64, "{blurred} of {pasted} faces turned by 45 degrees blurred");
+}

@@ -177,10 +177,13 @@ def load_backgrounds(work):
 class Synth:
     """Training frames and their targets, made on the fly from a seeded generator."""
 
-    def __init__(self, site, fer, backgrounds, size=CANVAS, marks=0.0):
+    def __init__(self, site, fer, backgrounds, size=CANVAS, marks=0.0, roll=0.0, roll_max=90.0):
         self.site, self.fer, self.bgs, self.size = site, fer, backgrounds, size
         # the share of faces, negatives and background patches that get marks drawn over them (`mark`)
         self.marks = marks
+        # the share of faces and negatives turned in the picture's plane (a head tilted to the shoulder), by up to
+        # roll_max degrees either way (uniform); the rest are pasted as cut
+        self.roll, self.roll_max = roll, roll_max
         self.fonts = {}
 
     def font(self, px):
@@ -287,29 +290,50 @@ class Synth:
             out[y0:y0 + hh, x0:x0 + ww] = img[sy0:sy0 + hh, sx0:sx0 + ww]
         return out
 
-    def paste(self, canvas, img, x, y, w, h, rng, ellipse):
+    def turn(self, rng):
+        """The roll (degrees) for the next face or negative: 0 for most, uniform within roll_max for a share. Without
+        --roll it draws nothing, so the frames are those the shipped model was trained on."""
+        if self.roll <= 0:
+            return 0.0
+        return float(rng.uniform(-self.roll_max, self.roll_max)) if rng.random() < self.roll else 0.0
+
+    def paste(self, canvas, img, x, y, w, h, rng, ellipse, roll=0.0):
+        """Paste `img` scaled to w x h at (x, y), turned by `roll` degrees about its centre; returns the box it
+        covers (the turned picture's bounding box: what the blur must cover)."""
         s = self.size
         iw, ih = max(1, int(round(w))), max(1, int(round(h)))
         src = Image.fromarray(np.ascontiguousarray(img)).resize((iw, ih), Image.BILINEAR)
         if rng.random() < self.marks:
             self.mark(src, rng)
-        src = np.asarray(src, np.float32)
-        # per-face light and colour
-        src = src * rng.uniform(0.5, 1.4) + rng.uniform(-30, 30)
-        src = src * rng.uniform(0.85, 1.15, 3)
+        # per-face light and colour (drawn in the order the shipped model's frames drew them)
+        gain, offset, colour = rng.uniform(0.5, 1.4), rng.uniform(-30, 30), rng.uniform(0.85, 1.15, 3)
+        if ellipse:
+            yy, xx = np.mgrid[0:ih, 0:iw].astype(np.float32)
+            d = np.sqrt(((xx + 0.5) / iw * 2 - 1) ** 2 + ((yy + 0.5) / ih * 2 - 1) ** 2)
+            alpha = np.clip((1.15 - d) / rng.uniform(0.1, 0.35), 0, 1).astype(np.float32)
+        else:
+            alpha = np.ones((ih, iw), np.float32)
+        box = (x, y, x + w, y + h)
+        if roll:
+            # PIL turns anticlockwise for positive angles; expand keeps the corners, the centre stays the centre
+            src = src.rotate(roll, Image.BILINEAR, expand=True)
+            alpha = np.asarray(Image.fromarray(alpha, "F").rotate(roll, Image.BILINEAR, expand=True))
+            cx, cy = x + w / 2, y + h / 2
+            t = math.radians(roll)
+            hw = (abs(w * math.cos(t)) + abs(h * math.sin(t))) / 2
+            hh = (abs(w * math.sin(t)) + abs(h * math.cos(t))) / 2
+            box = (cx - hw, cy - hh, cx + hw, cy + hh)
+            x, y = cx - src.size[0] / 2, cy - src.size[1] / 2
+            iw, ih = src.size
+        src = (np.asarray(src, np.float32) * gain + offset) * colour
         x0, y0 = int(round(x)), int(round(y))
         cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(s, x0 + iw), min(s, y0 + ih)
         if cx1 <= cx0 or cy1 <= cy0:
-            return
+            return box
         part = src[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
-        if ellipse:
-            yy, xx = np.mgrid[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0].astype(np.float32)
-            d = np.sqrt(((xx + 0.5) / iw * 2 - 1) ** 2 + ((yy + 0.5) / ih * 2 - 1) ** 2)
-            soft = rng.uniform(0.1, 0.35)
-            a = np.clip((1.15 - d) / soft, 0, 1)[..., None]
-            canvas[cy0:cy1, cx0:cx1] = canvas[cy0:cy1, cx0:cx1] * (1 - a) + part * a
-        else:
-            canvas[cy0:cy1, cx0:cx1] = part
+        a = alpha[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0, None]
+        canvas[cy0:cy1, cx0:cx1] = canvas[cy0:cy1, cx0:cx1] * (1 - a) + part * a
+        return box
 
     def sample(self, rng):
         s = self.size
@@ -336,22 +360,27 @@ class Synth:
         for _ in range(int(rng.integers(0, 4))):
             side = math.exp(rng.uniform(math.log(10), math.log(200)))
             x, y = rng.uniform(-0.2 * side, s - 0.8 * side), rng.uniform(-0.2 * side, s - 0.8 * side)
-            self.paste(canvas, self.scrambled(rng, max(4, int(side))), x, y, side, side, rng, rng.random() < 0.5)
+            self.paste(canvas, self.scrambled(rng, max(4, int(side))), x, y, side, side, rng, rng.random() < 0.5,
+                       self.turn(rng))
         for _ in range(n):
             side = math.exp(rng.uniform(math.log(lo), math.log(hi)))
             img = self.face(rng)
             ar = img.shape[1] / img.shape[0] * rng.uniform(0.9, 1.1)
             w, h = side * ar, side
+            roll = self.turn(rng)
+            t = math.radians(roll)
+            # the turned face's bounding box about the same centre (the box taught)
+            bw, bh = abs(w * math.cos(t)) + abs(h * math.sin(t)), abs(w * math.sin(t)) + abs(h * math.cos(t))
             for _ in range(20):
                 # up to a quarter of the face may run off the frame (a close-up: on any side)
-                x = rng.uniform(min(0.0, s - w) - 0.25 * w, max(0.0, s - w) + 0.25 * w)
-                y = rng.uniform(min(0.0, s - h) - 0.25 * h, max(0.0, s - h) + 0.25 * h)
-                b = (x, y, x + w, y + h)
+                x = rng.uniform(min(0.0, s - bw) - 0.25 * bw, max(0.0, s - bw) + 0.25 * bw)
+                y = rng.uniform(min(0.0, s - bh) - 0.25 * bh, max(0.0, s - bh) + 0.25 * bh)
+                b = (x, y, x + bw, y + bh)
                 if all(iou(b, o) < 0.15 for o in boxes):
                     break
             else:
                 continue
-            self.paste(canvas, img, x, y, w, h, rng, rng.random() < 0.5)
+            b = self.paste(canvas, img, x + (bw - w) / 2, y + (bh - h) / 2, w, h, rng, rng.random() < 0.5, roll)
             boxes.append(b)
         # the whole frame: grey, blur, noise, gamma
         if rng.random() < 0.3:
@@ -494,7 +523,7 @@ def train(a):
     site, fer = load_faces(a.shared)
     bgs = load_backgrounds(a.work)
     print(f"faces: {len(site)} site-colour, {len(fer)} FER+; {len(bgs)} backgrounds", flush=True)
-    synth = Synth(site, fer, bgs, marks=a.marks)
+    synth = Synth(site, fer, bgs, marks=a.marks, roll=a.roll, roll_max=a.roll_max)
     loader = torch.utils.data.DataLoader(Stream(synth, a.seed), batch_size=a.batch, num_workers=a.workers,
                                          persistent_workers=a.workers > 0)
     net = FaceNet(a.width)
@@ -739,6 +768,9 @@ def main():
     t.add_argument("--log-every", type=int, default=100)
     t.add_argument("--marks", type=float, default=0.0,
                    help="share of faces, negatives and background patches with marks drawn over them (Synth.mark)")
+    t.add_argument("--roll", type=float, default=0.0,
+                   help="share of faces and negatives turned in the picture's plane, by up to --roll-max degrees")
+    t.add_argument("--roll-max", type=float, default=90.0)
     t.add_argument("--init", default="", help="start from this checkpoint's weights (a new schedule: a second phase)")
     e = sub.add_parser("export")
     e.add_argument("--work", required=True)

@@ -22,8 +22,9 @@ if [ "${1:-}" = smoke ]; then
     "$PY" "$HERE/recipe.py" train --work "$WORK" --steps 8 --stop-at 4 --batch 8 --log-every 2 $BF16
     "$PY" "$HERE/recipe.py" train --work "$WORK" --steps 8 --batch 8 --log-every 2 --resume $BF16
     mkdir -p "$WORK/marks" && ln -sfn ../backgrounds "$WORK/marks/backgrounds"
-    "$PY" "$HERE/recipe.py" train --work "$WORK/marks" --init "$WORK/detector.pt" --marks 0.5 --steps 4 --batch 8 \
-        --log-every 2 $BF16
+    # --roll (faces turned in the picture's plane) is not in the shipped recipe yet (its card, Limits); run it here
+    "$PY" "$HERE/recipe.py" train --work "$WORK/marks" --init "$WORK/detector.pt" --marks 0.5 --roll 0.5 --steps 4 \
+        --batch 8 --log-every 2 $BF16
     "$PY" "$HERE/recipe.py" export --work "$WORK/marks" --out "$WORK/mien_face.onnx"
     "$PY" "$HERE/recipe.py" check --model "$WORK/mien_face.onnx" --work "$WORK" --frames 6
     "$PY" "$HERE/recipe.py" scales --model "$WORK/mien_face.onnx" --work "$WORK" --faces 4 --sizes 16,64
