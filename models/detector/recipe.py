@@ -10,6 +10,8 @@ larger than the frame.
     models/.venv/bin/python models/detector/recipe.py export --work W/marks --out models/mien_face.onnx
     models/.venv/bin/python models/detector/recipe.py check --model models/mien_face.onnx --work W
     models/.venv/bin/python models/detector/recipe.py scales --model models/mien_face.onnx --work W
+    models/.venv/bin/python models/detector/recipe.py train --work W/tune --from-onnx models/mien_face.onnx \
+        --roll 0.5 --marks 0.3 --steps 1000 --lr 5e-4 --bf16   # fine-tune the shipped model (W/tune/backgrounds)
 
 The network keeps YuNet's layout and size class (benches/detector_budget.py measured its speed): a stride-2 stem,
 depthwise-separable blocks, max-pool between stages, and a light top-down path so the stride-8 head sees
@@ -526,7 +528,11 @@ def train(a):
     synth = Synth(site, fer, bgs, marks=a.marks, roll=a.roll, roll_max=a.roll_max)
     loader = torch.utils.data.DataLoader(Stream(synth, a.seed), batch_size=a.batch, num_workers=a.workers,
                                          persistent_workers=a.workers > 0)
-    net = FaceNet(a.width)
+    # --from-onnx: the shipped graph's weights, batch norm folded into the convolutions (fine-tuned without it)
+    net = folded_net(a.width) if a.from_onnx else FaceNet(a.width)
+    if a.from_onnx and not (a.resume and os.path.exists(os.path.join(a.work, "detector.pt"))):
+        load_onnx(net, a.from_onnx)
+        print(f"weights from {a.from_onnx} (batch norm folded)", flush=True)
     ckpt = os.path.join(a.work, "detector.pt")
     start = 0
     opt = torch.optim.AdamW(net.parameters(), lr=a.lr, weight_decay=1e-4)
@@ -567,7 +573,7 @@ def train(a):
                   f"({k * a.batch / el:.0f} frames/s)", flush=True)
             t0, lc, lb, k = time.time(), 0.0, 0.0, 0
             torch.save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "step": step + 1, "width": a.width}, ckpt + ".tmp")
+                        "step": step + 1, "width": a.width, "folded": bool(a.from_onnx)}, ckpt + ".tmp")
             os.replace(ckpt + ".tmp", ckpt)
     print(f"-> {ckpt}")
 
@@ -591,11 +597,44 @@ def fold_bn(net):
     return net
 
 
+def folded_net(width=1.0):
+    """FaceNet as fold_bn leaves it: each batch norm gone, the convolution before it given a bias."""
+    def walk(m):
+        names = list(m._modules)
+        for i, n in enumerate(names):
+            child = m._modules[n]
+            if isinstance(child, nn.BatchNorm2d):
+                conv = m._modules[names[i - 1]]
+                conv.bias = nn.Parameter(torch.zeros(conv.out_channels))
+                m._modules[n] = nn.Identity()
+            else:
+                walk(child)
+    net = FaceNet(width)
+    walk(net)
+    return net
+
+
+def load_onnx(net, path):
+    """An exported model's weights (Exported's initializers are named net.<parameter>) into folded_net()."""
+    import onnx
+    from onnx import numpy_helper
+    w = {i.name[len("net."):]: torch.from_numpy(numpy_helper.to_array(i).copy())
+         for i in onnx.load(path).graph.initializer if i.name.startswith("net.")}
+    missing = set(net.state_dict()) ^ set(w)
+    assert not missing, f"{path}: not this network's layout ({sorted(missing)[:4]})"
+    net.load_state_dict(w)
+
+
 def export(a):
     st = torch.load(os.path.join(a.work, "detector.pt"), weights_only=False)
-    net = FaceNet(st.get("width", 1.0))
-    net.load_state_dict(st["net"])
-    net = fold_bn(net.eval())
+    if st.get("folded"):
+        net = folded_net(st.get("width", 1.0))
+        net.load_state_dict(st["net"])
+        net = net.eval()
+    else:
+        net = FaceNet(st.get("width", 1.0))
+        net.load_state_dict(st["net"])
+        net = fold_bn(net.eval())
     model = Exported(net).eval()
     x = torch.rand(1, 3, 480, 640)
     with torch.no_grad():
@@ -772,6 +811,8 @@ def main():
                    help="share of faces and negatives turned in the picture's plane, by up to --roll-max degrees")
     t.add_argument("--roll-max", type=float, default=90.0)
     t.add_argument("--init", default="", help="start from this checkpoint's weights (a new schedule: a second phase)")
+    t.add_argument("--from-onnx", default="",
+                   help="start from an exported model's weights (models/mien_face.onnx), batch norm folded: fine-tuning")
     e = sub.add_parser("export")
     e.add_argument("--work", required=True)
     e.add_argument("--out", required=True)

@@ -26,6 +26,11 @@ if [ "${1:-}" = smoke ]; then
     "$PY" "$HERE/recipe.py" train --work "$WORK/marks" --init "$WORK/detector.pt" --marks 0.5 --roll 0.5 --steps 4 \
         --batch 8 --log-every 2 $BF16
     "$PY" "$HERE/recipe.py" export --work "$WORK/marks" --out "$WORK/mien_face.onnx"
+    # fine-tuning an exported model (--from-onnx: batch norm folded), as for the turned-face candidate d
+    mkdir -p "$WORK/tune" && ln -sfn ../backgrounds "$WORK/tune/backgrounds"
+    "$PY" "$HERE/recipe.py" train --work "$WORK/tune" --from-onnx "$WORK/mien_face.onnx" --roll 0.5 --marks 0.3 \
+        --steps 4 --batch 8 --log-every 2 $BF16
+    "$PY" "$HERE/recipe.py" export --work "$WORK/tune" --out "$WORK/tune/mien_face.onnx"
     "$PY" "$HERE/recipe.py" check --model "$WORK/mien_face.onnx" --work "$WORK" --frames 6
     "$PY" "$HERE/recipe.py" scales --model "$WORK/mien_face.onnx" --work "$WORK" --faces 4 --sizes 16,64
     echo "detector recipe smoke: ok"
