@@ -159,13 +159,19 @@ fn paste(frame: &mut Frame, src: &Source, side: f32, fx: f32, fy: f32, roll: f32
     let (cx, cy) = face.center();
     let (bx, by) = (cx - ox as f32, cy - oy as f32);
     let (sin, cos) = roll.to_radians().sin_cos();
-    // The picture's corners, turned, bound the pixels to visit.
-    let corners = [(0.0, 0.0), (w as f32, 0.0), (0.0, h as f32), (w as f32, h as f32)]
-        .map(|(x, y)| (cx + (x - bx) * cos - (y - by) * sin, cy + (x - bx) * sin + (y - by) * cos));
-    let lo = |f: fn(&(f32, f32)) -> f32| corners.iter().map(f).fold(f32::MAX, f32::min).floor().max(0.0) as u32;
-    let hi = |f: fn(&(f32, f32)) -> f32, n: u32| (corners.iter().map(f).fold(f32::MIN, f32::max).ceil().max(0.0) as u32).min(n);
-    for y in lo(|c| c.1)..hi(|c| c.1, frame.height) {
-        for x in lo(|c| c.0)..hi(|c| c.0, frame.width) {
+    // A box's corners, turned about the face's centre, and the upright box that bounds them.
+    let turned = |b: BBox| {
+        let c = [(b.x0, b.y0), (b.x1, b.y0), (b.x0, b.y1), (b.x1, b.y1)]
+            .map(|(x, y)| (cx + (x - cx) * cos - (y - cy) * sin, cy + (x - cx) * sin + (y - cy) * cos));
+        let (xs, ys) = (c.map(|p| p.0), c.map(|p| p.1));
+        let (min, max) = (|v: [f32; 4]| v.into_iter().fold(f32::MAX, f32::min), |v: [f32; 4]| v.into_iter().fold(f32::MIN, f32::max));
+        BBox { x0: min(xs), y0: min(ys), x1: max(xs), y1: max(ys) }
+    };
+    // The picture, turned, bounds the pixels to visit.
+    let reach = turned(BBox { x0: ox as f32, y0: oy as f32, x1: (ox + w as i64) as f32, y1: (oy + h as i64) as f32 });
+    let span = |lo: f32, hi: f32, n: u32| lo.floor().max(0.0) as u32..(hi.ceil().max(0.0) as u32).min(n);
+    for y in span(reach.y0, reach.y1, frame.height) {
+        for x in span(reach.x0, reach.x1, frame.width) {
             let (dx, dy) = (x as f32 + 0.5 - cx, y as f32 + 0.5 - cy);
             let (sx, sy) = (bx + dx * cos + dy * sin, by - dx * sin + dy * cos);
             if sx < 0.0 || sy < 0.0 || sx >= w as f32 || sy >= h as f32 {
@@ -185,14 +191,10 @@ fn paste(frame: &mut Frame, src: &Source, side: f32, fx: f32, fy: f32, roll: f32
         }
     }
     if roll == 0.0 {
-        return face;
+        face
+    } else {
+        turned(face)
     }
-    let turned = [(face.x0, face.y0), (face.x1, face.y0), (face.x0, face.y1), (face.x1, face.y1)]
-        .map(|(x, y)| (cx + (x - cx) * cos - (y - cy) * sin, cy + (x - cx) * sin + (y - cy) * cos));
-    let (xs, ys) = (turned.map(|c| c.0), turned.map(|c| c.1));
-    let min = |v: [f32; 4]| v.into_iter().fold(f32::MAX, f32::min);
-    let max = |v: [f32; 4]| v.into_iter().fold(f32::MIN, f32::max);
-    BBox { x0: min(xs), y0: min(ys), x1: max(xs), y1: max(ys) }
 }
 
 fn to_grey(f: &mut Frame) {
@@ -570,7 +572,7 @@ fn main() -> anyhow::Result<()> {
                 let roll = if a.roll == 0.0 || rng.unit() < 0.5 { a.roll } else { -a.roll };
                 // Faces keep apart (by the blur margin), so that one face's blur never covers a missed one; a turned
                 // face needs the room of its turned box.
-                let reach = (fw.hypot(side) - fw.min(side)) / 2.0 * (a.roll != 0.0) as u8 as f32;
+                let reach = if a.roll == 0.0 { 0.0 } else { (fw.hypot(side) - fw.min(side)) / 2.0 };
                 let spot = (0..300).find_map(|_| {
                     let x = rng.range(reach as f64, (w as f32 - fw - reach).max(reach) as f64) as f32;
                     let y = rng.range(reach as f64, (h as f32 - side - reach).max(reach) as f64) as f32;
@@ -596,7 +598,7 @@ fn main() -> anyhow::Result<()> {
                 crowds.push(faces.len().to_string());
             }
             judge(&orig, &frame, &faces, None, &cf, &mut cells, |g| {
-                bucket(faces.iter().position(|f| f == g).map_or(g.height(), |i| sides[i]))
+                bucket(sides[faces.iter().position(|f| f == g).expect("a face of this frame")])
             });
         }
         let frames = stage.frames - f0;

@@ -530,10 +530,10 @@ def train(a):
                                          persistent_workers=a.workers > 0)
     # --from-onnx: the shipped graph's weights, batch norm folded into the convolutions (fine-tuned without it)
     net = folded_net(a.width) if a.from_onnx else FaceNet(a.width)
-    if a.from_onnx and not (a.resume and os.path.exists(os.path.join(a.work, "detector.pt"))):
+    ckpt = os.path.join(a.work, "detector.pt")
+    if a.from_onnx and not (a.resume and os.path.exists(ckpt)):
         load_onnx(net, a.from_onnx)
         print(f"weights from {a.from_onnx} (batch norm folded)", flush=True)
-    ckpt = os.path.join(a.work, "detector.pt")
     start = 0
     opt = torch.optim.AdamW(net.parameters(), lr=a.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=a.steps, pct_start=0.05)
@@ -578,39 +578,35 @@ def train(a):
     print(f"-> {ckpt}")
 
 
+def conv_bn_pairs(m):
+    """Each batch norm that follows a convolution in `m`: (its parent module, its name, the convolution)."""
+    names = list(m._modules)
+    for i, n in enumerate(names):
+        child = m._modules[n]
+        if isinstance(child, nn.BatchNorm2d) and i > 0 and isinstance(m._modules[names[i - 1]], nn.Conv2d):
+            yield m, n, m._modules[names[i - 1]]
+        else:
+            yield from conv_bn_pairs(child)
+
+
 def fold_bn(net):
     """Batch norm folded into the convolution before it, for a graph of plain convolutions."""
-    def walk(m):
-        names = list(m._modules)
-        for i, n in enumerate(names):
-            child = m._modules[n]
-            if isinstance(child, nn.BatchNorm2d) and i > 0 and isinstance(m._modules[names[i - 1]], nn.Conv2d):
-                conv = m._modules[names[i - 1]]
-                w = child.weight / torch.sqrt(child.running_var + child.eps)
-                conv.weight.data = conv.weight.data * w.reshape(-1, 1, 1, 1)
-                bias = conv.bias.data if conv.bias is not None else torch.zeros_like(child.running_mean)
-                conv.bias = nn.Parameter((bias - child.running_mean) * w + child.bias)
-                m._modules[n] = nn.Identity()
-            else:
-                walk(child)
-    walk(net)
+    for parent, name, conv in list(conv_bn_pairs(net)):
+        bn = parent._modules[name]
+        w = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        conv.weight.data = conv.weight.data * w.reshape(-1, 1, 1, 1)
+        bias = conv.bias.data if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        conv.bias = nn.Parameter((bias - bn.running_mean) * w + bn.bias)
+        parent._modules[name] = nn.Identity()
     return net
 
 
 def folded_net(width=1.0):
     """FaceNet as fold_bn leaves it: each batch norm gone, the convolution before it given a bias."""
-    def walk(m):
-        names = list(m._modules)
-        for i, n in enumerate(names):
-            child = m._modules[n]
-            if isinstance(child, nn.BatchNorm2d):
-                conv = m._modules[names[i - 1]]
-                conv.bias = nn.Parameter(torch.zeros(conv.out_channels))
-                m._modules[n] = nn.Identity()
-            else:
-                walk(child)
     net = FaceNet(width)
-    walk(net)
+    for parent, name, conv in list(conv_bn_pairs(net)):
+        conv.bias = nn.Parameter(torch.zeros(conv.out_channels))
+        parent._modules[name] = nn.Identity()
     return net
 
 
@@ -627,14 +623,10 @@ def load_onnx(net, path):
 
 def export(a):
     st = torch.load(os.path.join(a.work, "detector.pt"), weights_only=False)
-    if st.get("folded"):
-        net = folded_net(st.get("width", 1.0))
-        net.load_state_dict(st["net"])
-        net = net.eval()
-    else:
-        net = FaceNet(st.get("width", 1.0))
-        net.load_state_dict(st["net"])
-        net = fold_bn(net.eval())
+    # a fine-tuned model (--from-onnx) has no batch norm left to fold
+    net = (folded_net if st.get("folded") else FaceNet)(st.get("width", 1.0))
+    net.load_state_dict(st["net"])
+    net = net.eval() if st.get("folded") else fold_bn(net.eval())
     model = Exported(net).eval()
     x = torch.rand(1, 3, 480, 640)
     with torch.no_grad():
