@@ -11,7 +11,7 @@ larger than the frame.
     models/.venv/bin/python models/detector/recipe.py check --model models/mien_face.onnx --work W
     models/.venv/bin/python models/detector/recipe.py scales --model models/mien_face.onnx --work W
     models/.venv/bin/python models/detector/recipe.py train --work W/tune --from-onnx models/mien_face.onnx \
-        --roll 0.5 --marks 0.3 --steps 1000 --lr 5e-4 --bf16   # fine-tune the shipped model (W/tune/backgrounds)
+        --roll 0.5 --marks 0.3 --steps 1500 --lr 3e-4 --seed 4 --bf16   # turned faces, candidate g (W/tune/backgrounds)
 
 The network keeps YuNet's layout and size class (benches/detector_budget.py measured its speed): a stride-2 stem,
 depthwise-separable blocks, max-pool between stages, and a light top-down path so the stride-8 head sees
@@ -26,7 +26,9 @@ The training frames are made on the fly, never read from disk: faces pasted at 8
 whole rectangles (as the scale sweep pastes them), some faded out at an ellipse's edge (so that a face, not a
 pasted rectangle, is what the network learns), with rectangles of scrambled faces as negatives. Phase 2 draws
 marks over some faces, negatives and background patches (`Synth.mark`: a face mesh, boxes and captions, glasses,
-masks, hands), so that a marked face is still found and a mark alone is not a face. The faces:
+masks, hands), so that a marked face is still found and a mark alone is not a face. `--roll` (not in the shipped
+model: docs/privacy.md, "Faces turned in the picture's plane") turns a share of the faces and negatives in the
+picture's plane, the box taught being that of the ellipse inscribed in the turned face. The faces:
 `../shared/data/site-colour` (colour close-ups, files whose sorted index is not a multiple of 5) and FER+ faces
 (grey, train rows from 20,000 on and val; never test). The scale sweep (`examples/scale_sweep.rs`) pastes the
 rest: site-colour files whose index is a multiple of 5 and FER+ train rows under 20,000, so what it measures was
@@ -300,8 +302,9 @@ class Synth:
         return float(rng.uniform(-self.roll_max, self.roll_max)) if rng.random() < self.roll else 0.0
 
     def paste(self, canvas, img, x, y, w, h, rng, ellipse, roll=0.0):
-        """Paste `img` scaled to w x h at (x, y), turned by `roll` degrees about its centre; returns the box it
-        covers (the turned picture's bounding box: what the blur must cover)."""
+        """Paste `img` scaled to w x h at (x, y), turned by `roll` degrees about its centre; returns the face's
+        box: for a turned face, the bounding box of the ellipse inscribed in the turned picture (the face, not the
+        picture's corners: a round face's box keeps its size as it turns, as an upright face's does)."""
         s = self.size
         iw, ih = max(1, int(round(w))), max(1, int(round(h)))
         src = Image.fromarray(np.ascontiguousarray(img)).resize((iw, ih), Image.BILINEAR)
@@ -322,8 +325,8 @@ class Synth:
             alpha = np.asarray(Image.fromarray(alpha, "F").rotate(roll, Image.BILINEAR, expand=True))
             cx, cy = x + w / 2, y + h / 2
             t = math.radians(roll)
-            hw = (abs(w * math.cos(t)) + abs(h * math.sin(t))) / 2
-            hh = (abs(w * math.sin(t)) + abs(h * math.cos(t))) / 2
+            hw = math.hypot(w * math.cos(t), h * math.sin(t)) / 2
+            hh = math.hypot(w * math.sin(t), h * math.cos(t)) / 2
             box = (cx - hw, cy - hh, cx + hw, cy + hh)
             x, y = cx - src.size[0] / 2, cy - src.size[1] / 2
             iw, ih = src.size
@@ -371,7 +374,7 @@ class Synth:
             w, h = side * ar, side
             roll = self.turn(rng)
             t = math.radians(roll)
-            # the turned face's bounding box about the same centre (the box taught)
+            # the room the turned picture needs about the same centre (paste returns the box taught)
             bw, bh = abs(w * math.cos(t)) + abs(h * math.sin(t)), abs(w * math.sin(t)) + abs(h * math.cos(t))
             for _ in range(20):
                 # up to a quarter of the face may run off the frame (a close-up: on any side)

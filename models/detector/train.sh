@@ -26,7 +26,7 @@ if [ "${1:-}" = smoke ]; then
     "$PY" "$HERE/recipe.py" train --work "$WORK/marks" --init "$WORK/detector.pt" --marks 0.5 --roll 0.5 --steps 4 \
         --batch 8 --log-every 2 $BF16
     "$PY" "$HERE/recipe.py" export --work "$WORK/marks" --out "$WORK/mien_face.onnx"
-    # fine-tuning an exported model (--from-onnx: batch norm folded), as for the turned-face candidate d
+    # fine-tuning an exported model (--from-onnx: batch norm folded), as for the turned-face candidate g
     mkdir -p "$WORK/tune" && ln -sfn ../backgrounds "$WORK/tune/backgrounds"
     "$PY" "$HERE/recipe.py" train --work "$WORK/tune" --from-onnx "$WORK/mien_face.onnx" --roll 0.5 --marks 0.3 \
         --steps 4 --batch 8 --log-every 2 $BF16
