@@ -534,18 +534,20 @@ def train(a):
     # --from-onnx: the shipped graph's weights, batch norm folded into the convolutions (fine-tuned without it)
     net = folded_net(a.width) if a.from_onnx else FaceNet(a.width)
     ckpt = os.path.join(a.work, "detector.pt")
-    if a.from_onnx and not (a.resume and os.path.exists(ckpt)):
-        load_onnx(net, a.from_onnx)
-        print(f"weights from {a.from_onnx} (batch norm folded)", flush=True)
+    resuming = a.resume and os.path.exists(ckpt)
     start = 0
     opt = torch.optim.AdamW(net.parameters(), lr=a.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=a.lr, total_steps=a.steps, pct_start=0.05)
-    if a.init and not (a.resume and os.path.exists(ckpt)):
+    # starting weights (one of --from-onnx and --init, argparse sees to it), unless this run resumes its own
+    if a.from_onnx and not resuming:
+        load_onnx(net, a.from_onnx)
+        print(f"weights from {a.from_onnx} (batch norm folded)", flush=True)
+    if a.init and not resuming:
         st = torch.load(a.init, weights_only=False)
         assert st.get("width", 1.0) == a.width, f"{a.init}: width {st.get('width')}, not {a.width}"
         net.load_state_dict(st["net"])
         print(f"weights from {a.init} (step {st['step']} of its run)", flush=True)
-    if a.resume and os.path.exists(ckpt):
+    if resuming:
         st = torch.load(ckpt, weights_only=False)
         net.load_state_dict(st["net"])
         opt.load_state_dict(st["opt"])
@@ -805,9 +807,10 @@ def main():
     t.add_argument("--roll", type=float, default=0.0,
                    help="share of faces and negatives turned in the picture's plane, by up to --roll-max degrees")
     t.add_argument("--roll-max", type=float, default=90.0)
-    t.add_argument("--init", default="", help="start from this checkpoint's weights (a new schedule: a second phase)")
-    t.add_argument("--from-onnx", default="",
-                   help="start from an exported model's weights (models/mien_face.onnx), batch norm folded: fine-tuning")
+    start = t.add_mutually_exclusive_group()
+    start.add_argument("--init", default="", help="start from this checkpoint's weights (a new schedule: a second phase)")
+    start.add_argument("--from-onnx", default="",
+                       help="start from an exported model's weights (models/mien_face.onnx), batch norm folded: fine-tuning")
     e = sub.add_parser("export")
     e.add_argument("--work", required=True)
     e.add_argument("--out", required=True)
